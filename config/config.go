@@ -1,0 +1,143 @@
+package config
+
+import "time"
+
+// Config is trackerd's whole configuration, after defaults, file, environment
+// and flags have been applied. Field comments name the key (without its
+// TRACKER_ or SQLALCHEMY_ prefix) and the default.
+//
+// Tri-state keys are pointers: nil means the key was not set, which for
+// TRACK_MODIFICATIONS differs from false (DESIGN.md section 2).
+type Config struct {
+	// DatabaseURI is DATABASE_URI: the default bind (key "default").
+	DatabaseURI string
+	// Binds is BINDS: more binds by key.
+	Binds map[string]BindConfig
+
+	// TrackModifications is TRACK_MODIFICATIONS; nil when unset.
+	TrackModifications *bool
+	// Echo is ECHO: log every decoded change and published event.
+	Echo bool
+	// RecordQueries is RECORD_QUERIES; nil when unset (then Debug || Testing).
+	RecordQueries *bool
+	// NativeUnicode is NATIVE_UNICODE, default true.
+	NativeUnicode bool
+
+	// Engine holds POOL_SIZE, MAX_OVERFLOW, POOL_TIMEOUT, POOL_RECYCLE and
+	// their ENGINE_OPTIONS spelling, for every bind that does not set its own.
+	Engine EngineOptions
+
+	// NamingConvention is NAMING_CONVENTION: "subject" (all phases),
+	// optional per-phase overrides "before_commit", "after_commit",
+	// "rollback", and any other key is a user-defined static token.
+	NamingConvention map[string]string
+
+	// NATSURL is NATS_URL; empty starts an embedded server.
+	NATSURL string
+	// NATS holds NATS credentials and TLS (NATS_USER, NATS_PASSWORD,
+	// NATS_TOKEN, NATS_CREDS, NATS_NKEY, NATS_TLS_CERT, NATS_TLS_KEY, NATS_TLS_CA).
+	NATS NATSAuth
+	// SubjectPrefix is SUBJECT_PREFIX, default "trackerd".
+	SubjectPrefix string
+	// Signals is SIGNALS, default ["before_commit", "after_commit"].
+	Signals []string
+	// PublishMode is PUBLISH_MODE: "jetstream" (default) or "core"
+	// (at-most-once, no acks).
+	PublishMode string
+	// MaxInflight is MAX_INFLIGHT, default 4096: unacknowledged messages per bind.
+	MaxInflight int
+	// OversizePolicy is OVERSIZE_POLICY: what to do with an event larger than
+	// the server's max_payload. "truncate" (default) or "fail".
+	OversizePolicy string
+
+	// StreamName is STREAM_NAME, default "TRACKERD".
+	StreamName string
+	// DuplicateWindow is DUPLICATE_WINDOW, default 10m.
+	DuplicateWindow time.Duration
+	// StreamMaxAge, StreamMaxBytes, StreamMaxMsgs, StreamReplicas are
+	// STREAM_MAX_AGE (0 = unlimited), STREAM_MAX_BYTES (-1 = unlimited),
+	// STREAM_MAX_MSGS (-1 = unlimited), STREAM_REPLICAS (default 1).
+	StreamMaxAge   time.Duration
+	StreamMaxBytes int64
+	StreamMaxMsgs  int64
+	StreamReplicas int
+	// CheckpointBucket is CHECKPOINT_BUCKET, default "trackerd_checkpoints".
+	CheckpointBucket string
+	// CheckpointInterval is CHECKPOINT_INTERVAL, default 200ms: how often
+	// acknowledged progress is written.
+	CheckpointInterval time.Duration
+	// CheckpointFile is CHECKPOINT_FILE: the checkpoint file used when there
+	// is no NATS (library use). Default: checkpoints.json in DataDir.
+	CheckpointFile string
+	// DataDir is DATA_DIR: trackerd's state directory (spill files, embedded
+	// NATS, checkpoint file). Default: $XDG_DATA_HOME/trackerd or
+	// ~/.local/share/trackerd.
+	DataDir string
+	// NATSStoreDir is NATS_STORE_DIR: the embedded server's JetStream data.
+	// Default: DataDir/nats.
+	NATSStoreDir string
+	// SpillThreshold is SPILL_THRESHOLD, default 16 MiB: bytes of one
+	// transaction's changes held in memory before the rest spill to disk.
+	SpillThreshold int64
+
+	// HTTPAddr is HTTP_ADDR, default "127.0.0.1:9187"; "off" disables it.
+	HTTPAddr string
+	// LogFormat is LOG_FORMAT: "text" (default) or "json".
+	LogFormat string
+	// LogLevel is LOG_LEVEL: "debug", "info" (default), "warn", "error".
+	LogLevel string
+	// Debug and Testing are DEBUG and TESTING, as in Flask.
+	Debug   bool
+	Testing bool
+}
+
+// BindConfig is one entry of BINDS.
+type BindConfig struct {
+	// URI is the bind's SQLAlchemy URL.
+	URI string
+	// Tables limits tracking to these tables ("schema.table" or "table").
+	Tables []string
+	// ExcludeTables are never tracked.
+	ExcludeTables []string
+	// Track is false to configure a bind without following it; nil = true.
+	Track *bool
+	// Slot and Publication name the PostgreSQL replication slot and
+	// publication; empty derives them from the database and bind key.
+	Slot        string
+	Publication string
+	// Streaming asks PostgreSQL (14+) to stream large in-progress
+	// transactions, so before_commit events go out before the commit.
+	Streaming bool
+	// ServerID is the MySQL/MariaDB replica server_id of the reader; 0
+	// derives a stable one from the bind key.
+	ServerID uint32
+	// Heartbeat is how often an idle PostgreSQL bind writes a logical
+	// heartbeat message (0 = default 10s, negative = off).
+	Heartbeat time.Duration
+	// Engine holds per-bind pool settings (ENGINE_OPTIONS spelling).
+	Engine EngineOptions
+}
+
+// EngineOptions are the query-pool settings of a bind. Nil fields are unset
+// and fall back to the dialect's default (see DefaultEngineOptions).
+type EngineOptions struct {
+	PoolSize    *int
+	MaxOverflow *int
+	PoolTimeout *time.Duration
+	// PoolRecycle is the longest life of a query connection; nil = the
+	// dialect default (7200 s for MySQL/MariaDB, unlimited otherwise).
+	PoolRecycle *time.Duration
+}
+
+// NATSAuth holds the NATS connection's credentials and TLS files. Secret
+// fields are never logged.
+type NATSAuth struct {
+	User     string
+	Password string
+	Token    string
+	Creds    string
+	NKey     string
+	TLSCert  string
+	TLSKey   string
+	TLSCA    string
+}

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# setup-servers.sh: make this machine's PostgreSQL, MariaDB and NATS ready for
+# trackerd's tests and for running trackerd against them. Idempotent: a second
+# run changes nothing and restarts nothing.
+#
+#   PostgreSQL 15: wal_level=logical, room for test slots, and a role group
+#                  `trackerd_pwauth` whose members log in with a password over
+#                  TCP (the rest of the host keeps its trust auth), so tests can
+#                  check that passwords never leak.
+#   MariaDB 10.11: log_bin, binlog_format=ROW, binlog_row_image=FULL,
+#                  binlog_row_metadata=FULL, server_id, via a file under
+#                  /etc/mysql/mariadb.conf.d/.
+#   NATS:          answers on 127.0.0.1:4222 with JetStream.
+#
+# Needs root (it edits server configuration and restarts servers).
+set -euo pipefail
+
+PGVER=${PGVER:-15}
+PGCLUSTER=${PGCLUSTER:-main}
+PGCONF=/etc/postgresql/$PGVER/$PGCLUSTER
+MYCONF_DIR=/etc/mysql/mariadb.conf.d
+MYCONF=$MYCONF_DIR/60-trackerd-binlog.cnf
+NATS_HOSTPORT=${NATS_HOSTPORT:-127.0.0.1:4222}
+
+log() { printf 'setup-servers: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+[ "$(id -u)" = 0 ] || die "run as root: it edits server configuration and restarts servers"
+
+psql_q() { psql -h 127.0.0.1 -U postgres -d postgres -XAtqc "$1"; }
+wait_for() { # what command...
+  local what=$1; shift
+  for _ in $(seq 1 60); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
+  die "$what did not come up within 30 s"
+}
+
+# ------------------------------------------------------------ PostgreSQL ---
+pg_start() { pg_ctlcluster --skip-systemctl-redirect "$PGVER" "$PGCLUSTER" start 2>/dev/null || true; }
+pg_ready() { psql_q 'select 1'; }
+if ! pg_ready >/dev/null 2>&1; then log "starting PostgreSQL"; pg_start; fi
+wait_for PostgreSQL pg_ready
+
+pg_restart=0
+want() { # name value
+  local cur; cur=$(psql_q "select setting from pg_settings where name='$1'")
+  if [ "$cur" != "$2" ]; then
+    log "PostgreSQL: $1 = $cur -> $2"
+    psql_q "ALTER SYSTEM SET $1 = '$2'" >/dev/null
+    pending=$(psql_q "select pending_restart from pg_settings where name='$1'")
+    [ "$pending" = t ] || [ "$(psql_q "select context from pg_settings where name='$1'")" = postmaster ] && pg_restart=1
+    psql_q 'select pg_reload_conf()' >/dev/null
+  fi
+}
+want wal_level logical
+want max_replication_slots 40
+want max_wal_senders 40
+# Let tests see slow standby updates fail quickly enough, but keep the default.
+want wal_sender_timeout 60000
+
+# Password logins for members of trackerd_pwauth, ahead of the trust lines.
+HBA=$PGCONF/pg_hba.conf
+if ! grep -q 'trackerd_pwauth' "$HBA"; then
+  log "PostgreSQL: password auth for +trackerd_pwauth in $HBA"
+  tmp=$(mktemp)
+  { echo '# trackerd tests: members of trackerd_pwauth must give a password over TCP'
+    echo 'host    all    +trackerd_pwauth    127.0.0.1/32    scram-sha-256'
+    echo 'host    all    +trackerd_pwauth    ::1/128         scram-sha-256'
+    cat "$HBA"; } >"$tmp"
+  cat "$tmp" >"$HBA"; rm -f "$tmp"
+  psql_q 'select pg_reload_conf()' >/dev/null
+fi
+psql_q "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='trackerd_pwauth') THEN CREATE ROLE trackerd_pwauth NOLOGIN; END IF; END\$\$" >/dev/null
+
+if [ $pg_restart = 1 ]; then
+  log "PostgreSQL: restarting $PGVER/$PGCLUSTER for wal_level"
+  pg_ctlcluster --skip-systemctl-redirect "$PGVER" "$PGCLUSTER" restart
+  wait_for PostgreSQL pg_ready
+fi
+[ "$(psql_q 'show wal_level')" = logical ] || die "PostgreSQL wal_level is still not logical"
+psql_q "select 1 from pg_database where datname='test'" | grep -q 1 || psql_q 'create database test' >/dev/null
+log "PostgreSQL ready (wal_level=logical)"
+
+# --------------------------------------------------------------- MariaDB ---
+my_q() { mariadb -uroot -h127.0.0.1 -P3306 -NBe "$1"; }
+my_ready() { my_q 'select 1'; }
+my_start() { start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd; }
+if ! my_ready >/dev/null 2>&1; then log "starting MariaDB"; my_start; fi
+wait_for MariaDB my_ready
+
+mkdir -p "$MYCONF_DIR"
+# Debian's /etc/mysql/my.cnf normally includes mariadb.conf.d; this machine's
+# stripped one may not, so add the include once.
+for f in /etc/mysql/my.cnf /etc/mysql/mariadb.cnf; do
+  [ -f "$f" ] || continue
+  grep -q "^!includedir $MYCONF_DIR" "$f" || { log "MariaDB: adding !includedir $MYCONF_DIR to $f"; printf '\n!includedir %s/\n' "$MYCONF_DIR" >>"$f"; }
+  break
+done
+want_cnf=$(cat <<'CNF'
+# trackerd: row-based binary log with full row images and column metadata.
+[mariadbd]
+log_bin                = mariadb-bin
+binlog_format          = ROW
+binlog_row_image       = FULL
+binlog_row_metadata    = FULL
+server_id              = 1
+binlog_expire_logs_seconds = 864000
+CNF
+)
+my_restart=0
+if [ ! -f "$MYCONF" ] || [ "$(cat "$MYCONF")" != "$want_cnf" ]; then
+  log "MariaDB: writing $MYCONF"; printf '%s\n' "$want_cnf" >"$MYCONF"
+fi
+[ "$(my_q 'select @@log_bin')" = 1 ] || my_restart=1
+[ "$(my_q 'select @@global.binlog_format')" = ROW ] || my_restart=1
+[ "$(my_q 'select @@global.binlog_row_image')" = FULL ] || my_restart=1
+[ "$(my_q 'select @@global.binlog_row_metadata')" = FULL ] || my_restart=1
+if [ $my_restart = 1 ]; then
+  log "MariaDB: restarting for the binlog settings"
+  mariadb-admin -uroot -h127.0.0.1 shutdown || true
+  for _ in $(seq 1 60); do pgrep -x mariadbd >/dev/null || break; sleep 0.5; done
+  my_start
+  wait_for MariaDB my_ready
+fi
+[ "$(my_q 'select @@log_bin')" = 1 ] || die "MariaDB log_bin is still off (is $MYCONF read?)"
+[ "$(my_q 'select @@global.binlog_format')" = ROW ] || die "MariaDB binlog_format is not ROW"
+my_q 'create database if not exists test'
+log "MariaDB ready (log_bin, ROW, FULL, metadata FULL)"
+
+# ------------------------------------------------------------------ NATS ---
+nats_ready() { # a PING/PONG over the client protocol, plus JetStream in INFO
+  exec 3<>"/dev/tcp/${NATS_HOSTPORT%:*}/${NATS_HOSTPORT#*:}" || return 1
+  local info; IFS= read -r -t 2 info <&3 || { exec 3<&-; return 1; }
+  exec 3<&-
+  case $info in *'"jetstream":true'*) return 0 ;; *) return 2 ;; esac
+}
+if ! nats_ready; then
+  log "starting nats-server with JetStream on $NATS_HOSTPORT"
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+    -a "${NATS_HOSTPORT%:*}" -p "${NATS_HOSTPORT#*:}" -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+  wait_for NATS nats_ready
+fi
+log "NATS ready on $NATS_HOSTPORT (JetStream)"

@@ -1,0 +1,356 @@
+package tracker
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Op is what a change did to its row.
+type Op string
+
+// The operations. They are Flask-SQLAlchemy's operation names, plus truncate
+// and snapshot.
+const (
+	OpInsert   Op = "insert"
+	OpUpdate   Op = "update"
+	OpDelete   Op = "delete"
+	OpTruncate Op = "truncate"
+	OpSnapshot Op = "snapshot"
+)
+
+// Valid reports whether o is one of the operations above.
+func (o Op) Valid() bool {
+	switch o {
+	case OpInsert, OpUpdate, OpDelete, OpTruncate, OpSnapshot:
+		return true
+	}
+	return false
+}
+
+// Row is one image of a row: its column names in table order, and each
+// value as JSON text (DESIGN.md section 4: numbers that fit stay numbers,
+// exact decimals and 64-bit integers as strings, timestamps RFC 3339, bytes
+// base64, JSON columns embedded).
+//
+// A nil entry in Values means the database did not send that column (see
+// [Change.Unchanged]); JSON null is the four bytes "null". Names may be
+// shared by every row of a table and must not be modified. The zero Row means
+// "no image" and encodes as JSON null.
+type Row struct {
+	Names  []string
+	Values []json.RawMessage
+}
+
+// IsZero reports whether r holds no image at all.
+func (r Row) IsZero() bool { return r.Names == nil }
+
+// Len returns the number of columns, present or not.
+func (r Row) Len() int { return len(r.Names) }
+
+// Get returns the JSON value of the named column, and false when the row has
+// no such column or the database did not send it.
+func (r Row) Get(name string) (json.RawMessage, bool) {
+	for i, n := range r.Names {
+		if n == name {
+			v := r.Values[i]
+			return v, v != nil
+		}
+	}
+	return nil, false
+}
+
+// Map decodes the row into a map, numbers as json.Number. Columns that were
+// not sent are left out. It allocates; prefer Get on hot paths.
+func (r Row) Map() (map[string]any, error) {
+	if r.IsZero() {
+		return nil, nil
+	}
+	m := make(map[string]any, len(r.Names))
+	for i, n := range r.Names {
+		if r.Values[i] == nil {
+			continue
+		}
+		d := json.NewDecoder(bytes.NewReader(r.Values[i]))
+		d.UseNumber()
+		var v any
+		if err := d.Decode(&v); err != nil {
+			return nil, fmt.Errorf("column %q: %w", n, err)
+		}
+		m[n] = v
+	}
+	return m, nil
+}
+
+// AppendJSON appends r as a JSON object in column order, leaving out
+// columns whose value was not sent; the zero Row appends null.
+func (r Row) AppendJSON(b []byte) []byte {
+	if r.IsZero() {
+		return append(b, "null"...)
+	}
+	b = append(b, '{')
+	first := true
+	for i, n := range r.Names {
+		v := r.Values[i]
+		if v == nil {
+			continue
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = AppendJSONString(b, n)
+		b = append(b, ':')
+		b = append(b, v...)
+	}
+	return append(b, '}')
+}
+
+// MarshalJSON encodes r as AppendJSON does.
+func (r Row) MarshalJSON() ([]byte, error) { return r.AppendJSON(nil), nil }
+
+// UnmarshalJSON decodes a JSON object (or null) into r, keeping the order
+// of its members.
+func (r *Row) UnmarshalJSON(data []byte) error {
+	d := json.NewDecoder(bytes.NewReader(data))
+	tok, err := d.Token()
+	if err != nil {
+		return err
+	}
+	if tok == nil {
+		*r = Row{}
+		return nil
+	}
+	if delim, ok := tok.(json.Delim); !ok || delim != '{' {
+		return fmt.Errorf("row: want a JSON object, got %v", tok)
+	}
+	names := []string{}
+	var values []json.RawMessage
+	for d.More() {
+		tok, err := d.Token()
+		if err != nil {
+			return err
+		}
+		name, _ := tok.(string)
+		var v json.RawMessage
+		if err := d.Decode(&v); err != nil {
+			return fmt.Errorf("row column %q: %w", name, err)
+		}
+		names = append(names, name)
+		values = append(values, v)
+	}
+	if _, err := d.Token(); err != nil {
+		return err
+	}
+	*r = Row{Names: names, Values: values}
+	return nil
+}
+
+// Change is one row change of a committed (or, with streaming, in-progress)
+// transaction, as a source reports it and receivers and consumers see it.
+type Change struct {
+	// Bind is the bind key the change was read from.
+	Bind string
+	// Source is the source kind: "postgresql", "mysql" or "mariadb".
+	Source string
+	// Op is what happened to the row.
+	Op Op
+	// Schema is the PostgreSQL schema, or the MySQL database.
+	Schema string
+	// Table is the table name.
+	Table string
+	// Key holds the primary-key (replica identity) columns, zero when the
+	// table has none.
+	Key Row
+	// Before is the old row image, zero where the database gives none.
+	Before Row
+	// After is the new row image, zero for deletes and truncates.
+	After Row
+	// Unchanged names the columns whose value the database did not send
+	// (PostgreSQL unchanged TOAST values); they are absent from After, never
+	// null.
+	Unchanged []string
+	// Truncated names columns whose value was left out because the event
+	// would have exceeded the server's maximum message size.
+	Truncated []string
+	// TxID is the source's transaction id: the PostgreSQL xid, the
+	// MySQL/MariaDB GTID, or binlog file:position without GTIDs.
+	TxID string
+	// TxKey identifies the transaction in event ids: "lsn-<16 hex>" of its
+	// first LSN, "gtid-..." or "pos-<file>-<position>".
+	TxKey string
+	// SubTx is the PostgreSQL subtransaction a streamed change belongs to,
+	// empty otherwise; a rollback to a savepoint retracts by it.
+	SubTx string
+	// Seq is the change's 0-based ordinal in its transaction.
+	Seq int
+	// CommitTime is the transaction's commit time, zero when not yet known.
+	CommitTime time.Time
+	// Pos is the replication position of the change (PostgreSQL LSN
+	// "X/X", MySQL "file:pos").
+	Pos string
+}
+
+// AppendJSON appends the change as the data object of its CloudEvent:
+// {op, schema, table, key, before, after, unchanged, source:{...}}.
+func (c *Change) AppendJSON(b []byte) []byte {
+	b = append(b, `{"op":`...)
+	b = AppendJSONString(b, string(c.Op))
+	b = append(b, `,"schema":`...)
+	b = AppendJSONString(b, c.Schema)
+	b = append(b, `,"table":`...)
+	b = AppendJSONString(b, c.Table)
+	b = append(b, `,"key":`...)
+	b = c.Key.AppendJSON(b)
+	b = append(b, `,"before":`...)
+	b = c.Before.AppendJSON(b)
+	b = append(b, `,"after":`...)
+	b = c.After.AppendJSON(b)
+	b = append(b, `,"unchanged":`...)
+	b = appendStrings(b, c.Unchanged)
+	if len(c.Truncated) > 0 {
+		b = append(b, `,"truncated":`...)
+		b = appendStrings(b, c.Truncated)
+	}
+	b = append(b, `,"source":{"kind":`...)
+	b = AppendJSONString(b, c.Source)
+	b = append(b, `,"bind":`...)
+	b = AppendJSONString(b, c.Bind)
+	b = append(b, `,"pos":`...)
+	b = AppendJSONString(b, c.Pos)
+	b = append(b, `,"txid":`...)
+	b = AppendJSONString(b, c.TxID)
+	b = append(b, `,"txkey":`...)
+	b = AppendJSONString(b, c.TxKey)
+	if c.SubTx != "" {
+		b = append(b, `,"subtx":`...)
+		b = AppendJSONString(b, c.SubTx)
+	}
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendInt(b, int64(c.Seq), 10)
+	b = append(b, `,"commit_time":`...)
+	if c.CommitTime.IsZero() {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '"')
+		b = c.CommitTime.UTC().AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"')
+	}
+	return append(b, "}}"...)
+}
+
+// MarshalJSON encodes the change as AppendJSON does.
+func (c *Change) MarshalJSON() ([]byte, error) { return c.AppendJSON(nil), nil }
+
+// changeJSON mirrors the data object for decoding.
+type changeJSON struct {
+	Op        Op       `json:"op"`
+	Schema    string   `json:"schema"`
+	Table     string   `json:"table"`
+	Key       Row      `json:"key"`
+	Before    Row      `json:"before"`
+	After     Row      `json:"after"`
+	Unchanged []string `json:"unchanged"`
+	Truncated []string `json:"truncated"`
+	Source    struct {
+		Kind       string     `json:"kind"`
+		Bind       string     `json:"bind"`
+		Pos        string     `json:"pos"`
+		TxID       string     `json:"txid"`
+		TxKey      string     `json:"txkey"`
+		SubTx      string     `json:"subtx"`
+		Seq        int        `json:"seq"`
+		CommitTime *time.Time `json:"commit_time"`
+	} `json:"source"`
+}
+
+// UnmarshalJSON decodes a CloudEvent data object into c.
+func (c *Change) UnmarshalJSON(data []byte) error {
+	var j changeJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		return err
+	}
+	if !j.Op.Valid() {
+		return fmt.Errorf("change: unknown op %q", j.Op)
+	}
+	*c = Change{
+		Bind: j.Source.Bind, Source: j.Source.Kind, Op: j.Op,
+		Schema: j.Schema, Table: j.Table,
+		Key: j.Key, Before: j.Before, After: j.After,
+		Unchanged: j.Unchanged, Truncated: j.Truncated,
+		TxID: j.Source.TxID, TxKey: j.Source.TxKey, SubTx: j.Source.SubTx,
+		Seq: j.Source.Seq, Pos: j.Source.Pos,
+	}
+	if j.Source.CommitTime != nil {
+		c.CommitTime = *j.Source.CommitTime
+	}
+	return nil
+}
+
+func appendStrings(b []byte, ss []string) []byte {
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = AppendJSONString(b, s)
+	}
+	return append(b, ']')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// AppendJSONString appends s as a JSON string. Invalid UTF-8 is replaced by
+// U+FFFD, as encoding/json does; HTML characters are not escaped.
+func AppendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < 0x80 {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		// U+2028 and U+2029 are valid JSON but break JavaScript; escape them
+		// as encoding/json does.
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

@@ -1,0 +1,161 @@
+package tracker
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+)
+
+// Phase is the signal an event belongs to.
+type Phase string
+
+// The phases. BeforeCommit and AfterCommit are Flask-SQLAlchemy's
+// before_models_committed and models_committed; Rollback retracts
+// before_commit events of a streamed transaction that did not commit.
+const (
+	PhaseBeforeCommit Phase = "before_commit"
+	PhaseAfterCommit  Phase = "after_commit"
+	PhaseRollback     Phase = "rollback"
+)
+
+// Valid reports whether p is one of the phases above.
+func (p Phase) Valid() bool {
+	switch p {
+	case PhaseBeforeCommit, PhaseAfterCommit, PhaseRollback:
+		return true
+	}
+	return false
+}
+
+// Event is one message for a sink: a change in one phase.
+type Event struct {
+	// Phase is the signal.
+	Phase Phase
+	// Change is the row change. For a rollback event it describes the
+	// transaction (Bind, Source, TxID, TxKey, SubTx) and Retract says which
+	// changes are withdrawn.
+	Change *Change
+	// ID is the deterministic CloudEvent id, also the Nats-Msg-Id.
+	ID string
+	// TxTotal is the transaction's number of changes; set on after_commit.
+	TxTotal int
+	// Retract is set on rollback events.
+	Retract *Retraction
+	// LaneSeq is the event's 1-based position in its bind's lane; the sink
+	// acknowledges by it.
+	LaneSeq uint64
+	// Data is the encoded change (Change.AppendJSON), shared by the phases
+	// of one change; nil until encoded.
+	Data []byte
+}
+
+// Retraction names the before_commit events a rollback withdraws: those of
+// transaction TxKey whose SubTx matches (all of them when SubTx is empty),
+// with txseq in [FromSeq, ToSeq].
+type Retraction struct {
+	TxKey   string `json:"txkey"`
+	SubTx   string `json:"subtx,omitempty"`
+	FromSeq int    `json:"from_seq"`
+	ToSeq   int    `json:"to_seq"`
+	// Seqs lists the retracted txseqs when they are not one contiguous range.
+	Seqs []int `json:"seqs,omitempty"`
+}
+
+// EventID builds the deterministic event id
+// <bind>/<txkey>/<txseq>/<phase>, each part escaped as a subject token is.
+func EventID(bind, txKey string, seq int, phase Phase) string {
+	b := make([]byte, 0, len(bind)+len(txKey)+len(phase)+16)
+	b = AppendEscaped(b, bind)
+	b = append(b, '/')
+	b = AppendEscaped(b, txKey)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, int64(seq), 10)
+	b = append(b, '/')
+	b = append(b, phase...)
+	return string(b)
+}
+
+// Escape makes s a single NATS subject token by DESIGN.md's reversible rule:
+// [A-Za-z0-9_-] stay, every other byte becomes '=' and two upper-case hex
+// digits, and the empty string becomes "=".
+func Escape(s string) string {
+	if s == "" {
+		return "="
+	}
+	for i := 0; i < len(s); i++ {
+		if !tokenSafe(s[i]) {
+			return string(AppendEscaped(make([]byte, 0, len(s)+8), s))
+		}
+	}
+	return s
+}
+
+// AppendEscaped appends Escape(s) to b.
+func AppendEscaped(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, '=')
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if tokenSafe(c) {
+			b = append(b, c)
+			continue
+		}
+		b = append(b, '=', upperHex[c>>4], upperHex[c&0xF])
+	}
+	return b
+}
+
+// ErrBadEscape is returned by Unescape for a token Escape cannot produce.
+var ErrBadEscape = errors.New("not an escaped token")
+
+// Unescape reverses Escape.
+func Unescape(tok string) (string, error) {
+	if tok == "=" {
+		return "", nil
+	}
+	if !strings.Contains(tok, "=") {
+		for i := 0; i < len(tok); i++ {
+			if !tokenSafe(tok[i]) {
+				return "", ErrBadEscape
+			}
+		}
+		if tok == "" {
+			return "", ErrBadEscape
+		}
+		return tok, nil
+	}
+	b := make([]byte, 0, len(tok))
+	for i := 0; i < len(tok); i++ {
+		c := tok[i]
+		switch {
+		case tokenSafe(c):
+			b = append(b, c)
+		case c == '=' && i+2 < len(tok) && isUpperHex(tok[i+1]) && isUpperHex(tok[i+2]):
+			v := unhex(tok[i+1])<<4 | unhex(tok[i+2])
+			if tokenSafe(v) {
+				return "", ErrBadEscape // Escape never encodes a safe byte
+			}
+			b = append(b, v)
+			i += 2
+		default:
+			return "", ErrBadEscape
+		}
+	}
+	return string(b), nil
+}
+
+const upperHex = "0123456789ABCDEF"
+
+func tokenSafe(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+}
+
+func isUpperHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'A' && c <= 'F' }
+
+func unhex(c byte) byte {
+	if c <= '9' {
+		return c - '0'
+	}
+	return c - 'A' + 10
+}
