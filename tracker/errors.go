@@ -19,6 +19,9 @@ var (
 	// checkpoint (binlogs purged, slot invalidated): changes were lost on
 	// the server side and the bind needs a new snapshot.
 	ErrResnapshotRequired = errors.New("re-snapshot required")
+	// ErrFenced means another instance holds the bind (its replication slot
+	// is in use, or it holds the bind's lease): this one must not run it.
+	ErrFenced = errors.New("held by another instance")
 )
 
 // ConfigError wraps err so that errors.Is(err, ErrConfig) holds, keeping its
