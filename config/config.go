@@ -1,6 +1,12 @@
 package config
 
-import "time"
+import (
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
 
 // Config is trackerd's whole configuration, after defaults, file, environment
 // and flags have been applied. Field comments name the key (without its
@@ -34,6 +40,10 @@ type Config struct {
 
 	// NATSURL is NATS_URL; empty starts an embedded server.
 	NATSURL string
+	// EmbeddedNATSAddr is EMBEDDED_NATS_ADDR, default "127.0.0.1:4223": the
+	// host:port the embedded NATS server listens on when NATS_URL is unset;
+	// port 0 picks a free one.
+	EmbeddedNATSAddr string
 	// NATS holds NATS credentials and TLS (NATS_USER, NATS_PASSWORD,
 	// NATS_TOKEN, NATS_CREDS, NATS_NKEY, NATS_TLS_CERT, NATS_TLS_KEY, NATS_TLS_CA).
 	NATS NATSAuth
@@ -89,6 +99,10 @@ type Config struct {
 	// Debug and Testing are DEBUG and TESTING, as in Flask.
 	Debug   bool
 	Testing bool
+
+	// sources maps a key to where Load found it ("env TRACKER_ECHO"); nil
+	// for a Config built in code. See SourceOf.
+	sources map[string]string
 }
 
 // BindConfig is one entry of BINDS.
@@ -140,4 +154,89 @@ type NATSAuth struct {
 	TLSCert  string
 	TLSKey   string
 	TLSCA    string
+}
+
+// Tracking reports whether binds are followed: TRACK_MODIFICATIONS true or
+// unset. When it is unset the caller logs TrackModificationsWarning once.
+func (c *Config) Tracking() bool {
+	return c.TrackModifications == nil || *c.TrackModifications
+}
+
+// RecordQueriesEnabled reports whether recent events are recorded:
+// RECORD_QUERIES when set (an explicit false wins over DEBUG, unlike
+// Flask-SQLAlchemy 2.x's code but as its documentation promises), else
+// DEBUG or TESTING.
+func (c *Config) RecordQueriesEnabled() bool {
+	if c.RecordQueries != nil {
+		return *c.RecordQueries
+	}
+	return c.Debug || c.Testing
+}
+
+// SourceOf says where Load found a key's value: "file trackerd.toml",
+// "env TRACKER_ECHO", "flag --echo", or "default". A path into a table
+// ("BINDS.orders.slot") has its top-level key's source. It returns "" for a
+// Config not made by Load. Packages that check values later (binds) use it
+// to build a FieldError's Source.
+func (c *Config) SourceOf(key string) string {
+	if c.sources == nil {
+		return ""
+	}
+	top, _, _ := strings.Cut(key, ".")
+	if s, ok := c.sources[top]; ok {
+		return s
+	}
+	return "default"
+}
+
+// UserTokens returns NAMING_CONVENTION's user-defined static tokens: every
+// key but "subject", "before_commit", "after_commit" and "rollback", with
+// its value (which a renderer escapes like any token value).
+func (c *Config) UserTokens() map[string]string {
+	out := make(map[string]string)
+	for k, v := range c.NamingConvention {
+		if !slices.Contains(templateKeys, k) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// SubjectTemplate returns the parsed subject template of a phase
+// ("before_commit", "after_commit" or "rollback"): NAMING_CONVENTION's
+// entry for the phase if there is one, else its "subject", else
+// DefaultSubjectTemplate.
+func (c *Config) SubjectTemplate(phase string) (Template, error) {
+	src, ok := c.NamingConvention[phase]
+	if !ok || !slices.Contains(templateKeys[1:], phase) {
+		src, ok = c.NamingConvention["subject"]
+	}
+	if !ok {
+		src = DefaultSubjectTemplate
+	}
+	t, err := ParseTemplate(src, slices.Sorted(maps.Keys(c.UserTokens())))
+	if err != nil {
+		return Template{}, &FieldError{Key: "NAMING_CONVENTION." + phase, Value: src,
+			Source: c.SourceOf("NAMING_CONVENTION"), Err: err}
+	}
+	return t, nil
+}
+
+// Warnings returns advice about values that are allowed but unwise, for
+// the caller to log at start-up (config has no logger): a DUPLICATE_WINDOW
+// under two minutes. TrackModificationsWarning is separate (see Tracking).
+func (c *Config) Warnings() []string {
+	var w []string
+	if c.DuplicateWindow < 2*time.Minute {
+		w = append(w, "DUPLICATE_WINDOW is "+c.DuplicateWindow.String()+
+			": events re-sent after a restart that takes longer are stored twice; minutes are advised")
+	}
+	return w
+}
+
+// Validate checks every value of a Config, as Load does after reading
+// them: use it on a Config built in code. It returns all problems at once,
+// joined, each a *FieldError.
+func (c *Config) Validate() error {
+	return errors.Join(c.validate()...)
 }

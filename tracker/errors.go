@@ -35,5 +35,5 @@ func ConfigError(err error) error {
 
 type configError struct{ err error }
 
-func (e configError) Error() string { return e.err.Error() }
+func (e configError) Error() string   { return e.err.Error() }
 func (e configError) Unwrap() []error { return []error{e.err, ErrConfig} }

@@ -50,15 +50,18 @@ type Event struct {
 }
 
 // Retraction names the before_commit events a rollback withdraws: those of
-// transaction TxKey whose SubTx matches (all of them when SubTx is empty),
-// with txseq in [FromSeq, ToSeq].
+// transaction TxKey with a txseq in one of Ranges. SubTx is the rolled-back
+// subtransaction, empty when the whole transaction rolled back.
 type Retraction struct {
-	TxKey   string `json:"txkey"`
-	SubTx   string `json:"subtx,omitempty"`
-	FromSeq int    `json:"from_seq"`
-	ToSeq   int    `json:"to_seq"`
-	// Seqs lists the retracted txseqs when they are not one contiguous range.
-	Seqs []int `json:"seqs,omitempty"`
+	TxKey  string     `json:"txkey"`
+	SubTx  string     `json:"subtx,omitempty"`
+	Ranges []SeqRange `json:"ranges"`
+}
+
+// SeqRange is an inclusive range of txseqs.
+type SeqRange struct {
+	From int `json:"from"`
+	To   int `json:"to"`
 }
 
 // EventID builds the deterministic event id

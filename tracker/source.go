@@ -37,6 +37,9 @@ type Record struct {
 	Tx     TxInfo
 	Change *Change
 	Pos    string
+	// Decode is optional: how long the source took to decode this record,
+	// reported by Tracker.DebugEvents when RECORD_QUERIES is on.
+	Decode time.Duration
 }
 
 // TxInfo describes a transaction at its begin, commit or rollback.

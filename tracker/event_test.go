@@ -1,0 +1,168 @@
+package tracker
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestEscape(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"orders", "orders"},
+		{"Order_Items-2", "Order_Items-2"},
+		{"", "="},
+		{"a.b", "a=2Eb"},
+		{"a b", "a=20b"},
+		{"*", "=2A"},
+		{">", "=3E"},
+		{"=", "=3D"},
+		{"Ünits", "=C3=9Cnits"},
+		{"a/b", "a=2Fb"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			if got := Escape(tc.in); got != tc.want {
+				t.Fatalf("Escape(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+			back, err := Unescape(tc.want)
+			if err != nil || back != tc.in {
+				t.Fatalf("Unescape(%q) = %q, %v; want %q", tc.want, back, err, tc.in)
+			}
+		})
+	}
+	for _, bad := range []string{"", "a.b", "=2", "=2e", "=41", "a b", "=ZZ"} {
+		if got, err := Unescape(bad); err == nil {
+			t.Errorf("Unescape(%q) = %q, want an error", bad, got)
+		}
+	}
+}
+
+func FuzzEscape(f *testing.F) {
+	for _, s := range []string{"", "orders", "a.b", "=", "=3D", "Ünits", "a b*>", "\x00\xff"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		e := Escape(s)
+		if e == "" || strings.ContainsAny(e, ".*> \t\r\n") {
+			t.Fatalf("Escape(%q) = %q is not a single safe token", s, e)
+		}
+		back, err := Unescape(e)
+		if err != nil || back != s {
+			t.Fatalf("Unescape(Escape(%q)) = %q, %v", s, back, err)
+		}
+		// Escaping is injective: an escaped token that unescapes must
+		// re-escape to itself.
+		if u, err := Unescape(s); err == nil && Escape(u) != s {
+			t.Fatalf("Escape(Unescape(%q)) = %q", s, Escape(u))
+		}
+	})
+}
+
+func TestEventID(t *testing.T) {
+	got := EventID("my.bind", "pos-mariadb-bin.000001-4", 3, PhaseAfterCommit)
+	want := "my=2Ebind/pos-mariadb-bin=2E000001-4/3/after_commit"
+	if got != want {
+		t.Fatalf("EventID = %q, want %q", got, want)
+	}
+}
+
+func sampleChange() *Change {
+	return &Change{
+		Bind: "default", Source: "postgresql", Op: OpUpdate, Schema: "public", Table: "or\"ders",
+		Key:       Row{Names: []string{"id"}, Values: []json.RawMessage{json.RawMessage(`1`)}},
+		Before:    Row{Names: []string{"id", "note"}, Values: []json.RawMessage{json.RawMessage(`1`), json.RawMessage(`"a"`)}},
+		After:     Row{Names: []string{"id", "note", "blob"}, Values: []json.RawMessage{json.RawMessage(`1`), json.RawMessage(`"é\n"`), nil}},
+		Unchanged: []string{"blob"},
+		TxID:      "731", TxKey: "lsn-00000000016B3748", Seq: 2, Pos: "0/16B3790",
+		CommitTime: time.Date(2026, 11, 24, 12, 30, 0, 123456000, time.UTC),
+	}
+}
+
+func TestChangeJSON(t *testing.T) {
+	c := sampleChange()
+	data := c.AppendJSON(nil)
+	want := `{"op":"update","schema":"public","table":"or\"ders","key":{"id":1},"before":{"id":1,"note":"a"},` +
+		`"after":{"id":1,"note":"é\n"},"unchanged":["blob"],"source":{"kind":"postgresql","bind":"default","pos":"0/16B3790",` +
+		`"txid":"731","txkey":"lsn-00000000016B3748","seq":2,"commit_time":"2026-11-24T12:30:00.123456Z"}}`
+	if string(data) != want {
+		t.Fatalf("AppendJSON:\n%s\nwant\n%s", data, want)
+	}
+	if !json.Valid(data) {
+		t.Fatal("not valid JSON")
+	}
+	var back Change
+	if err := json.Unmarshal(data, &back); err != nil {
+		t.Fatal(err)
+	}
+	// A value the database did not send is not in the JSON, so it comes
+	// back without that column.
+	if string(back.AppendJSON(nil)) != want {
+		t.Fatalf("round trip:\n%s\nwant\n%s", back.AppendJSON(nil), want)
+	}
+	empty := (&Change{Op: OpTruncate, Schema: "s", Table: "t"}).AppendJSON(nil)
+	if !strings.Contains(string(empty), `"key":null,"before":null,"after":null,"unchanged":[]`) {
+		t.Fatalf("truncate change: %s", empty)
+	}
+}
+
+func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
+	for _, s := range []string{"plain", "quote\"back\\slash", "\x00\x01\x1f", "tab\t", "é ü 日本", "\u2028\u2029", "bad \xff utf8", "<>&"} {
+		got := string(AppendJSONString(nil, s))
+		var back string
+		if err := json.Unmarshal([]byte(got), &back); err != nil {
+			t.Fatalf("%q -> %s: %v", s, got, err)
+		}
+		want, _ := json.Marshal(s)
+		var wantBack string
+		json.Unmarshal(want, &wantBack)
+		if back != wantBack {
+			t.Fatalf("%q decodes to %q, encoding/json's to %q", s, back, wantBack)
+		}
+	}
+}
+
+func FuzzChangeCodec(f *testing.F) {
+	f.Add("public", "orders", `"x"`, int64(5))
+	f.Add("", "", `null`, int64(0))
+	f.Fuzz(func(t *testing.T, schema, table, value string, ns int64) {
+		c := sampleChange()
+		c.Schema, c.Table = schema, table
+		if json.Valid([]byte(value)) {
+			c.After.Values[1] = json.RawMessage(value)
+		}
+		if ns != 0 {
+			c.CommitTime = time.Unix(0, ns).UTC()
+		}
+		rec := appendChange(nil, c)
+		var d decoder
+		back, err := d.decodeChange(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(back.AppendJSON(nil)) != string(c.AppendJSON(nil)) {
+			t.Fatalf("codec round trip:\n%s\n%s", back.AppendJSON(nil), c.AppendJSON(nil))
+		}
+		// Truncated records are errors, never panics.
+		for i := range rec {
+			if _, err := d.decodeChange(rec[:i]); err == nil {
+				t.Fatalf("decoding %d of %d bytes succeeded", i, len(rec))
+			}
+		}
+	})
+}
+
+func BenchmarkChangeAppendJSON(b *testing.B) {
+	c := sampleChange()
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = c.AppendJSON(buf[:0])
+	}
+}
+
+func BenchmarkEventID(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = EventID("default", "lsn-00000000016B3748", 12, PhaseAfterCommit)
+	}
+}

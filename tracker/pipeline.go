@@ -1,0 +1,616 @@
+package tracker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/trackerd/trackerd/binds"
+)
+
+// shutdownTimeout bounds how long a stopping bind waits for outstanding acks
+// and its final checkpoint.
+const shutdownTimeout = 30 * time.Second
+
+// pipeline runs one bind: its source's records in, events to its lane,
+// checkpoints out. Handle runs on the source's goroutine only; the
+// checkpointer and the lane's ack callback run on others.
+type pipeline struct {
+	t        *Tracker
+	bind     binds.Bind
+	log      *slog.Logger
+	src      Source
+	lane     Lane
+	store    CheckpointStore
+	key      string
+	identity string
+	from     string
+
+	// Owned by Handle.
+	laneSeq uint64
+	open    map[string]*openTx
+	cur     *openTx // the open transaction that is not streamed
+	scratch []byte
+
+	// runCtx ends when the bind must stop; srcCtx, later, ends the source.
+	runCtx   context.Context
+	srcCtx   context.Context
+	handling sync.Mutex
+
+	acked atomic.Uint64
+
+	mu      sync.Mutex // guards pending, ready, cp, state, lastErr
+	pending []pendingPos
+	ready   string // acknowledged position not yet saved
+	cp      Checkpoint
+	state   string
+	lastErr string
+
+	cpMu sync.Mutex // one checkpoint write at a time
+
+	changes, txs, published, checkpoints, retries atomic.Uint64
+	spilled                                       atomic.Int64
+	openTxs                                       atomic.Int64
+}
+
+// pendingPos is a position that may be checkpointed once the lane has acked
+// every event up to seq.
+type pendingPos struct {
+	seq uint64
+	pos string
+}
+
+type openTx struct {
+	info TxInfo
+	next int
+	buf  *txBuffer
+}
+
+func (t *Tracker) openPipeline(ctx context.Context, b binds.Bind) (*pipeline, error) {
+	log := t.log.With(slog.String("bind", b.Key))
+	src, err := t.sources[b.Kind](ctx, b, SourceOptions{
+		Logger:        log,
+		NativeUnicode: t.cfg.NativeUnicode,
+		Echo:          t.cfg.Echo,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bind %s: %w", b.Key, err)
+	}
+	p := &pipeline{
+		t:        t,
+		bind:     b,
+		log:      log,
+		src:      src,
+		store:    t.store,
+		identity: src.Identity(),
+		open:     make(map[string]*openTx),
+		state:    StateStarting,
+	}
+	p.key = CheckpointKey(b.Key, p.identity)
+	cp, err := p.store.Load(ctx, p.key)
+	switch {
+	case errors.Is(err, ErrNoCheckpoint):
+		cp = Checkpoint{Bind: b.Key, Source: p.identity}
+		log.Info("no checkpoint: starting from the source's current position", slog.String("source", p.identity))
+	case err != nil:
+		src.Close()
+		return nil, fmt.Errorf("bind %s: load checkpoint: %w", b.Key, err)
+	case cp.Source != p.identity:
+		src.Close()
+		return nil, ConfigError(fmt.Errorf("bind %s: checkpoint %s belongs to source %q, not %q: remove it or point the bind back",
+			b.Key, p.key, cp.Source, p.identity))
+	default:
+		log.Info("resuming from checkpoint", slog.String("position", cp.Position), slog.Time("written", cp.Time))
+	}
+	p.cp = cp
+	p.from = cp.Position
+	return p, nil
+}
+
+func (p *pipeline) setState(s string) {
+	p.mu.Lock()
+	p.state = s
+	p.mu.Unlock()
+}
+
+// run streams until ctx ends or the source fails, then drains.
+func (p *pipeline) run(ctx context.Context) (err error) {
+	defer p.src.Close()
+	if p.t.sink != nil {
+		lane, err := p.t.sink.OpenLane(ctx, p.bind.Key, p.onAck)
+		if err != nil {
+			p.setState(StateFailed)
+			return fmt.Errorf("open sink lane: %w", err)
+		}
+		p.lane = lane
+	}
+
+	p.runCtx = ctx
+	srcCtx, cancelSrc := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelSrc()
+	p.srcCtx = srcCtx
+
+	srcDone := make(chan error, 1)
+	go func() { srcDone <- p.src.Run(srcCtx, p.from, HandlerFunc(p.Handle)) }()
+	cpCtx, cancelCP := context.WithCancel(context.WithoutCancel(ctx))
+	cpDone := make(chan error, 1)
+	go func() { cpDone <- p.checkpointer(cpCtx) }()
+	p.setState(StateStreaming)
+	p.log.Info("streaming", slog.String("from", p.from))
+
+	var runErr error
+	srcReturned := false
+	select {
+	case <-ctx.Done():
+	case runErr = <-srcDone:
+		srcReturned = true
+	case runErr = <-cpDone:
+		cpDone <- nil
+	}
+	p.setState(StateStopping)
+
+	// Stop reading: Handle no longer processes records, and the one in
+	// progress (if any) finishes or gives up on its blocking calls.
+	p.handling.Lock()
+	p.handling.Unlock() //nolint:staticcheck // a barrier: wait for the record in progress
+
+	drainCtx, cancelDrain := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancelDrain()
+	if p.lane != nil {
+		if err := p.lane.Close(drainCtx); err != nil {
+			p.log.Warn("stopping with unacknowledged events; they are sent again on restart", slog.Any("err", err))
+		}
+	}
+	cancelCP()
+	if err := <-cpDone; err != nil && runErr == nil {
+		runErr = err
+	}
+	if err := p.checkpoint(drainCtx); err != nil && runErr == nil && !errors.Is(err, context.Canceled) {
+		runErr = err
+	}
+	cancelSrc()
+	if !srcReturned {
+		if err := <-srcDone; err != nil && runErr == nil && !errors.Is(err, context.Canceled) {
+			runErr = err
+		}
+	}
+	if runErr != nil && ctx.Err() == nil {
+		p.mu.Lock()
+		p.state, p.lastErr = StateFailed, runErr.Error()
+		p.mu.Unlock()
+		return runErr
+	}
+	p.setState(StateStopped)
+	p.log.Info("stopped", slog.String("checkpoint", p.cp.Position))
+	return nil
+}
+
+// Handle is the source's Handler. Once the bind is stopping it processes
+// nothing more: it blocks until the source is told to stop, so the source
+// keeps its connection (and its status updates) while the final checkpoint
+// is written.
+func (p *pipeline) Handle(_ context.Context, r Record) error {
+	if p.runCtx.Err() == nil {
+		p.handling.Lock()
+		err := p.handle(p.runCtx, r)
+		p.handling.Unlock()
+		if err == nil || p.runCtx.Err() == nil {
+			return err
+		}
+	}
+	<-p.srcCtx.Done()
+	return p.srcCtx.Err()
+}
+
+func (p *pipeline) handle(ctx context.Context, r Record) error {
+	switch r.Kind {
+	case RecordBegin:
+		p.begin(r.Tx)
+		return nil
+	case RecordChange:
+		if r.Change == nil {
+			return errors.New("source handed a change record without a change")
+		}
+		return p.change(ctx, r.Change, r.Decode)
+	case RecordCommit:
+		return p.commit(ctx, r.Tx, r.Pos)
+	case RecordRollback:
+		return p.rollback(ctx, r.Tx)
+	case RecordKeepalive:
+		if p.cur == nil && r.Pos != "" {
+			p.addPending(r.Pos)
+		}
+		return nil
+	}
+	return fmt.Errorf("source handed an unknown record kind %d", r.Kind)
+}
+
+func (p *pipeline) begin(info TxInfo) {
+	if old := p.open[info.TxKey]; old != nil {
+		// The source reconnected and sends the transaction again from its
+		// start: the events already sent carry the same ids.
+		p.discard(old)
+	}
+	if !info.Streamed && p.cur != nil {
+		p.log.Debug("discarding a partly received transaction after a reconnect", slog.String("txkey", p.cur.info.TxKey))
+		p.discard(p.cur)
+	}
+	tx := &openTx{info: info, buf: newTxBuffer(p.t.spill, p.spillLimit())}
+	p.open[info.TxKey] = tx
+	if !info.Streamed {
+		p.cur = tx
+	}
+	p.openTxs.Store(int64(len(p.open)))
+}
+
+func (p *pipeline) spillLimit() int64 {
+	if n := p.t.cfg.SpillThreshold; n > 0 {
+		return n
+	}
+	return 16 << 20
+}
+
+func (p *pipeline) discard(tx *openTx) {
+	tx.buf.close()
+	delete(p.open, tx.info.TxKey)
+	if p.cur == tx {
+		p.cur = nil
+	}
+	p.openTxs.Store(int64(len(p.open)))
+}
+
+func (p *pipeline) txFor(key string) (*openTx, error) {
+	if tx := p.open[key]; tx != nil {
+		return tx, nil
+	}
+	if key == "" && p.cur != nil {
+		return p.cur, nil
+	}
+	return nil, fmt.Errorf("source handed a change of transaction %q, which is not open", key)
+}
+
+func (p *pipeline) change(ctx context.Context, c *Change, decode time.Duration) error {
+	var t0 time.Time
+	if p.t.debug != nil {
+		t0 = time.Now()
+	}
+	tx, err := p.txFor(c.TxKey)
+	if err != nil {
+		return err
+	}
+	c.Bind = p.bind.Key
+	c.Seq = tx.next
+	tx.next++
+	if c.TxKey == "" {
+		c.TxKey = tx.info.TxKey
+	}
+	if c.TxID == "" {
+		c.TxID = tx.info.TxID
+	}
+	if c.CommitTime.IsZero() {
+		c.CommitTime = tx.info.CommitTime
+	}
+	p.scratch = c.AppendJSON(p.scratch[:0])
+	data := bytes.Clone(p.scratch)
+	p.changes.Add(1)
+	if p.t.cfg.Echo {
+		p.log.Info("change", slog.String("op", string(c.Op)), slog.String("schema", c.Schema),
+			slog.String("table", c.Table), slog.String("txid", c.TxID), slog.Int("seq", c.Seq),
+			slog.String("data", string(data)))
+	}
+	if p.t.phases[PhaseBeforeCommit] {
+		if err := p.publish(ctx, &Event{Phase: PhaseBeforeCommit, Change: c, Data: data,
+			ID: EventID(p.bind.Key, c.TxKey, c.Seq, PhaseBeforeCommit)}, t0, decode); err != nil {
+			return err
+		}
+	}
+	if err := p.callChange(ctx, p.t.BeforeCommit.snapshot(), c); err != nil {
+		return err
+	}
+	if err := tx.buf.add(c, data); err != nil {
+		return err
+	}
+	if tx.buf.file != nil {
+		p.spilled.Store(tx.buf.spilledBytes())
+	}
+	return nil
+}
+
+// publish hands ev to the bind's lane; without a sink there is nothing to
+// publish. t0 is when the change reached the tracker and decode how long its
+// source took to decode it, both for DebugEvents.
+func (p *pipeline) publish(ctx context.Context, ev *Event, t0 time.Time, decode time.Duration) error {
+	if p.lane == nil {
+		return nil
+	}
+	p.laneSeq++
+	ev.LaneSeq = p.laneSeq
+	slot := -1
+	if p.t.debug != nil {
+		// Recorded before the lane sees it: its ack may come at once.
+		slot = p.t.debug.add(p.bind.Key, ev, decode, t0, time.Now())
+	}
+	if err := p.lane.Publish(ctx, ev); err != nil {
+		return fmt.Errorf("publish %s: %w", ev.ID, err)
+	}
+	p.published.Add(1)
+	if slot >= 0 {
+		p.t.debug.published(slot, ev.LaneSeq, time.Now())
+	}
+	return nil
+}
+
+func (p *pipeline) commit(ctx context.Context, info TxInfo, pos string) error {
+	tx := p.open[info.TxKey]
+	if tx == nil && info.TxKey == "" {
+		tx = p.cur
+	}
+	if tx == nil {
+		// Nothing of it reached us (an empty transaction): only its
+		// position matters.
+		if pos != "" {
+			p.addPending(pos)
+		}
+		return nil
+	}
+	commitTime := info.CommitTime
+	if commitTime.IsZero() {
+		commitTime = tx.info.CommitTime
+	}
+	total := tx.buf.len()
+	txv := Tx{Bind: p.bind.Key, TxID: tx.info.TxID, TxKey: tx.info.TxKey, CommitTime: commitTime, Pos: pos, Total: total,
+		changes: func(yield func(Change, error) bool) {
+			err := tx.buf.each(func(c *Change, _ []byte) error {
+				cc := *c
+				cc.CommitTime = commitTime
+				if !yield(cc, nil) {
+					return errStopIter
+				}
+				return nil
+			})
+			if err != nil && !errors.Is(err, errStopIter) {
+				yield(Change{}, err)
+			}
+		}}
+	before := p.t.BeforeCommit.snapshot()
+	if _, hasTx := hasKinds(before); hasTx {
+		if err := p.callTx(ctx, before, txv); err != nil {
+			return err
+		}
+	}
+	after := p.t.AfterCommit.snapshot()
+	publishAfter := p.t.phases[PhaseAfterCommit]
+	err := tx.buf.each(func(c *Change, data []byte) error {
+		var t0 time.Time
+		if p.t.debug != nil {
+			t0 = time.Now()
+		}
+		cc := *c
+		if !cc.CommitTime.Equal(commitTime) || data == nil {
+			cc.CommitTime = commitTime
+			p.scratch = cc.AppendJSON(p.scratch[:0])
+			data = bytes.Clone(p.scratch)
+		}
+		if publishAfter {
+			if err := p.publish(ctx, &Event{Phase: PhaseAfterCommit, Change: &cc, Data: data, TxTotal: total,
+				ID: EventID(p.bind.Key, cc.TxKey, cc.Seq, PhaseAfterCommit)}, t0, 0); err != nil {
+				return err
+			}
+		}
+		return p.callChange(ctx, after, &cc)
+	})
+	if err != nil {
+		return err
+	}
+	if _, hasTx := hasKinds(after); hasTx {
+		if err := p.callTx(ctx, after, txv); err != nil {
+			return err
+		}
+	}
+	p.discard(tx)
+	p.spilled.Store(0)
+	p.txs.Add(1)
+	if pos != "" {
+		p.addPending(pos)
+	}
+	return nil
+}
+
+var errStopIter = errors.New("iteration stopped")
+
+func (p *pipeline) rollback(ctx context.Context, info TxInfo) error {
+	tx := p.open[info.TxKey]
+	if tx == nil {
+		return nil
+	}
+	var ranges []SeqRange
+	if info.SubTx == "" {
+		if tx.next > 0 {
+			ranges = []SeqRange{{From: 0, To: tx.next - 1}}
+		}
+		p.discard(tx)
+	} else {
+		ranges = tx.buf.retractSubTx(info.SubTx)
+	}
+	if len(ranges) == 0 || !p.t.phases[PhaseRollback] {
+		return nil
+	}
+	c := &Change{Bind: p.bind.Key, TxID: tx.info.TxID, TxKey: tx.info.TxKey, SubTx: info.SubTx, Seq: tx.next}
+	p.log.Info("transaction rolled back: retracting its before_commit events",
+		slog.String("txkey", c.TxKey), slog.String("subtx", info.SubTx), slog.Any("ranges", ranges))
+	return p.publish(ctx, &Event{Phase: PhaseRollback, Change: c,
+		Retract: &Retraction{TxKey: c.TxKey, SubTx: info.SubTx, Ranges: ranges},
+		ID:      EventID(p.bind.Key, c.TxKey, tx.next, PhaseRollback)}, time.Now(), 0)
+}
+
+// addPending records pos as reachable once every event published so far is
+// acked. Consecutive positions with no event between them collapse into one.
+func (p *pipeline) addPending(pos string) {
+	p.mu.Lock()
+	if n := len(p.pending); n > 0 && p.pending[n-1].seq == p.laneSeq {
+		p.pending[n-1].pos = pos
+	} else {
+		p.pending = append(p.pending, pendingPos{seq: p.laneSeq, pos: pos})
+	}
+	p.mu.Unlock()
+}
+
+func (p *pipeline) onAck(n uint64) {
+	if n > p.acked.Load() {
+		p.acked.Store(n)
+		if p.t.debug != nil {
+			p.t.debug.acked(p.bind.Key, n, time.Now())
+		}
+	}
+}
+
+// checkpointer writes the checkpoint every CHECKPOINT_INTERVAL while
+// acknowledged progress is pending. Only a conflict (another instance) is
+// fatal; other failures are retried on the next tick.
+func (p *pipeline) checkpointer(ctx context.Context) error {
+	every := p.t.cfg.CheckpointInterval
+	if every <= 0 {
+		every = 200 * time.Millisecond
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		err := p.checkpoint(ctx)
+		switch {
+		case err == nil:
+			failures = 0
+		case errors.Is(err, ErrCheckpointConflict):
+			return err
+		case ctx.Err() != nil:
+			return nil
+		default:
+			failures++
+			if failures == 1 || failures%50 == 0 {
+				p.log.Warn("checkpoint not written; retrying", slog.Any("err", err), slog.Int("attempts", failures))
+			}
+		}
+	}
+}
+
+// checkpoint saves the newest position whose events are all acknowledged
+// and tells the source.
+func (p *pipeline) checkpoint(ctx context.Context) error {
+	p.cpMu.Lock()
+	defer p.cpMu.Unlock()
+	acked := p.acked.Load()
+	p.mu.Lock()
+	i := 0
+	for i < len(p.pending) && p.pending[i].seq <= acked {
+		p.ready = p.pending[i].pos
+		i++
+	}
+	if i > 0 {
+		p.pending = append(p.pending[:0], p.pending[i:]...)
+	}
+	ready, cp := p.ready, p.cp
+	p.mu.Unlock()
+	if ready == "" || ready == cp.Position {
+		return nil
+	}
+	cp.Position, cp.Time = ready, time.Now().UTC()
+	saved, err := p.store.Save(ctx, p.key, cp)
+	if errors.Is(err, ErrCheckpointConflict) {
+		return fmt.Errorf("%w: checkpoint %s was written by someone else (%w): another trackerd is running this bind; stopping",
+			ErrFenced, p.key, ErrCheckpointConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("save checkpoint: %w", err)
+	}
+	p.mu.Lock()
+	p.cp = saved
+	p.mu.Unlock()
+	p.checkpoints.Add(1)
+	p.src.Confirm(ready)
+	return nil
+}
+
+// callChange calls per-change receivers in order, each until it succeeds.
+func (p *pipeline) callChange(ctx context.Context, rs []signalEntry, c *Change) error {
+	for _, e := range rs {
+		if e.fn == nil {
+			continue
+		}
+		if err := p.retry(ctx, func() error { return e.fn(ctx, *c) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *pipeline) callTx(ctx context.Context, rs []signalEntry, tx Tx) error {
+	for _, e := range rs {
+		if e.tx == nil {
+			continue
+		}
+		if err := p.retry(ctx, func() error { return e.tx(ctx, tx) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// retry calls fn until it returns nil, backing off from 100 ms to 30 s, or
+// until ctx ends. A panicking receiver counts as an error.
+func (p *pipeline) retry(ctx context.Context, fn func() error) error {
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := safeCall(fn)
+		if err == nil {
+			return nil
+		}
+		p.retries.Add(1)
+		p.log.Warn("receiver failed; holding the bind and retrying", slog.Any("err", err), slog.Int("attempt", attempt))
+		d := wait/2 + rand.N(wait/2+1)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(d):
+		}
+		wait = min(wait*2, 30*time.Second)
+	}
+}
+
+func safeCall(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("receiver panicked: %v", r)
+		}
+	}()
+	return fn()
+}
+
+func (p *pipeline) snapshot() BindStats {
+	p.mu.Lock()
+	s := BindStats{Bind: p.bind.Key, State: p.state, Checkpoint: p.cp.Position, CheckpointAt: p.cp.Time, LastError: p.lastErr}
+	p.mu.Unlock()
+	s.Changes = p.changes.Load()
+	s.Transactions = p.txs.Load()
+	s.Published = p.published.Load()
+	s.Acked = p.acked.Load()
+	s.OpenTx = int(p.openTxs.Load())
+	s.SpilledBytes = p.spilled.Load()
+	s.Checkpoints = p.checkpoints.Load()
+	s.ReceiverRetry = p.retries.Load()
+	s.Lag = Lag{Bytes: -1}
+	if lr, ok := p.src.(LagReporter); ok {
+		s.Lag = lr.Lag()
+	}
+	return s
+}

@@ -1,0 +1,313 @@
+package tracker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/trackerd/trackerd/binds"
+	"github.com/trackerd/trackerd/config"
+)
+
+// Tracker follows every tracked bind of a configuration and turns its
+// changes into signals and sink events. Create it with [New], connect
+// receivers to [Tracker.BeforeCommit] and [Tracker.AfterCommit], then call
+// [Tracker.Run].
+type Tracker struct {
+	// BeforeCommit fires for each change as it is read, before its
+	// transaction's commit is processed (Flask's before_models_committed).
+	BeforeCommit *Signal
+	// AfterCommit fires for each change of a transaction once its commit is
+	// processed (Flask's models_committed).
+	AfterCommit *Signal
+
+	cfg     *config.Config
+	binds   []binds.Bind
+	log     *slog.Logger
+	sources map[binds.Kind]OpenSourceFunc
+	sink    Sink
+	store   CheckpointStore
+	phases  map[Phase]bool
+	spill   string
+	debug   *debugRing
+
+	mu        sync.Mutex
+	pipelines map[string]*pipeline
+	running   bool
+}
+
+// Option configures a [Tracker].
+type Option func(*Tracker) error
+
+// WithLogger sets the logger; the default discards everything.
+func WithLogger(l *slog.Logger) Option {
+	return func(t *Tracker) error {
+		if l == nil {
+			return errors.New("tracker: WithLogger(nil)")
+		}
+		t.log = l
+		return nil
+	}
+}
+
+// WithSource chooses how binds of one kind are followed, e.g.
+// WithSource(binds.Postgres, postgres.Open) with
+// github.com/trackerd/trackerd/sources/postgres.
+func WithSource(kind binds.Kind, open OpenSourceFunc) Option {
+	return func(t *Tracker) error {
+		if open == nil {
+			return fmt.Errorf("tracker: WithSource(%q, nil)", kind)
+		}
+		t.sources[kind] = open
+		return nil
+	}
+}
+
+// WithSink publishes events through s (for example the NATS sink of
+// github.com/trackerd/trackerd/sinks/nats). Without one, the tracker runs
+// with in-process receivers only.
+func WithSink(s Sink) Option {
+	return func(t *Tracker) error {
+		t.sink = s
+		return nil
+	}
+}
+
+// WithCheckpointStore stores checkpoints in s. The default is a file in
+// CHECKPOINT_FILE (or DATA_DIR/checkpoints.json).
+func WithCheckpointStore(s CheckpointStore) Option {
+	return func(t *Tracker) error {
+		t.store = s
+		return nil
+	}
+}
+
+// New checks cfg and prepares a tracker; nothing connects until Run. With
+// TRACK_MODIFICATIONS unset it logs config.TrackModificationsWarning once.
+func New(cfg *config.Config, opts ...Option) (*Tracker, error) {
+	if cfg == nil {
+		return nil, errors.New("tracker: nil config")
+	}
+	t := &Tracker{
+		BeforeCommit: &Signal{},
+		AfterCommit:  &Signal{},
+		cfg:          cfg,
+		log:          slog.New(slog.DiscardHandler),
+		sources:      make(map[binds.Kind]OpenSourceFunc),
+		phases:       make(map[Phase]bool),
+		pipelines:    make(map[string]*pipeline),
+	}
+	for _, o := range opts {
+		if err := o(t); err != nil {
+			return nil, err
+		}
+	}
+	bs, err := binds.FromConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	t.binds = bs
+	for _, s := range cfg.Signals {
+		p := Phase(s)
+		if p != PhaseBeforeCommit && p != PhaseAfterCommit {
+			return nil, ConfigError(fmt.Errorf("tracker: SIGNALS: unknown signal %q (want before_commit, after_commit)", s))
+		}
+		t.phases[p] = true
+	}
+	if t.phases[PhaseBeforeCommit] {
+		t.phases[PhaseRollback] = true
+	}
+	if cfg.TrackModifications == nil {
+		t.log.Warn(config.TrackModificationsWarning,
+			slog.String("key", "TRACK_MODIFICATIONS"),
+			slog.String("env", "TRACKER_TRACK_MODIFICATIONS,SQLALCHEMY_TRACK_MODIFICATIONS"))
+	}
+	if cfg.RecordQueriesEnabled() {
+		t.debug = newDebugRing(debugRingSize)
+	}
+	if !cfg.Tracking() {
+		return t, nil
+	}
+	var missing []string
+	for _, b := range t.binds {
+		if b.Track && t.sources[b.Kind] == nil {
+			missing = append(missing, fmt.Sprintf("bind %q needs tracker.WithSource(binds.%s, %s.Open) from github.com/trackerd/trackerd/sources/%s",
+				b.Key, kindConst(b.Kind), kindPkg(b.Kind), kindPkg(b.Kind)))
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("tracker: no source for %s", strings.Join(missing, "; "))
+	}
+	t.spill = spillDir(cfg)
+	if t.store == nil {
+		path := cfg.CheckpointFile
+		if path == "" {
+			path = filepath.Join(cfg.DataDir, "checkpoints.json")
+		}
+		t.store = NewFileStore(path)
+	}
+	return t, nil
+}
+
+func kindConst(k binds.Kind) string {
+	if k == binds.MySQL {
+		return "MySQL"
+	}
+	return "Postgres"
+}
+
+func kindPkg(k binds.Kind) string {
+	if k == binds.MySQL {
+		return "mysql"
+	}
+	return "postgres"
+}
+
+func spillDir(cfg *config.Config) string {
+	if cfg.DataDir == "" {
+		return os.TempDir()
+	}
+	return filepath.Join(cfg.DataDir, "spill")
+}
+
+// Binds returns the configured binds, tracked or not, sorted by key.
+func (t *Tracker) Binds() []binds.Bind { return append([]binds.Bind(nil), t.binds...) }
+
+// Run follows every tracked bind until ctx ends or one bind fails, which
+// stops them all (a supervisor restarts trackerd, which resumes from the
+// checkpoints). On a clean stop it stops reading, waits for outstanding acks,
+// writes the final checkpoints and returns nil. With TRACK_MODIFICATIONS
+// false it returns nil at once.
+func (t *Tracker) Run(ctx context.Context) error {
+	t.mu.Lock()
+	if t.running {
+		t.mu.Unlock()
+		return errors.New("tracker: Run called twice")
+	}
+	t.running = true
+	t.mu.Unlock()
+
+	if !t.cfg.Tracking() {
+		t.log.Info("TRACK_MODIFICATIONS is false: no bind is followed")
+		return nil
+	}
+	var tracked []binds.Bind
+	for _, b := range t.binds {
+		if b.Track {
+			tracked = append(tracked, b)
+		} else {
+			t.log.Info("bind not tracked (track = false)", slog.String("bind", b.Key))
+		}
+	}
+	if len(tracked) == 0 {
+		t.log.Info("no bind is tracked")
+		return nil
+	}
+	if err := os.MkdirAll(t.spill, 0o700); err != nil {
+		return fmt.Errorf("tracker: spill directory: %w", err)
+	}
+
+	// Open every source before streaming any, so that a configuration or
+	// server problem stops the start with nothing half-running.
+	var opened []*pipeline
+	closeAll := func() {
+		for _, p := range opened {
+			p.src.Close()
+		}
+	}
+	for _, b := range tracked {
+		p, err := t.openPipeline(ctx, b)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		opened = append(opened, p)
+	}
+	t.mu.Lock()
+	for _, p := range opened {
+		t.pipelines[p.bind.Key] = p
+	}
+	t.mu.Unlock()
+
+	g, gctx := errgroup.WithContext(ctx)
+	for _, p := range opened {
+		g.Go(func() error {
+			err := p.run(gctx)
+			if err != nil {
+				return fmt.Errorf("bind %s: %w", p.bind.Key, err)
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// BindStats is a bind's progress, for metrics and health checks.
+type BindStats struct {
+	Bind          string
+	State         string
+	Changes       uint64
+	Transactions  uint64
+	Published     uint64
+	Acked         uint64
+	OpenTx        int
+	SpilledBytes  int64
+	Checkpoint    string
+	CheckpointAt  time.Time
+	Checkpoints   uint64
+	ReceiverRetry uint64
+	Lag           Lag
+	LastError     string
+}
+
+// Stats returns every running bind's progress, sorted by bind key.
+func (t *Tracker) Stats() []BindStats {
+	t.mu.Lock()
+	ps := make([]*pipeline, 0, len(t.pipelines))
+	for _, p := range t.pipelines {
+		ps = append(ps, p)
+	}
+	t.mu.Unlock()
+	out := make([]BindStats, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.snapshot())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Bind < out[j].Bind })
+	return out
+}
+
+// Ready reports whether every tracked bind is streaming.
+func (t *Tracker) Ready() bool {
+	st := t.Stats()
+	if len(st) == 0 {
+		return false
+	}
+	for _, s := range st {
+		if s.State != StateStreaming {
+			return false
+		}
+	}
+	return true
+}
+
+// The states a bind goes through, as BindStats.State reports them.
+const (
+	StateStarting  = "starting"
+	StateStreaming = "streaming"
+	StateStopping  = "stopping"
+	StateStopped   = "stopped"
+	StateFailed    = "failed"
+)
