@@ -1,0 +1,148 @@
+package mysql
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	driver "github.com/go-sql-driver/mysql"
+
+	"github.com/trackerd/trackerd/binds"
+	"github.com/trackerd/trackerd/tracker"
+)
+
+func TestNewConnConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		uri     binds.URI
+		addr    string
+		socket  string
+		charset string
+		tls     bool
+		ignored string
+		err     string
+	}{
+		{name: "defaults", uri: binds.URI{User: "u", Host: "db"}, addr: "db:3306", charset: "utf8mb4"},
+		{name: "port and charset", uri: binds.URI{User: "u", Host: "db", Port: 3307, Query: map[string][]string{"charset": {"latin1"}}}, addr: "db:3307", charset: "latin1"},
+		{name: "socket", uri: binds.URI{User: "u", Query: map[string][]string{"unix_socket": {"/tmp/x.sock"}}}, addr: "/tmp/x.sock", socket: "/tmp/x.sock", charset: "utf8mb4"},
+		{name: "host option", uri: binds.URI{User: "u", Query: map[string][]string{"host": {"h2"}}}, addr: "h2:3306", charset: "utf8mb4"},
+		{name: "ipv6", uri: binds.URI{User: "u", Host: "::1"}, addr: "[::1]:3306", charset: "utf8mb4"},
+		{name: "ssl required", uri: binds.URI{User: "u", Host: "db", Query: map[string][]string{"ssl_mode": {"REQUIRED"}}}, addr: "db:3306", charset: "utf8mb4", tls: true},
+		{name: "ssl true", uri: binds.URI{User: "u", Host: "db", Query: map[string][]string{"ssl": {"true"}}}, addr: "db:3306", charset: "utf8mb4", tls: true},
+		{name: "ssl disabled", uri: binds.URI{User: "u", Host: "db", Query: map[string][]string{"ssl_mode": {"DISABLED"}}}, addr: "db:3306", charset: "utf8mb4"},
+		{name: "unknown options ignored", uri: binds.URI{User: "u", Host: "db", Query: map[string][]string{"connect_timeout": {"5"}, "autocommit": {"1"}}}, addr: "db:3306", charset: "utf8mb4", ignored: "autocommit,connect_timeout"},
+		{name: "bad ssl mode", uri: binds.URI{User: "u", Host: "db", Query: map[string][]string{"ssl_mode": {"MAYBE"}}}, err: "ssl_mode"},
+		{name: "missing ca", uri: binds.URI{User: "u", Host: "db", Query: map[string][]string{"ssl_ca": {"/nonexistent/ca.pem"}}}, err: "ssl_ca"},
+		{name: "bad charset", uri: binds.URI{User: "u", Host: "db", Query: map[string][]string{"charset": {"utf8'; DROP"}}}, err: "charset"},
+		{name: "no user", uri: binds.URI{Host: "db"}, err: "no user"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := newConnConfig(tc.uri)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("got %v, want an error about %s", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.addr() != tc.addr || c.socket != tc.socket || c.charset != tc.charset || (c.tls != nil) != tc.tls || strings.Join(c.ignored, ",") != tc.ignored {
+				t.Errorf("got addr %s socket %q charset %s tls %v ignored %v", c.addr(), c.socket, c.charset, c.tls != nil, c.ignored)
+			}
+		})
+	}
+}
+
+func TestClassifyStream(t *testing.T) {
+	c := &connConfig{user: "u", host: "db", port: 3306}
+	for _, tc := range []struct {
+		name  string
+		err   error
+		fatal bool
+		is    error
+	}{
+		{"purged", &driver.MySQLError{Number: 1236, Message: "Could not find first log file name in binary log index file"}, true, tracker.ErrResnapshotRequired},
+		{"same server id", &driver.MySQLError{Number: 1236, Message: "A slave with the same server_uuid/server_id as this slave has connected to the master"}, true, tracker.ErrFenced},
+		{"auth", &driver.MySQLError{Number: 1045, Message: "Access denied"}, true, tracker.ErrConfig},
+		{"privilege", &driver.MySQLError{Number: 1227, Message: "Access denied; you need the REPLICATION SLAVE privilege"}, true, tracker.ErrConfig},
+		{"lost connection", errors.New("connection was bad"), false, nil},
+		{"killed", &driver.MySQLError{Number: 1927, Message: "Connection was killed"}, false, nil},
+		{"parser panic", errors.New("panic runtime error\nstack: ..."), true, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fatal, err := classifyStream(tc.err, c, 7)
+			if fatal != tc.fatal {
+				t.Errorf("fatal = %v, want %v (%v)", fatal, tc.fatal, err)
+			}
+			if tc.is != nil && !errors.Is(err, tc.is) {
+				t.Errorf("%v does not match %v", err, tc.is)
+			}
+		})
+	}
+}
+
+func TestPrerequisites(t *testing.T) {
+	good := func() *serverInfo {
+		return &serverInfo{
+			version: "10.11.19-MariaDB", mariadb: true, serverID: 1, user: "trk@%",
+			vars:  map[string]string{"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"},
+			privs: privileges{global: map[string]bool{"REPLICATION SLAVE": true, "BINLOG MONITOR": true, "SELECT": true}},
+		}
+	}
+	b := binds.Bind{ServerID: 99, URI: binds.URI{Dialect: "mysql", Database: "shop"}}
+	failed := func(si *serverInfo, b binds.Bind) []string {
+		var out []string
+		for _, r := range prerequisites(si, b) {
+			if !r.OK {
+				if r.Fix == "" {
+					t.Errorf("%s fails without a fix", r.Name)
+				}
+				out = append(out, r.Name)
+			}
+		}
+		return out
+	}
+	if f := failed(good(), b); len(f) != 0 {
+		t.Errorf("good server fails %v", f)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*serverInfo, *binds.Bind)
+		want   string
+	}{
+		{"statement format", func(si *serverInfo, _ *binds.Bind) { si.vars["binlog_format"] = "MIXED" }, "binlog_format"},
+		{"no binlog", func(si *serverInfo, _ *binds.Bind) { si.vars["log_bin"] = "OFF" }, "log_bin"},
+		{"minimal image", func(si *serverInfo, _ *binds.Bind) { si.vars["binlog_row_image"] = "MINIMAL" }, "binlog_row_image"},
+		{"no replication", func(si *serverInfo, _ *binds.Bind) { delete(si.privs.global, "REPLICATION SLAVE") }, "REPLICATION SLAVE privilege"},
+		{"no monitor", func(si *serverInfo, _ *binds.Bind) { delete(si.privs.global, "BINLOG MONITOR") }, "BINLOG MONITOR privilege"},
+		{"no select", func(si *serverInfo, _ *binds.Bind) { delete(si.privs.global, "SELECT") }, "SELECT privilege"},
+		{"mariadb URI at MySQL", func(si *serverInfo, b *binds.Bind) {
+			si.mariadb = false
+			si.version = "8.0.36"
+			b.URI.Dialect = "mariadb"
+		}, "server flavor"},
+		{"own server id", func(si *serverInfo, b *binds.Bind) { b.ServerID = 1 }, "reader server_id"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			si, bb := good(), b
+			tc.change(si, &bb)
+			if f := failed(si, bb); len(f) != 1 || f[0] != tc.want {
+				t.Errorf("failed %v, want [%s]", f, tc.want)
+			}
+		})
+	}
+	// binlog_row_metadata other than FULL is a warning, not a failure.
+	si := good()
+	si.vars["binlog_row_metadata"] = "NO_LOG"
+	for _, r := range prerequisites(si, b) {
+		if r.Name == "binlog_row_metadata" && (!r.OK || r.Fix == "" || !strings.HasPrefix(r.Detail, "warning")) {
+			t.Errorf("binlog_row_metadata NO_LOG: %+v", r)
+		}
+	}
+	// A mysql:// URI at MariaDB is fine.
+	si = good()
+	if f := failed(si, binds.Bind{ServerID: 99, URI: binds.URI{Dialect: "mysql"}}); len(f) != 0 {
+		t.Errorf("mysql:// at MariaDB fails %v", f)
+	}
+}

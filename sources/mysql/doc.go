@@ -1,0 +1,94 @@
+// Package mysql follows a MySQL or MariaDB bind through its binary log and
+// hands its row changes to the tracker as [tracker.Record]s: a Begin, the
+// transaction's changes as they are read, and a Commit at its XID (or
+// COMMIT) event. It reads the binlog with go-mysql's BinlogSyncer (never
+// canal, never mysqldump) and decodes row images itself, straight to JSON.
+//
+// # Server
+//
+// The server needs log_bin, binlog_format=ROW and binlog_row_image=FULL
+// ([Open] refuses it otherwise, with the fix), and should have
+// binlog_row_metadata=FULL: the TABLE_MAP events then carry column names,
+// signedness, charsets, ENUM/SET labels and the primary key as they were
+// when each row was written, so an ALTER TABLE never shifts values into the
+// wrong columns. Without it the names come from information_schema (as the
+// table is now), and a row whose column count differs from today's table
+// stops the bind with an error saying so. The reader needs REPLICATION
+// SLAVE, REPLICATION CLIENT (MariaDB: BINLOG MONITOR) and SELECT, and a
+// server_id no other reader uses ([tracker.ErrFenced] otherwise).
+//
+// The flavor is read from the server (SELECT VERSION()): a mysql:// URI
+// may point at MariaDB, a mariadb:// URI at MySQL is a configuration error.
+//
+// # Positions
+//
+// A position is compact JSON, {"gtid":"0-1-1234","file":"mariadb-bin.000003","pos":5678}:
+// the GTID state through the last committed transaction (MariaDB's
+// per-domain position, MySQL's executed set; absent when GTIDs are off)
+// and the binlog offset just after it. Run resumes by GTID when there is
+// one and by file and offset otherwise; with no position it starts at the
+// server's current one, never at the oldest binlog. A position the server
+// can no longer serve (binlogs purged) is [tracker.ErrResnapshotRequired].
+// Transaction keys are gtid-<domain>-<server>-<seq> (MariaDB),
+// gtid-<uuid>-<gno> (MySQL) or pos-<file>-<offset of the first event>
+// without GTIDs. Lost connections are resumed from the end of the last
+// transaction handed over, so an interrupted transaction is sent again
+// from its start, with the same keys.
+//
+// # Values
+//
+// Row images are JSON objects in column order:
+//
+//   - integers are numbers, unsigned ones read as unsigned; those beyond
+//     ±(2^53-1) (BIGINT, BIGINT UNSIGNED, BIT(64)) are decimal strings;
+//   - DECIMAL is an exact string with the column's scale ("-12.3400");
+//   - FLOAT keeps float32 precision (0.1, not 0.10000000149011612), DOUBLE
+//     float64; YEAR is a number;
+//   - TIMESTAMP is RFC 3339 in UTC with Z ("2024-05-01T10:00:00.5Z"),
+//     whatever the process or server time zone; DATETIME has no zone and is
+//     "2006-01-02T15:04:05.999999" without an offset; the fraction has no
+//     trailing zeros. Zero dates stay literal: "0000-00-00 00:00:00"
+//     (with the column's fraction digits), "2024-00-00 00:00:00";
+//   - DATE is "2006-01-02", TIME "[-]hh:mm:ss.ffffff" (hours may pass 24);
+//   - ENUM is its label ("" for the invalid value 0), SET an array of labels;
+//   - JSON (MySQL's binary JSON, and MariaDB's JSON alias, found through its
+//     json_valid CHECK constraint) is embedded as JSON;
+//   - BINARY, VARBINARY, BLOB, binary-collation strings, GEOMETRY (SRID +
+//     WKB) and VECTOR are base64 strings; BINARY(n) gets back its zero
+//     padding;
+//   - MariaDB UUID, INET6 and INET4 are their text forms;
+//   - NULL is null.
+//
+// Text is transcoded from the column's charset to UTF-8 whatever
+// NATIVE_UNICODE says (MySQL's latin1 is Windows-1252, so a latin1 "é",
+// byte 0xE9, arrives as "é"). The setting decides what happens to bytes
+// that do not decode (invalid UTF-8 in a utf8mb4 column, a byte a
+// single-byte charset leaves undefined): with NATIVE_UNICODE true (trust
+// the server) each becomes U+FFFD; with false each becomes the four
+// characters \xHH (its upper-case hex), so nothing is lost. Multi-byte
+// legacy charsets (gbk, sjis, big5, euckr, ucs2, utf16, utf32) are decoded
+// by golang.org/x/text, which turns invalid sequences into U+FFFD in both
+// modes.
+//
+// # Transactions and time
+//
+// Rows go out as they are read, between the transaction's Begin and its
+// Commit. The binlog only holds committed transactions, so before_commit
+// means "before trackerd read the commit". Change.CommitTime is set while
+// streaming only where the binlog states it up front (MySQL 8's
+// original_commit_timestamp in the GTID event); otherwise it is zero on the
+// changes and the Commit record carries the XID event's time (one-second
+// resolution). An update's Key is taken from its new image. Transactions
+// with no tracked change are not handed over; a keepalive with their end
+// position is (at most every 100 ms, and at the next heartbeat). DDL
+// invalidates cached table descriptions and is a position boundary, handed
+// as a keepalive once the next event shows that no rows belong to it
+// (MySQL 8 logs CREATE TABLE ... SELECT as the DDL followed by its rows);
+// TRUNCATE TABLE of a tracked table is a truncate change in a transaction
+// of its own.
+//
+// DML logged as a statement (a session with binlog_format=STATEMENT, or
+// MIXED choosing a statement) cannot be decoded into rows: it is logged as
+// a warning with its binlog position and is NOT tracked. XA transactions
+// are not supported: they are logged as a warning and skipped.
+package mysql

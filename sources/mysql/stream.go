@@ -1,0 +1,943 @@
+package mysql
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/bits"
+	"strconv"
+	"strings"
+	"time"
+
+	gm "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/go-mysql-org/go-mysql/replication"
+
+	"github.com/trackerd/trackerd/tracker"
+)
+
+// MariaDB GTID event flags go-mysql does not name.
+const (
+	mariadbFlPreparedXA  = 64
+	mariadbFlCompletedXA = 128
+)
+
+// stream turns binlog events into records, one connection at a time, and
+// keeps the position to resume from across connections.
+type stream struct {
+	s      *Source
+	h      tracker.Handler
+	log    *slog.Logger
+	schema *schemaCache
+	escape bool
+	source string // Change.Source: "mysql" or "mariadb"
+
+	// gtids and pos are the resume point: the GTID state through, and the
+	// binlog offset just after, the last transaction handed over (or
+	// skipped).
+	gtids gtidState
+	pos   position
+	// file is the binlog file being read.
+	file string
+	// fde describes the events of the current file.
+	checksum    bool
+	headerLens  []byte
+	inPayload   bool
+	tables      map[uint64]*tableInfo
+	tx          txState
+	pending     pendingGTID
+	ddl         ddlBoundary
+	keepalive   bool // a keepalive for pos is due
+	lastKA      time.Time
+	kaEvery     time.Duration
+	progressed  bool
+	buf         []byte
+	offs        []int
+	posBuf      []byte
+	warnedStmtN int
+}
+
+// ddlBoundary is a standalone statement whose end is not yet handed over.
+type ddlBoundary struct {
+	set   bool
+	g     gtid
+	start uint32
+	file  string
+	end   uint32
+}
+
+// pendingGTID is a GTID event waiting for the BEGIN or DDL it announces.
+type pendingGTID struct {
+	set        bool
+	g          gtid
+	start      uint32
+	commitTime time.Time
+	standalone bool
+	xa         bool
+}
+
+// txState is the transaction being read.
+type txState struct {
+	open  bool
+	began bool // RecordBegin handed
+	// skip is set for a transaction already covered by the resume point,
+	// and for XA transactions (unsupported).
+	skip       bool
+	g          gtid
+	key, id    string
+	commitTime time.Time // exact commit time, when the GTID event has it
+}
+
+func newStream(s *Source, h tracker.Handler, start position) (*stream, error) {
+	gs, err := newGTIDState(s.info.mariadb, start.GTID)
+	if err != nil {
+		return nil, err
+	}
+	st := &stream{
+		s: s, h: h, log: s.log,
+		escape:  !s.opts.NativeUnicode,
+		source:  s.info.flavor(),
+		gtids:   gs,
+		pos:     start,
+		file:    start.File,
+		tables:  map[uint64]*tableInfo{},
+		kaEvery: keepaliveEvery,
+	}
+	st.schema = newSchemaCache(s.filter, s.info.mariadb, s.collations, st.fetchInfo)
+	return st, nil
+}
+
+func (st *stream) fetchInfo(ctx context.Context, db, table string) (*infoTable, error) {
+	qctx, cancel := withTimeout(ctx, st.s.bind.Pool)
+	defer cancel()
+	return fetchInfo(st.s.db, st.s.info.mariadb)(qctx, db, table)
+}
+
+// demoteHandler logs go-mysql's messages at debug level: it logs errors
+// that it also returns, which trackerd reports itself.
+type demoteHandler struct{ h slog.Handler }
+
+func (d demoteHandler) Enabled(ctx context.Context, _ slog.Level) bool {
+	return d.h.Enabled(ctx, slog.LevelDebug)
+}
+
+func (d demoteHandler) Handle(ctx context.Context, r slog.Record) error {
+	r2 := slog.NewRecord(r.Time, slog.LevelDebug, "go-mysql: "+r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "config" { // the syncer's whole configuration
+			return true
+		}
+		if err, ok := a.Value.Any().(error); ok {
+			// pingcap errors print stack traces under %+v.
+			a = slog.String(a.Key, err.Error())
+		}
+		r2.AddAttrs(a)
+		return true
+	})
+	return d.h.Handle(ctx, r2)
+}
+
+func (d demoteHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return demoteHandler{d.h.WithAttrs(as)}
+}
+
+func (d demoteHandler) WithGroup(name string) slog.Handler { return demoteHandler{d.h.WithGroup(name)} }
+
+// run reads one binlog connection until it fails or ctx ends. progressed
+// says whether a transaction boundary was passed.
+func (st *stream) run(ctx context.Context) (progressed bool, err error) {
+	s := st.s
+	cfg := replication.BinlogSyncerConfig{
+		ServerID:         s.bind.ServerID,
+		Flavor:           s.info.flavor(),
+		User:             s.conn.user,
+		Password:         s.conn.password,
+		TLSConfig:        s.conn.tls,
+		HeartbeatPeriod:  s.heartbeat,
+		ReadTimeout:      readTimeoutFactor * s.heartbeat,
+		DisableRetrySync: true,
+		// Never reconnect on its own: a GTID reconnect can replay a
+		// transaction without saying so.
+		MaxReconnectAttempts: 1,
+		VerifyChecksum:       true,
+		DiscardGTIDSet:       true,
+		EventCacheCount:      eventCache,
+		Logger:               slog.New(demoteHandler{st.log.Handler()}),
+		// Rows are decoded by trackerd from the raw event; go-mysql only
+		// resolves the header and table.
+		RowsEventDecodeFunc: func(e *replication.RowsEvent, data []byte) error {
+			_, err := e.DecodeHeader(data)
+			return err
+		},
+	}
+	if s.conn.socket != "" {
+		cfg.Host = s.conn.socket
+	} else {
+		cfg.Host = s.conn.host
+		cfg.Port = uint16(s.conn.port)
+	}
+	syncer := replication.NewBinlogSyncer(cfg)
+	defer syncer.Close()
+
+	st.tx = txState{}
+	st.pending = pendingGTID{}
+	st.ddl = ddlBoundary{}
+	clear(st.tables)
+	st.file = st.pos.File
+	st.progressed = false
+	var streamer *replication.BinlogStreamer
+	if s.useGTID(st.pos) {
+		var set gm.GTIDSet
+		if s.info.mariadb {
+			set, err = gm.ParseMariadbGTIDSet(st.pos.GTID)
+		} else {
+			set, err = gm.ParseMysqlGTIDSet(st.pos.GTID)
+		}
+		if err != nil {
+			return false, &decodeError{fmt.Errorf("bad GTID set %q: %w", st.pos.GTID, err)}
+		}
+		streamer, err = syncer.StartSyncGTID(set)
+	} else {
+		streamer, err = syncer.StartSync(gm.Position{Name: st.pos.File, Pos: st.pos.Pos})
+	}
+	if err != nil {
+		return false, fmt.Errorf("start binlog dump from %s: %w", st.pos.String(), err)
+	}
+	s.dumpConnID.Store(syncer.LastConnectionID())
+	s.log.Debug("mysql: binlog dump started", "from", st.pos.String(), "gtid", s.useGTID(st.pos), "server_id", s.bind.ServerID)
+	for {
+		ev, err := streamer.GetEvent(ctx)
+		if err != nil {
+			return st.progressed, err
+		}
+		if err := st.handle(ctx, ev); err != nil {
+			return st.progressed, err
+		}
+	}
+}
+
+// handle processes one event. Panics while decoding become errors naming
+// the bind and the position.
+func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &decodeError{fmt.Errorf("decode %s at %s:%d: panic: %v", ev.Header.EventType, st.file, st.startPos(ev), r)}
+		}
+	}()
+	if st.ddl.set {
+		if _, ok := ev.Event.(*replication.TableMapEvent); ok && !st.tx.open {
+			// Rows of the statement's own transaction (CREATE ... SELECT).
+			st.pending = pendingGTID{set: true, g: st.ddl.g, start: st.ddl.start}
+			st.ddl = ddlBoundary{}
+			st.openTx(ev)
+		} else if err := st.finishDDL(ctx); err != nil {
+			return err
+		}
+	}
+	switch e := ev.Event.(type) {
+	case *replication.RotateEvent:
+		st.file = string(e.NextLogName)
+		if ev.Header.Flags&replication.LOG_EVENT_ARTIFICIAL_F == 0 && ev.Header.Timestamp != 0 && !st.tx.open {
+			// A real rotation: the next file's start is the same point.
+			st.pos.File, st.pos.Pos = st.file, uint32(e.Position)
+			st.keepalive = true
+		}
+	case *replication.FormatDescriptionEvent:
+		st.checksum = e.ChecksumAlgorithm == replication.BINLOG_CHECKSUM_ALG_CRC32
+		st.headerLens = e.EventTypeHeaderLengths
+	case *replication.HeartbeatEvent:
+		if st.keepalive && !st.tx.open {
+			return st.sendKeepalive(ctx)
+		}
+	case *replication.GtidTaggedLogEvent:
+		st.mysqlGTID(ev, &e.GTIDEvent, e.Tag.String())
+	case *replication.GTIDEvent:
+		st.mysqlGTID(ev, e, "")
+	case *replication.MariadbGTIDEvent:
+		return st.mariadbGTID(ctx, ev, e)
+	case *replication.QueryEvent:
+		return st.query(ctx, ev, e)
+	case *replication.TableMapEvent:
+		ti, err := st.schema.table(ctx, e, ev.RawData[replication.EventHeaderSize:])
+		if err != nil {
+			return &decodeError{err}
+		}
+		st.tables[e.TableID] = ti
+	case *replication.RowsEvent:
+		err := st.rows(ctx, ev, e)
+		if e.Flags&replication.RowsEventStmtEndFlag != 0 {
+			// The next statement maps its tables again.
+			clear(st.tables)
+		}
+		return err
+	case *replication.XIDEvent:
+		return st.commit(ctx, ev)
+	case *replication.TransactionPayloadEvent:
+		st.inPayload = true
+		defer func() { st.inPayload = false }()
+		for _, inner := range e.Events {
+			if err := st.handle(ctx, inner); err != nil {
+				return err
+			}
+		}
+	case *replication.GenericEvent:
+		if ev.Header.EventType == replication.XA_PREPARE_LOG_EVENT {
+			// The end of an XA transaction's prepared part.
+			return st.endSkipped(ctx, ev, "XA PREPARE")
+		}
+	case *replication.BeginLoadQueryEvent, *replication.ExecuteLoadQueryEvent:
+		st.warnStatement(ev, "LOAD DATA")
+	}
+	return nil
+}
+
+// startPos is the offset of the event's first byte in its file.
+func (st *stream) startPos(ev *replication.BinlogEvent) uint32 {
+	if st.inPayload {
+		return ev.Header.LogPos
+	}
+	if ev.Header.LogPos >= ev.Header.EventSize {
+		return ev.Header.LogPos - ev.Header.EventSize
+	}
+	return ev.Header.LogPos
+}
+
+func (st *stream) mysqlGTID(ev *replication.BinlogEvent, e *replication.GTIDEvent, tag string) {
+	p := pendingGTID{set: true, start: st.startPos(ev)}
+	anonymous := true
+	for _, b := range e.SID {
+		if b != 0 {
+			anonymous = false
+			break
+		}
+	}
+	if !anonymous && e.GNO > 0 {
+		p.g = gtid{valid: true, sid: uuidString(e.SID), tag: tag, gno: e.GNO}
+	}
+	if t := e.OriginalCommitTime(); !t.IsZero() {
+		p.commitTime = t.UTC()
+	}
+	st.pending = p
+}
+
+func (st *stream) mariadbGTID(ctx context.Context, ev *replication.BinlogEvent, e *replication.MariadbGTIDEvent) error {
+	p := pendingGTID{
+		set:        true,
+		start:      st.startPos(ev),
+		standalone: e.IsStandalone(),
+		xa:         e.Flags&(mariadbFlPreparedXA|mariadbFlCompletedXA) != 0,
+		g:          gtid{valid: true, mariadb: true, domain: e.GTID.DomainID, server: ev.Header.ServerID, seq: e.GTID.SequenceNumber},
+	}
+	st.pending = p
+	if p.standalone {
+		return nil // a DDL (or other single statement) follows
+	}
+	// MariaDB's GTID event replaces BEGIN.
+	st.openTx(ev)
+	if p.xa {
+		st.tx.skip = true
+		st.warnXA(ev)
+	}
+	return nil
+}
+
+// openTx starts a transaction at ev, taking the pending GTID event's id,
+// start and commit time.
+func (st *stream) openTx(ev *replication.BinlogEvent) {
+	p := st.pending
+	st.pending = pendingGTID{}
+	start := st.startPos(ev)
+	if p.set {
+		start = p.start
+	}
+	st.tx = txState{open: true, g: p.g, commitTime: p.commitTime}
+	if p.g.valid {
+		st.tx.key = p.g.txKey()
+		st.tx.id = p.g.String()
+		st.tx.skip = st.gtids.contains(p.g)
+	} else {
+		st.tx.key = "pos-" + st.file + "-" + strconv.FormatUint(uint64(start), 10)
+		st.tx.id = st.file + ":" + strconv.FormatUint(uint64(start), 10)
+	}
+}
+
+// skipSpace skips white space, "(" and comments at the start of q.
+func skipSpace(q []byte) []byte {
+	for {
+		for len(q) > 0 && (q[0] == ' ' || q[0] == '\t' || q[0] == '\n' || q[0] == '\r' || q[0] == '(') {
+			q = q[1:]
+		}
+		switch {
+		case len(q) >= 2 && q[0] == '/' && q[1] == '*':
+			end := bytes.Index(q[2:], []byte("*/"))
+			if end < 0 {
+				return nil
+			}
+			q = q[2+end+2:]
+		case len(q) >= 1 && q[0] == '#', len(q) >= 3 && q[0] == '-' && q[1] == '-' && (q[2] == ' ' || q[2] == '\t'):
+			nl := bytes.IndexByte(q, '\n')
+			if nl < 0 {
+				return nil
+			}
+			q = q[nl+1:]
+		default:
+			return q
+		}
+	}
+}
+
+// firstWord returns the first keyword of a statement, upper-cased, after
+// white space and comments, and the rest of the statement.
+func firstWord(q []byte) (string, []byte) {
+	q = skipSpace(q)
+	i := 0
+	for i < len(q) && (q[i] >= 'a' && q[i] <= 'z' || q[i] >= 'A' && q[i] <= 'Z' || q[i] == '_') {
+		i++
+	}
+	switch w := q[:i]; {
+	case len(w) == 5 && bytes.EqualFold(w, []byte("BEGIN")):
+		return "BEGIN", q[i:]
+	case len(w) == 6 && bytes.EqualFold(w, []byte("COMMIT")):
+		return "COMMIT", q[i:]
+	}
+	return strings.ToUpper(string(q[:i])), q[i:]
+}
+
+func (st *stream) query(ctx context.Context, ev *replication.BinlogEvent, e *replication.QueryEvent) error {
+	word, rest := firstWord(e.Query)
+	switch word {
+	case "BEGIN":
+		if st.tx.open && !st.pending.set {
+			// MariaDB's GTID event opened it already.
+			return nil
+		}
+		st.openTx(ev)
+		return nil
+	case "COMMIT":
+		return st.commit(ctx, ev)
+	case "ROLLBACK":
+		if w, _ := firstWord(rest); w == "TO" {
+			st.log.Warn("mysql: ROLLBACK TO SAVEPOINT in the binlog; changes after the savepoint were already handed over", "pos", st.posOf(ev))
+			return nil
+		}
+		return st.rollback(ctx, ev)
+	case "SAVEPOINT", "RELEASE":
+		return nil
+	case "XA":
+		return st.xaQuery(ctx, ev, rest)
+	case "INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD":
+		st.warnStatement(ev, statementHead(e.Query))
+		if !st.tx.open {
+			return st.boundary(ctx, ev)
+		}
+		return nil
+	}
+	// DDL (or another statement logged as such).
+	st.schema.invalidate()
+	if st.tx.open {
+		return nil
+	}
+	if word == "TRUNCATE" {
+		if db, table, ok := truncateTarget(rest, string(e.Schema)); ok && st.s.filter.tracks(db, table) {
+			return st.truncate(ctx, ev, db, table)
+		}
+	}
+	return st.boundary(ctx, ev)
+}
+
+// statementHead is the start of a statement for a log line: its verb and
+// target, cut before any value ("(", quotes, VALUES, SET, WHERE), so that
+// no row data reaches the log.
+func statementHead(q []byte) string {
+	q = skipSpace(q)
+	if len(q) > 80 {
+		q = q[:80]
+	}
+	s := string(q)
+	cut := len(s)
+	if i := strings.IndexAny(s, "('\"=\n"); i >= 0 {
+		cut = i
+	}
+	upper := strings.ToUpper(s[:cut])
+	for _, kw := range []string{" VALUES", " VALUE", " SET ", " WHERE ", " SELECT "} {
+		if i := strings.Index(upper, kw); i >= 0 && i < cut {
+			cut = i
+			upper = upper[:i]
+		}
+	}
+	return strings.TrimSpace(s[:cut])
+}
+
+// truncateTarget parses "[TABLE] [db.]table" after TRUNCATE.
+func truncateTarget(rest []byte, defaultDB string) (db, table string, ok bool) {
+	w, r := firstWord(rest)
+	if w != "TABLE" {
+		r = rest
+	}
+	s := strings.TrimSpace(string(skipSpace(r)))
+	names := []string{}
+	for len(names) < 2 {
+		s = strings.TrimLeft(s, " \t\n")
+		if s == "" {
+			break
+		}
+		var name string
+		if s[0] == '`' {
+			var b strings.Builder
+			i := 1
+			for i < len(s) {
+				if s[i] == '`' {
+					if i+1 < len(s) && s[i+1] == '`' {
+						b.WriteByte('`')
+						i += 2
+						continue
+					}
+					break
+				}
+				b.WriteByte(s[i])
+				i++
+			}
+			name, s = b.String(), s[min(i+1, len(s)):]
+		} else {
+			end := strings.IndexAny(s, ". \t\n;")
+			if end < 0 {
+				end = len(s)
+			}
+			name, s = s[:end], s[end:]
+		}
+		names = append(names, name)
+		s = strings.TrimLeft(s, " \t\n")
+		if s == "" || s[0] != '.' {
+			break
+		}
+		s = s[1:]
+	}
+	switch len(names) {
+	case 1:
+		return defaultDB, names[0], names[0] != ""
+	case 2:
+		return names[0], names[1], names[1] != ""
+	}
+	return "", "", false
+}
+
+func (st *stream) posOf(ev *replication.BinlogEvent) string {
+	return st.file + ":" + strconv.FormatUint(uint64(st.startPos(ev)), 10)
+}
+
+// warnStatement reports DML logged as a statement (binlog_format
+// STATEMENT or MIXED in some session): its changes are not tracked.
+func (st *stream) warnStatement(ev *replication.BinlogEvent, what string) {
+	st.warnedStmtN++
+	if st.warnedStmtN > 100 && st.warnedStmtN%1000 != 0 {
+		return
+	}
+	st.log.Warn("mysql: DML logged as a statement (binlog_format is not ROW for some session): its changes are NOT tracked",
+		"pos", st.posOf(ev), "statement", what, "count", st.warnedStmtN)
+}
+
+func (st *stream) warnXA(ev *replication.BinlogEvent) {
+	st.log.Warn("mysql: XA transaction in the binlog: XA is not supported and its changes are NOT tracked", "pos", st.posOf(ev))
+}
+
+func (st *stream) xaQuery(ctx context.Context, ev *replication.BinlogEvent, rest []byte) error {
+	w, _ := firstWord(rest)
+	switch w {
+	case "START", "BEGIN":
+		if !st.tx.open {
+			st.openTx(ev)
+			st.warnXA(ev)
+		}
+		st.tx.skip = true
+		return nil
+	case "END":
+		return nil
+	case "COMMIT", "ROLLBACK", "PREPARE":
+		st.tx.skip = true
+		return st.endSkipped(ctx, ev, "XA "+w)
+	}
+	return nil
+}
+
+// endSkipped ends an unsupported group (XA) as a position boundary.
+func (st *stream) endSkipped(ctx context.Context, ev *replication.BinlogEvent, what string) error {
+	if st.tx.open {
+		st.tx.skip = true
+		return st.commit(ctx, ev)
+	}
+	return st.boundary(ctx, ev)
+}
+
+// advance moves the resume point past ev, adding g to the GTID state.
+func (st *stream) advance(ev *replication.BinlogEvent, g gtid) {
+	if g.valid {
+		st.gtids.add(g)
+	}
+	st.pos.GTID = st.gtids.String()
+	st.pos.File = st.file
+	st.pos.Pos = ev.Header.LogPos
+	st.progressed = true
+}
+
+func (st *stream) posString() string {
+	st.posBuf = st.pos.appendJSON(st.posBuf[:0])
+	return string(st.posBuf)
+}
+
+// boundary passes a standalone statement (DDL): the resume point moves
+// past it and a keepalive says so, once the next event shows that no rows
+// belong to it. MySQL 8 logs CREATE TABLE ... SELECT as one transaction
+// whose rows follow the DDL under its GTID; checkpointing the GTID before
+// them would skip them on resume.
+func (st *stream) boundary(_ context.Context, ev *replication.BinlogEvent) error {
+	start := st.startPos(ev)
+	if st.pending.set {
+		start = st.pending.start
+	}
+	st.ddl = ddlBoundary{set: true, g: st.pending.g, start: start, file: st.file, end: ev.Header.LogPos}
+	st.pending = pendingGTID{}
+	return nil
+}
+
+// finishDDL moves the resume point past the pending standalone statement.
+func (st *stream) finishDDL(ctx context.Context) error {
+	d := st.ddl
+	st.ddl = ddlBoundary{}
+	if d.g.valid {
+		st.gtids.add(d.g)
+	}
+	st.pos = position{GTID: st.gtids.String(), File: d.file, Pos: d.end}
+	st.progressed = true
+	return st.sendKeepalive(ctx)
+}
+
+func (st *stream) sendKeepalive(ctx context.Context) error {
+	st.keepalive = false
+	st.lastKA = time.Now()
+	return st.emit(ctx, tracker.Record{Kind: tracker.RecordKeepalive, Pos: st.posString()})
+}
+
+func (st *stream) emit(ctx context.Context, r tracker.Record) error {
+	if err := st.h.Handle(ctx, r); err != nil {
+		return &handlerError{err}
+	}
+	return nil
+}
+
+// begin hands the open transaction's Begin, once, before its first change.
+func (st *stream) begin(ctx context.Context) error {
+	if st.tx.began {
+		return nil
+	}
+	st.tx.began = true
+	return st.emit(ctx, tracker.Record{Kind: tracker.RecordBegin, Tx: tracker.TxInfo{
+		TxKey: st.tx.key, TxID: st.tx.id, CommitTime: st.tx.commitTime,
+	}})
+}
+
+// commit ends the open transaction at ev (XID or COMMIT): its Commit is
+// handed when it had tracked changes, a keepalive (at most every
+// keepaliveEvery) otherwise.
+func (st *stream) commit(ctx context.Context, ev *replication.BinlogEvent) error {
+	if !st.tx.open {
+		// A commit without a start: the stream began inside a group.
+		st.pending = pendingGTID{}
+		st.advance(ev, gtid{})
+		st.keepalive = true
+		return nil
+	}
+	tx := st.tx
+	st.tx = txState{}
+	st.advance(ev, tx.g)
+	if !tx.began {
+		st.keepalive = true
+		if time.Since(st.lastKA) >= st.kaEvery {
+			return st.sendKeepalive(ctx)
+		}
+		return nil
+	}
+	st.keepalive = false
+	ct := tx.commitTime
+	if ct.IsZero() {
+		ct = time.Unix(int64(ev.Header.Timestamp), 0).UTC()
+	}
+	st.s.handed(st.pos, ct)
+	return st.emit(ctx, tracker.Record{Kind: tracker.RecordCommit, Pos: st.posString(), Tx: tracker.TxInfo{
+		TxKey: tx.key, TxID: tx.id, CommitTime: ct,
+	}})
+}
+
+// rollback ends a group the binlog closes with ROLLBACK (changes to
+// non-transactional tables in a rolled-back transaction): its handed
+// changes are withdrawn.
+func (st *stream) rollback(ctx context.Context, ev *replication.BinlogEvent) error {
+	if !st.tx.open {
+		return nil
+	}
+	tx := st.tx
+	st.tx = txState{}
+	st.advance(ev, tx.g)
+	if !tx.began {
+		st.keepalive = true
+		return nil
+	}
+	st.log.Warn("mysql: transaction ends with ROLLBACK in the binlog; its changes are withdrawn, though changes to non-transactional tables in it persist",
+		"pos", st.posOf(ev), "txid", tx.id)
+	if err := st.emit(ctx, tracker.Record{Kind: tracker.RecordRollback, Tx: tracker.TxInfo{TxKey: tx.key, TxID: tx.id}}); err != nil {
+		return err
+	}
+	return st.sendKeepalive(ctx)
+}
+
+// truncate hands a TRUNCATE TABLE of a tracked table as one change in a
+// transaction of its own.
+func (st *stream) truncate(ctx context.Context, ev *replication.BinlogEvent, db, table string) error {
+	st.openTx(ev)
+	if st.tx.skip {
+		return st.commit(ctx, ev)
+	}
+	c := &tracker.Change{
+		Bind: st.s.bind.Key, Source: st.source, Op: tracker.OpTruncate,
+		Schema: db, Table: table, TxID: st.tx.id, TxKey: st.tx.key,
+		CommitTime: time.Unix(int64(ev.Header.Timestamp), 0).UTC(),
+		Pos:        st.posOf(ev),
+	}
+	if st.tx.commitTime.IsZero() {
+		st.tx.commitTime = c.CommitTime
+	}
+	if err := st.begin(ctx); err != nil {
+		return err
+	}
+	if err := st.emit(ctx, tracker.Record{Kind: tracker.RecordChange, Change: c}); err != nil {
+		return err
+	}
+	return st.commit(ctx, ev)
+}
+
+// rows decodes a rows event of the open transaction into changes.
+func (st *stream) rows(ctx context.Context, ev *replication.BinlogEvent, e *replication.RowsEvent) error {
+	if !st.tx.open {
+		st.openTx(ev)
+	}
+	if st.tx.skip {
+		return nil
+	}
+	ti := st.tables[e.TableID]
+	if ti == nil {
+		return &decodeError{fmt.Errorf("rows event at %s without its TABLE_MAP (table id %d)", st.posOf(ev), e.TableID)}
+	}
+	if !ti.tracked {
+		return nil
+	}
+	var op tracker.Op
+	switch ev.Header.EventType {
+	case replication.WRITE_ROWS_EVENTv0, replication.WRITE_ROWS_EVENTv1, replication.WRITE_ROWS_EVENTv2, replication.MARIADB_WRITE_ROWS_COMPRESSED_EVENT_V1:
+		op = tracker.OpInsert
+	case replication.UPDATE_ROWS_EVENTv0, replication.UPDATE_ROWS_EVENTv1, replication.UPDATE_ROWS_EVENTv2, replication.MARIADB_UPDATE_ROWS_COMPRESSED_EVENT_V1:
+		op = tracker.OpUpdate
+	case replication.DELETE_ROWS_EVENTv0, replication.DELETE_ROWS_EVENTv1, replication.DELETE_ROWS_EVENTv2, replication.MARIADB_DELETE_ROWS_COMPRESSED_EVENT_V1:
+		op = tracker.OpDelete
+	case replication.PARTIAL_UPDATE_ROWS_EVENT:
+		return &decodeError{tracker.ConfigError(errors.New("partial JSON update in the binlog: set binlog_row_value_options = '' on the server"))}
+	default:
+		return nil
+	}
+	body, err := st.rowsBody(ev, e)
+	if err != nil {
+		return &decodeError{fmt.Errorf("rows event at %s: %w", st.posOf(ev), err)}
+	}
+	if int(e.ColumnCount) != len(ti.cols) {
+		return &decodeError{fmt.Errorf("rows event at %s for %s.%s has %d columns, its TABLE_MAP %d", st.posOf(ev), ti.schema, ti.table, e.ColumnCount, len(ti.cols))}
+	}
+	pos := st.posOf(ev)
+	dec := rowDecoder{ti: ti, escape: st.escape, buf: st.buf[:0], offs: st.offs[:0]}
+	for len(body) > 0 {
+		t0 := time.Now()
+		c, n, err := dec.change(op, body, e.ColumnBitmap1, e.ColumnBitmap2)
+		if err != nil {
+			return &decodeError{fmt.Errorf("decode %s row of %s.%s at %s: %w", op, ti.schema, ti.table, pos, err)}
+		}
+		body = body[n:]
+		c.Bind, c.Source, c.TxID, c.TxKey, c.Pos = st.s.bind.Key, st.source, st.tx.id, st.tx.key, pos
+		c.CommitTime = st.tx.commitTime
+		if err := st.begin(ctx); err != nil {
+			return err
+		}
+		if st.s.opts.Echo {
+			st.echo(c)
+		}
+		if err := st.emit(ctx, tracker.Record{Kind: tracker.RecordChange, Change: c, Decode: time.Since(t0)}); err != nil {
+			return err
+		}
+	}
+	st.buf, st.offs = dec.buf, dec.offs
+	return nil
+}
+
+func (st *stream) echo(c *tracker.Change) {
+	st.log.Info("mysql: change", "op", string(c.Op), "table", c.Schema+"."+c.Table, "txid", c.TxID, "pos", c.Pos,
+		"key", string(c.Key.AppendJSON(nil)), "before", string(c.Before.AppendJSON(nil)), "after", string(c.After.AppendJSON(nil)))
+}
+
+// rowsBody returns the row images of a rows event: its body after the
+// post-header, without the checksum, decompressed for MariaDB's compressed
+// events.
+func (st *stream) rowsBody(ev *replication.BinlogEvent, e *replication.RowsEvent) ([]byte, error) {
+	data := ev.RawData
+	if len(data) < replication.EventHeaderSize {
+		return nil, errShort
+	}
+	data = data[replication.EventHeaderSize:]
+	if st.checksum && !st.inPayload {
+		if len(data) < replication.BinlogChecksumLength {
+			return nil, errShort
+		}
+		data = data[:len(data)-replication.BinlogChecksumLength]
+	}
+	idSize := 6
+	t := int(ev.Header.EventType)
+	if t >= 1 && t <= len(st.headerLens) && st.headerLens[t-1] == 6 {
+		idSize = 4
+	}
+	p := idSize + 2
+	switch ev.Header.EventType {
+	case replication.WRITE_ROWS_EVENTv2, replication.UPDATE_ROWS_EVENTv2, replication.DELETE_ROWS_EVENTv2, replication.PARTIAL_UPDATE_ROWS_EVENT:
+		if len(data) < p+2 {
+			return nil, errShort
+		}
+		p += int(binary.LittleEndian.Uint16(data[p:]))
+	}
+	if len(data) < p {
+		return nil, errShort
+	}
+	_, _, n := gm.LengthEncodedInt(data[p:])
+	p += n + len(e.ColumnBitmap1) + len(e.ColumnBitmap2)
+	if len(data) < p {
+		return nil, errShort
+	}
+	body := data[p:]
+	switch ev.Header.EventType {
+	case replication.MARIADB_WRITE_ROWS_COMPRESSED_EVENT_V1, replication.MARIADB_UPDATE_ROWS_COMPRESSED_EVENT_V1, replication.MARIADB_DELETE_ROWS_COMPRESSED_EVENT_V1:
+		return gm.DecompressMariadbData(body)
+	}
+	return body, nil
+}
+
+// rowDecoder decodes the row images of one rows event.
+type rowDecoder struct {
+	ti     *tableInfo
+	escape bool
+	buf    []byte
+	offs   []int
+}
+
+// image decodes one row image into d.buf, recording each column's value
+// span in d.offs (start, end; -1, -1 for a column the image leaves out).
+func (d *rowDecoder) image(data, present []byte) (int, error) {
+	cols := d.ti.cols
+	n := len(cols)
+	if len(present) < (n+7)/8 {
+		return 0, errShort
+	}
+	count := 0
+	for i := 0; i < n/8; i++ {
+		count += bits.OnesCount8(present[i])
+	}
+	if n%8 != 0 {
+		count += bits.OnesCount8(present[n/8] & byte(1<<uint(n%8)-1))
+	}
+	nullBytes := (count + 7) / 8
+	if len(data) < nullBytes {
+		return 0, errShort
+	}
+	nulls := data[:nullBytes]
+	p := nullBytes
+	k := 0
+	for i := range cols {
+		if present[i>>3]&(1<<uint(i&7)) == 0 {
+			d.offs = append(d.offs, -1, -1)
+			continue
+		}
+		start := len(d.buf)
+		if nulls[k>>3]&(1<<uint(k&7)) != 0 {
+			d.buf = append(d.buf, "null"...)
+		} else {
+			var used int
+			var err error
+			d.buf, used, err = appendValue(d.buf, &cols[i], data[p:], d.escape)
+			if err != nil {
+				return 0, fmt.Errorf("column %q: %w", cols[i].name, err)
+			}
+			p += used
+		}
+		k++
+		d.offs = append(d.offs, start, len(d.buf))
+	}
+	return p, nil
+}
+
+// change decodes the next row (an update's before and after images) from
+// data and returns it as a Change with its row images, key and unchanged
+// columns set, and the bytes it used.
+func (d *rowDecoder) change(op tracker.Op, data, bitmap1, bitmap2 []byte) (*tracker.Change, int, error) {
+	d.buf = d.buf[:0]
+	d.offs = d.offs[:0]
+	n, err := d.image(data, bitmap1)
+	if err != nil {
+		return nil, 0, err
+	}
+	images := 1
+	if op == tracker.OpUpdate {
+		m, err := d.image(data[n:], bitmap2)
+		if err != nil {
+			return nil, 0, err
+		}
+		n += m
+		images = 2
+	}
+	ti := d.ti
+	ncol := len(ti.cols)
+	// One allocation for the value bytes, one for the value slices.
+	vb := make([]byte, len(d.buf))
+	copy(vb, d.buf)
+	vals := make([]json.RawMessage, images*ncol+len(ti.keyIdx))
+	for i := range images * ncol {
+		s, e := d.offs[2*i], d.offs[2*i+1]
+		if s >= 0 {
+			vals[i] = vb[s:e:e]
+		}
+	}
+	c := &tracker.Change{Op: op, Schema: ti.schema, Table: ti.table}
+	first := tracker.Row{Names: ti.names, Values: vals[:ncol:ncol]}
+	var keyFrom tracker.Row
+	switch op {
+	case tracker.OpInsert:
+		c.After = first
+		keyFrom = first
+	case tracker.OpDelete:
+		c.Before = first
+		keyFrom = first
+	case tracker.OpUpdate:
+		c.Before = first
+		c.After = tracker.Row{Names: ti.names, Values: vals[ncol : 2*ncol : 2*ncol]}
+		keyFrom = c.After
+	}
+	if len(ti.keyIdx) > 0 {
+		kv := vals[images*ncol:]
+		for j, idx := range ti.keyIdx {
+			kv[j] = keyFrom.Values[idx]
+		}
+		c.Key = tracker.Row{Names: ti.keyNames, Values: kv}
+	}
+	if !c.After.IsZero() {
+		for i, v := range c.After.Values {
+			if v == nil {
+				c.Unchanged = append(c.Unchanged, ti.names[i])
+			}
+		}
+	}
+	return c, n, nil
+}
