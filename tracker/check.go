@@ -31,8 +31,8 @@ type Lag struct {
 	// Bytes is the server's WAL/binlog end minus the confirmed position,
 	// -1 when unknown.
 	Bytes int64
-	// Behind is the time since the commit of the newest transaction not yet
-	// confirmed, 0 when nothing is pending.
+	// Behind is the time since the commit of the oldest transaction handed
+	// over but not yet confirmed, 0 when nothing is pending.
 	Behind time.Duration
 }
 

@@ -86,8 +86,10 @@ type Source interface {
 	// Run streams records to h, starting after position from (empty: where
 	// the server's own state says, or the current end for a new stream),
 	// until ctx ends (it then returns ctx's error) or a fatal error. It
-	// reconnects transient failures itself, resuming from the last position
-	// passed to Confirm, and skips transactions at or below it.
+	// reconnects transient failures itself, resuming after the last commit
+	// (or keepalive) it handed to h, which is at or after the last position
+	// passed to Confirm; a transaction cut off by the reconnect is sent
+	// again from its Begin. It skips transactions at or below from.
 	Run(ctx context.Context, from string, h Handler) error
 	// Confirm tells the source that everything up to pos is durable
 	// downstream, so the server may forget it. It does not block and may be
