@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/trackerd/trackerd/binds"
+	"github.com/trackerd/trackerd/sources/mysql"
+	"github.com/trackerd/trackerd/sources/postgres"
+	"github.com/trackerd/trackerd/tracker"
+)
+
+// cmdCheck prints one line per prerequisite of every tracked bind and of
+// NATS, each failing line with its fix, and fails (exit 1) if any fails.
+func cmdCheck(ctx context.Context, args []string, lookup env, stdout, stderr io.Writer) error {
+	cfg, fs, err := loadConfig("check", args, lookup, stderr, nil)
+	if err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("check takes no arguments, got %q", fs.Args())}
+	}
+	bs, err := binds.FromConfig(cfg)
+	if err != nil {
+		return err
+	}
+	checks := map[binds.Kind]tracker.CheckFunc{binds.Postgres: postgres.Check, binds.MySQL: mysql.Check}
+	failed := 0
+	report := func(scope string, rs []tracker.CheckResult) {
+		for _, r := range rs {
+			status := "ok  "
+			if !r.OK {
+				status = "FAIL"
+				failed++
+			}
+			fmt.Fprintf(stdout, "%s  %-12s %s: %s\n", status, scope, r.Name, r.Detail)
+			if !r.OK && r.Fix != "" {
+				fmt.Fprintf(stdout, "      %-12s fix: %s\n", "", r.Fix)
+			}
+		}
+	}
+	if !cfg.Tracking() {
+		fmt.Fprintln(stdout, "note  TRACK_MODIFICATIONS is false: `trackerd run` would follow no bind")
+	}
+	for _, b := range bs {
+		if !b.Track {
+			fmt.Fprintf(stdout, "skip  %-12s track = false\n", b.Key)
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		report(b.Key, checks[b.Kind](cctx, b))
+		cancel()
+	}
+	report("nats", checkNATS(ctx, cfg))
+	if failed > 0 {
+		fmt.Fprintf(stdout, "%d check(s) failed\n", failed)
+		return silentError{exitFailure}
+	}
+	fmt.Fprintln(stdout, "all checks passed")
+	return nil
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/trackerd/trackerd/config"
+	"github.com/trackerd/trackerd/tracker"
+)
+
+// serveHTTP starts /healthz, /readyz, /metrics and /debug/events on
+// HTTP_ADDR (loopback by default; "off" disables it) and returns a function
+// that stops the server.
+func serveHTTP(ctx context.Context, cfg *config.Config, tr *tracker.Tracker, b *bus, log *slog.Logger) (func(), error) {
+	if cfg.HTTPAddr == "" || cfg.HTTPAddr == "off" {
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, tracker.ConfigError(fmt.Errorf("HTTP_ADDR %s: %w (set HTTP_ADDR to a free address, port 0 for any, or off)", cfg.HTTPAddr, err))
+	}
+	log.Info("HTTP endpoints listening", slog.String("addr", "http://"+ln.Addr().String()),
+		slog.String("paths", "/healthz /readyz /metrics /debug/events"))
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(&metrics{tr: tr, bus: b})
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		st := tr.Stats()
+		ready := tr.Ready() && (b == nil || b.sink == nil || b.sink.Ready())
+		if !ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		out := map[string]any{"ready": ready}
+		binds := map[string]string{}
+		for _, s := range st {
+			binds[s.Bind] = s.State
+		}
+		out["binds"] = binds
+		if b != nil && b.nc != nil {
+			out["nats"] = b.nc.Status().String()
+		}
+		json.NewEncoder(w).Encode(out)
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /debug/events", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		evs := tr.DebugEvents()
+		if evs == nil {
+			evs = []tracker.DebugEvent{}
+		}
+		json.NewEncoder(w).Encode(map[string]any{"record_queries": cfg.RecordQueriesEnabled(), "events": evs})
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("HTTP server", slog.Any("err", err))
+		}
+	}()
+	return func() {
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(c)
+	}, nil
+}
+
+// metrics exports the tracker's and the sink's counters at scrape time.
+type metrics struct {
+	tr  *tracker.Tracker
+	bus *bus
+}
+
+var (
+	mChanges     = prometheus.NewDesc("trackerd_changes_total", "Row changes read from the bind's source.", []string{"bind"}, nil)
+	mTxs         = prometheus.NewDesc("trackerd_transactions_total", "Transactions whose commit was processed.", []string{"bind"}, nil)
+	mPublished   = prometheus.NewDesc("trackerd_events_published_total", "Events handed to the sink.", []string{"bind"}, nil)
+	mAcked       = prometheus.NewDesc("trackerd_events_acked_total", "Events acknowledged by the sink.", []string{"bind"}, nil)
+	mCheckpoints = prometheus.NewDesc("trackerd_checkpoints_total", "Checkpoints written.", []string{"bind"}, nil)
+	mCheckpointT = prometheus.NewDesc("trackerd_checkpoint_timestamp_seconds", "When the last checkpoint was written.", []string{"bind"}, nil)
+	mOpenTx      = prometheus.NewDesc("trackerd_open_transactions", "Transactions read but not yet committed.", []string{"bind"}, nil)
+	mSpilled     = prometheus.NewDesc("trackerd_spilled_bytes", "Bytes of the open transaction spilled to disk.", []string{"bind"}, nil)
+	mRetries     = prometheus.NewDesc("trackerd_receiver_retries_total", "In-process receiver calls that failed and were retried.", []string{"bind"}, nil)
+	mLagBytes    = prometheus.NewDesc("trackerd_replication_lag_bytes", "Server WAL/binlog end minus the confirmed position (-1 unknown).", []string{"bind"}, nil)
+	mLagSeconds  = prometheus.NewDesc("trackerd_replication_lag_seconds", "Age of the oldest commit read but not yet confirmed.", []string{"bind"}, nil)
+	mUp          = prometheus.NewDesc("trackerd_bind_streaming", "1 while the bind is streaming.", []string{"bind", "state"}, nil)
+	mSinkPub     = prometheus.NewDesc("trackerd_sink_published_total", "Messages published to NATS.", nil, nil)
+	mSinkAck     = prometheus.NewDesc("trackerd_sink_acked_total", "Messages acknowledged by JetStream.", nil, nil)
+	mSinkRetry   = prometheus.NewDesc("trackerd_sink_retried_total", "Publishes retried after a failure or timeout.", nil, nil)
+	mSinkDup     = prometheus.NewDesc("trackerd_sink_duplicates_total", "Publishes JetStream reported as duplicates.", nil, nil)
+	mSinkTrunc   = prometheus.NewDesc("trackerd_sink_truncated_total", "Events whose large values were left out to fit max_payload.", nil, nil)
+	mSinkInfl    = prometheus.NewDesc("trackerd_sink_inflight", "Messages published and not yet acknowledged.", nil, nil)
+	mNATSUp      = prometheus.NewDesc("trackerd_nats_connected", "1 while connected to NATS.", nil, nil)
+)
+
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{mChanges, mTxs, mPublished, mAcked, mCheckpoints, mCheckpointT, mOpenTx, mSpilled,
+		mRetries, mLagBytes, mLagSeconds, mUp, mSinkPub, mSinkAck, mSinkRetry, mSinkDup, mSinkTrunc, mSinkInfl, mNATSUp} {
+		ch <- d
+	}
+}
+
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, l...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
+	}
+	for _, s := range m.tr.Stats() {
+		counter(mChanges, float64(s.Changes), s.Bind)
+		counter(mTxs, float64(s.Transactions), s.Bind)
+		counter(mPublished, float64(s.Published), s.Bind)
+		counter(mAcked, float64(s.Acked), s.Bind)
+		counter(mCheckpoints, float64(s.Checkpoints), s.Bind)
+		if !s.CheckpointAt.IsZero() {
+			gauge(mCheckpointT, float64(s.CheckpointAt.UnixNano())/1e9, s.Bind)
+		}
+		gauge(mOpenTx, float64(s.OpenTx), s.Bind)
+		gauge(mSpilled, float64(s.SpilledBytes), s.Bind)
+		counter(mRetries, float64(s.ReceiverRetry), s.Bind)
+		gauge(mLagBytes, float64(s.Lag.Bytes), s.Bind)
+		gauge(mLagSeconds, s.Lag.Behind.Seconds(), s.Bind)
+		up := 0.0
+		if s.State == tracker.StateStreaming {
+			up = 1
+		}
+		gauge(mUp, up, s.Bind, s.State)
+	}
+	if m.bus == nil || m.bus.sink == nil {
+		return
+	}
+	st := m.bus.sink.Stats()
+	counter(mSinkPub, float64(st.Published))
+	counter(mSinkAck, float64(st.Acked))
+	counter(mSinkRetry, float64(st.Retried))
+	counter(mSinkDup, float64(st.Duplicates))
+	counter(mSinkTrunc, float64(st.Truncated))
+	gauge(mSinkInfl, float64(st.InFlight))
+	connected := 0.0
+	if m.bus.nc != nil && m.bus.nc.IsConnected() {
+		connected = 1
+	}
+	gauge(mNATSUp, connected)
+}

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/trackerd/trackerd/binds"
+	"github.com/trackerd/trackerd/config"
+	natssink "github.com/trackerd/trackerd/sinks/nats"
+	"github.com/trackerd/trackerd/sources/mysql"
+	"github.com/trackerd/trackerd/sources/postgres"
+	"github.com/trackerd/trackerd/tracker"
+)
+
+// loadConfig parses a command's flags and loads the configuration.
+func loadConfig(name string, args []string, lookup env, stderr io.Writer, extra func(*flag.FlagSet)) (*config.Config, *flag.FlagSet, error) {
+	fs := flag.NewFlagSet("trackerd "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "TOML configuration `file`")
+	flags := make(map[string]string)
+	config.BindFlags(fs, flags)
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, nil, silentError{exitOK}
+		}
+		return nil, nil, silentError{exitUsage}
+	}
+	if *file == "" {
+		if v, ok := lookup("TRACKER_CONFIG"); ok {
+			*file = v
+		}
+	}
+	cfg, err := config.Load(config.Options{File: *file, Flags: flags, LookupEnv: lookup})
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, fs, nil
+}
+
+func cmdRun(ctx context.Context, args []string, lookup env, stdout, stderr io.Writer) error {
+	cfg, fs, err := loadConfig("run", args, lookup, stderr, nil)
+	if err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("run takes no arguments, got %q", fs.Args())}
+	}
+	log := newLogger(cfg, stderr)
+	if !cfg.Tracking() {
+		log.Info("TRACK_MODIFICATIONS is false: tracking is disabled, no bind is followed; exiting")
+		return nil
+	}
+	// Refuse a bad bind before starting anything.
+	if _, err := binds.FromConfig(cfg); err != nil {
+		return err
+	}
+
+	opts := []tracker.Option{
+		tracker.WithLogger(log),
+		tracker.WithSource(binds.Postgres, postgres.Open),
+		tracker.WithSource(binds.MySQL, mysql.Open),
+	}
+	bus, err := startBus(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer bus.close(log)
+	opts = append(opts, tracker.WithSink(bus.sink), tracker.WithCheckpointStore(bus.store))
+
+	tr, err := tracker.New(cfg, opts...)
+	if err != nil {
+		return err
+	}
+	stopHTTP, err := serveHTTP(ctx, cfg, tr, bus, log)
+	if err != nil {
+		return err
+	}
+	defer stopHTTP()
+	err = tr.Run(ctx)
+	if err == nil {
+		log.Info("stopped cleanly")
+	}
+	return err
+}
+
+// bus is trackerd's NATS side: an embedded server when no NATS_URL is
+// given, the connection, the sink and the checkpoint store.
+type bus struct {
+	embedded *natssink.Embedded
+	nc       *natsgo.Conn
+	sink     *natssink.Sink
+	store    tracker.CheckpointStore
+	urlFile  string
+}
+
+func startBus(ctx context.Context, cfg *config.Config, log *slog.Logger) (*bus, error) {
+	b := &bus{}
+	url := cfg.NATSURL
+	if url == "" {
+		dir := cfg.NATSStoreDir
+		if dir == "" {
+			dir = filepath.Join(cfg.DataDir, "nats")
+		}
+		e, err := natssink.StartEmbedded(ctx, natssink.EmbeddedOptions{Addr: cfg.EmbeddedNATSAddr, StoreDir: dir, Logger: log.With(slog.String("component", "nats-server"))})
+		if err != nil {
+			return nil, err
+		}
+		b.embedded = e
+		url = e.ClientURL()
+		log.Info("embedded NATS server started (NATS_URL is not set)", slog.String("url", url), slog.String("store_dir", dir))
+		b.urlFile = filepath.Join(cfg.DataDir, "nats.url")
+		if err := os.WriteFile(b.urlFile, []byte(url+"\n"), 0o600); err != nil {
+			log.Warn("cannot write the embedded server's URL for `trackerd tail`", slog.Any("err", err))
+			b.urlFile = ""
+		}
+	}
+	nc, err := natssink.Connect(ctx, url, connectOptions(cfg, log))
+	if err != nil {
+		b.close(log)
+		return nil, err
+	}
+	b.nc = nc
+	// NATS may not answer yet: keep trying, since trackerd must start and
+	// resume once it does.
+	err = retryUntil(ctx, log, "NATS JetStream is not answering; waiting", func() error {
+		if b.sink == nil {
+			s, err := natssink.New(ctx, nc, sinkOptions(cfg, log))
+			if err != nil {
+				return err
+			}
+			b.sink = s
+		}
+		if cfg.PublishMode == string(natssink.Core) {
+			b.store = tracker.NewFileStore(checkpointFile(cfg))
+			return nil
+		}
+		st, err := natssink.NewKVStore(ctx, nc, cfg.CheckpointBucket)
+		if err != nil {
+			return err
+		}
+		b.store = st
+		return nil
+	})
+	if err != nil {
+		b.close(log)
+		return nil, err
+	}
+	return b, nil
+}
+
+func checkpointFile(cfg *config.Config) string {
+	if cfg.CheckpointFile != "" {
+		return cfg.CheckpointFile
+	}
+	return filepath.Join(cfg.DataDir, "checkpoints.json")
+}
+
+func (b *bus) close(log *slog.Logger) {
+	if b.nc != nil {
+		if err := b.nc.Drain(); err != nil {
+			log.Debug("draining the NATS connection", slog.Any("err", err))
+		}
+		b.nc.Close()
+	}
+	if b.embedded != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := b.embedded.Shutdown(ctx); err != nil {
+			log.Warn("embedded NATS server shutdown", slog.Any("err", err))
+		}
+	}
+	if b.urlFile != "" {
+		os.Remove(b.urlFile)
+	}
+}
+
+func connectOptions(cfg *config.Config, log *slog.Logger) natssink.ConnectOptions {
+	a := cfg.NATS
+	return natssink.ConnectOptions{
+		Name: "trackerd", User: a.User, Password: a.Password, Token: a.Token, Creds: a.Creds, NKey: a.NKey,
+		TLSCert: a.TLSCert, TLSKey: a.TLSKey, TLSCA: a.TLSCA, Logger: log.With(slog.String("component", "nats")),
+	}
+}
+
+func sinkOptions(cfg *config.Config, log *slog.Logger) natssink.Options {
+	return natssink.Options{
+		Prefix:           cfg.SubjectPrefix,
+		NamingConvention: cfg.NamingConvention,
+		Mode:             natssink.Mode(cfg.PublishMode),
+		Stream: natssink.StreamConfig{
+			Name:            cfg.StreamName,
+			DuplicateWindow: cfg.DuplicateWindow,
+			MaxAge:          cfg.StreamMaxAge,
+			MaxBytes:        cfg.StreamMaxBytes,
+			MaxMsgs:         cfg.StreamMaxMsgs,
+			Replicas:        cfg.StreamReplicas,
+		},
+		MaxInflight:    cfg.MaxInflight,
+		OversizePolicy: cfg.OversizePolicy,
+		Logger:         log.With(slog.String("component", "sink")),
+		Echo:           cfg.Echo,
+	}
+}
+
+// retryUntil calls fn until it succeeds, a configuration error comes back,
+// or ctx ends, backing off from 250 ms to 10 s and logging msg.
+func retryUntil(ctx context.Context, log *slog.Logger, msg string, fn func() error) error {
+	wait := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil || isConfigError(err) {
+			return err
+		}
+		log.Warn(msg, slog.Any("err", err), slog.Int("attempt", attempt))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", msg, err)
+		case <-time.After(wait/2 + rand.N(wait/2+1)):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+}
+
+// isConfigError reports errors that retrying cannot fix: exit status 2.
+func isConfigError(err error) bool {
+	var fe *config.FieldError
+	var ue *binds.URIError
+	var use usageError
+	return errors.As(err, &fe) || errors.As(err, &ue) || errors.As(err, &use) ||
+		errors.Is(err, tracker.ErrConfig) || errors.Is(err, binds.ErrUnsupportedDialect)
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	switch cfg.LogLevel {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,86 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/trackerd/trackerd/tracker"
+)
+
+// Check reports, for `trackerd check`, whether NATS is ready for a sink with
+// options o, without changing anything: the connection, JetStream (in
+// JetStream mode), and the stream (present and capturing "<prefix>.>", or
+// missing and to be created). ctx bounds the whole check; without a
+// deadline, each request waits at most o.AckTimeout.
+func Check(ctx context.Context, nc *natsgo.Conn, o Options) []tracker.CheckResult {
+	s, err := newSink(connTransport{nc}, nil, o)
+	if err != nil {
+		return []tracker.CheckResult{{Name: "NATS options", Detail: err.Error(), Fix: "correct the setting the error names"}}
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.o.AckTimeout)
+		defer cancel()
+	}
+	conn := tracker.CheckResult{Name: "NATS connection", OK: nc.IsConnected()}
+	if !conn.OK {
+		// Connect returns at once when the server is down: give it the
+		// check's time to come up.
+		for !nc.IsConnected() && ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+		conn.OK = nc.IsConnected()
+	}
+	if !conn.OK {
+		conn.Detail = "not connected: " + nc.Status().String()
+		conn.Fix = "start NATS, or correct NATS_URL and the NATS_* credentials"
+		return []tracker.CheckResult{conn}
+	}
+	conn.Detail = fmt.Sprintf("connected to %s (server %s, max_payload %d bytes)", nc.ConnectedUrlRedacted(), nc.ConnectedServerVersion(), nc.MaxPayload())
+	results := []tracker.CheckResult{conn}
+	if s.o.Mode == Core {
+		return results
+	}
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return append(results, tracker.CheckResult{Name: "JetStream", Detail: err.Error(), Fix: "enable JetStream, or set PUBLISH_MODE=core"})
+	}
+	if _, err := js.AccountInfo(ctx); err != nil {
+		return append(results, tracker.CheckResult{Name: "JetStream", Detail: err.Error(),
+			Fix: "enable JetStream on the server (jetstream {} in its configuration) and for this account, or set PUBLISH_MODE=core"})
+	}
+	results = append(results, tracker.CheckResult{Name: "JetStream", OK: true, Detail: "enabled"})
+
+	name, want := s.o.Stream.Name, s.subjects.StreamSubject()
+	res := tracker.CheckResult{Name: "stream " + name}
+	st, err := js.Stream(ctx, name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		res.OK, res.Detail = true, fmt.Sprintf("missing: created at start with subjects %s", want)
+	case err != nil:
+		res.Detail, res.Fix = err.Error(), "check the NATS account's JetStream permissions"
+	default:
+		cfg := st.CachedInfo().Config
+		switch {
+		case !anyCovers(cfg.Subjects, want):
+			res.Detail = fmt.Sprintf("subjects [%s] do not capture %s", strings.Join(cfg.Subjects, " "), want)
+			res.Fix = fmt.Sprintf("add %s to the stream's subjects, or set STREAM_NAME to a stream that captures them", want)
+		case cfg.NoAck:
+			res.Detail, res.Fix = "does not acknowledge publishes (no_ack)", "turn no_ack off, or set PUBLISH_MODE=core"
+		default:
+			res.OK = true
+			res.Detail = fmt.Sprintf("captures %s, duplicate window %v", want, cfg.Duplicates)
+			if cfg.Duplicates != s.o.Stream.DuplicateWindow {
+				res.Detail += fmt.Sprintf(" (DUPLICATE_WINDOW is %v: the stream's is used)", s.o.Stream.DuplicateWindow)
+			}
+		}
+	}
+	return append(results, res)
+}

@@ -1,0 +1,36 @@
+// Package nats is trackerd's NATS sink: it turns [tracker.Event] values into
+// CloudEvents and publishes them on NATS JetStream (or, at most once, on core
+// NATS), one ordered lane per bind, feeding acknowledgements back to the
+// tracker so that it can advance the bind's checkpoint.
+//
+// It owns, in one place, everything trackerd says on the wire:
+//
+//   - subjects: [Subjects] renders NAMING_CONVENTION templates (DESIGN.md
+//     section 4), escaping every token value with [tracker.AppendEscaped],
+//     and builds subscription patterns for consumers ([Subjects.Filter]);
+//   - events: [EncodeEvent] writes the structured-mode CloudEvent JSON
+//     (byte for byte what the event encoder of
+//     github.com/cloudevents/sdk-go/v2 writes, without its cost), carried
+//     with the NATS headers
+//     Content-Type: application/cloudevents+json and Nats-Msg-Id: <event id>,
+//     and no ce-* header, so that sdk-go's core-NATS and JetStream receivers
+//     both read it in structured mode;
+//   - publishing: [Sink] and its lanes publish asynchronously with a bounded
+//     window of unacknowledged messages per bind, retry failed publishes with
+//     the same Nats-Msg-Id forever (JetStream's duplicate window drops what was
+//     already stored), and apply the oversize policy;
+//   - the stream: [New] creates the JetStream stream when it is missing and
+//     refuses one that does not cover the subject prefix;
+//   - checkpoints: [KVStore] keeps tracker checkpoints in a NATS KV bucket with
+//     compare-and-set writes;
+//   - the server: [StartEmbedded] runs nats-server in-process when NATS_URL is
+//     not set, and [Connect] dials a NATS server that may not be up yet.
+//
+// Delivery: in JetStream mode every event is acknowledged by the stream, and
+// a lane reports LaneSeq n as stored only when every event 1..n is, so
+// checkpoints never pass an event that could be lost. Events re-sent after a
+// failure carry the same id and are dropped as duplicates within the
+// stream's duplicate window; consumers should still de-duplicate on
+// (source, id) beyond it. In core mode ([Core]) there are no acknowledgements:
+// delivery is at most once.
+package nats

@@ -1,0 +1,190 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	natsgo "github.com/nats-io/nats.go"
+)
+
+// action is what the fake server does with one publish.
+type action int
+
+const (
+	actStore        action = iota // store (once per id) and acknowledge
+	actDrop                       // lose it: no store, no answer
+	actStoreNoAck                 // store it but lose the acknowledgement
+	actError                      // refuse it with a JetStream API error
+	actNoResponders               // answer 503: no stream
+	actRefuse                     // the connection refuses it (publishMsg fails)
+)
+
+// fakeServer is a scripted JetStream stream behind the transport interface.
+// Answers are delivered in order on one goroutine, as nats.go delivers a
+// subscription's messages.
+type fakeServer struct {
+	mu       sync.Mutex
+	all      []*natsgo.Msg // every message handed to publishMsg
+	stored   []string      // the stream: message ids in order
+	ids      map[string]bool
+	attempts map[string]int
+	subs     map[string]natsgo.MsgHandler // by reply prefix
+	maxPay   int64
+	down     bool
+	policy   func(id string, attempt int) action
+	inboxes  int
+
+	queue chan func()
+	once  sync.Once
+}
+
+func newFakeServer() *fakeServer {
+	f := &fakeServer{
+		ids:      map[string]bool{},
+		attempts: map[string]int{},
+		subs:     map[string]natsgo.MsgHandler{},
+		maxPay:   1 << 20,
+		queue:    make(chan func(), 1<<16),
+	}
+	go func() {
+		for fn := range f.queue {
+			fn()
+		}
+	}()
+	return f
+}
+
+func (f *fakeServer) setPolicy(p func(id string, attempt int) action) {
+	f.mu.Lock()
+	f.policy = p
+	f.mu.Unlock()
+}
+
+func (f *fakeServer) setDown(down bool) {
+	f.mu.Lock()
+	f.down = down
+	f.mu.Unlock()
+}
+
+func (f *fakeServer) publishMsg(m *natsgo.Msg) error {
+	cp := &natsgo.Msg{Subject: m.Subject, Reply: m.Reply, Data: append([]byte(nil), m.Data...), Header: natsgo.Header{}}
+	for k, v := range m.Header {
+		cp.Header[k] = append([]string(nil), v...)
+	}
+	id := cp.Header.Get(HeaderMsgID)
+	f.mu.Lock()
+	if int64(msgSize(cp)) > f.maxPay {
+		f.mu.Unlock()
+		return natsgo.ErrMaxPayload
+	}
+	if f.down {
+		f.mu.Unlock()
+		return errors.New("fake: connection down")
+	}
+	f.attempts[id]++
+	act := actStore
+	if f.policy != nil {
+		act = f.policy(id, f.attempts[id])
+	}
+	if act == actRefuse {
+		f.mu.Unlock()
+		return errors.New("fake: refused")
+	}
+	f.all = append(f.all, cp)
+	var answer *natsgo.Msg
+	switch act {
+	case actStore, actStoreNoAck:
+		dup := f.ids[id]
+		if !dup {
+			f.ids[id] = true
+			f.stored = append(f.stored, id)
+		}
+		if act == actStore {
+			data := fmt.Sprintf(`{"stream":"FAKE","seq":%d}`, len(f.stored))
+			if dup {
+				data = fmt.Sprintf(`{"stream":"FAKE","seq":%d,"duplicate":true}`, len(f.stored))
+			}
+			answer = &natsgo.Msg{Subject: cp.Reply, Data: []byte(data)}
+		}
+	case actError:
+		answer = &natsgo.Msg{Subject: cp.Reply, Data: []byte(`{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"},"stream":"FAKE","seq":0}`)}
+	case actNoResponders:
+		answer = &natsgo.Msg{Subject: cp.Reply, Header: natsgo.Header{"Status": {"503"}}}
+	}
+	if answer != nil && cp.Reply != "" {
+		cb := f.handler(cp.Reply)
+		if cb != nil {
+			f.queue <- func() { cb(answer) }
+		}
+	}
+	f.mu.Unlock()
+	return nil
+}
+
+// handler finds the subscription of a reply subject; f.mu is held.
+func (f *fakeServer) handler(reply string) natsgo.MsgHandler {
+	for prefix, cb := range f.subs {
+		if strings.HasPrefix(reply, prefix) {
+			return cb
+		}
+	}
+	return nil
+}
+
+func (f *fakeServer) subscribe(subject string, cb natsgo.MsgHandler) (func() error, error) {
+	prefix := strings.TrimSuffix(subject, ">")
+	f.mu.Lock()
+	f.subs[prefix] = cb
+	f.mu.Unlock()
+	return func() error {
+		f.mu.Lock()
+		delete(f.subs, prefix)
+		f.mu.Unlock()
+		return nil
+	}, nil
+}
+
+func (f *fakeServer) newInbox() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.inboxes++
+	return fmt.Sprintf("_INBOX.fake%d", f.inboxes)
+}
+
+func (f *fakeServer) maxPayload() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.maxPay
+}
+
+func (f *fakeServer) connected() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.down
+}
+
+func (f *fakeServer) flush(context.Context) error { return nil }
+
+func (f *fakeServer) published() []*natsgo.Msg {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*natsgo.Msg(nil), f.all...)
+}
+
+func (f *fakeServer) streamIDs() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.stored...)
+}
+
+func (f *fakeServer) has(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ids[id]
+}
+
+// msgSize is a message's payload plus headers, as nats.go counts it.
+func msgSize(m *natsgo.Msg) int { return m.Size() - len(m.Subject) - len(m.Reply) }

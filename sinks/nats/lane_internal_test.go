@@ -1,0 +1,515 @@
+package nats
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/trackerd/trackerd/tracker"
+)
+
+// laneRig is a lane on a fake server, with a watermark checker.
+type laneRig struct {
+	t    *testing.T
+	f    *fakeServer
+	s    *Sink
+	lane tracker.Lane
+	gen  eventSeq
+
+	mu    sync.Mutex
+	ids   []string // by LaneSeq-1
+	acked uint64
+	bad   []string
+}
+
+func newRig(t *testing.T, o Options) *laneRig {
+	t.Helper()
+	r := &laneRig{t: t, f: newFakeServer(), gen: eventSeq{bind: "b", txSize: 3}}
+	if o.AckTimeout == 0 {
+		o.AckTimeout = time.Second
+	}
+	s, err := newSink(r.f, nil, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.s = s
+	lane, err := s.OpenLane(t.Context(), "b", r.onAcked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.lane = lane
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = lane.Close(ctx)
+	})
+	return r
+}
+
+// onAcked checks the watermark promise: when acked(n) is called, events
+// 1..n are all in the stream, and n only grows.
+func (r *laneRig) onAcked(n uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n <= r.acked {
+		r.bad = append(r.bad, fmt.Sprintf("acked(%d) after acked(%d)", n, r.acked))
+	}
+	for seq := r.acked + 1; seq <= n && seq <= uint64(len(r.ids)); seq++ {
+		if !r.f.has(r.ids[seq-1]) {
+			r.bad = append(r.bad, fmt.Sprintf("acked(%d) while event %d (%s) is not stored", n, seq, r.ids[seq-1]))
+			break
+		}
+	}
+	r.acked = n
+}
+
+func (r *laneRig) publish(n int) {
+	r.t.Helper()
+	for range n {
+		ev := r.gen.next()
+		r.mu.Lock()
+		r.ids = append(r.ids, ev.ID)
+		r.mu.Unlock()
+		if err := r.lane.Publish(r.t.Context(), ev); err != nil {
+			r.t.Fatalf("Publish %d: %v", ev.LaneSeq, err)
+		}
+	}
+}
+
+func (r *laneRig) ackedN() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.acked
+}
+
+// finish closes the lane and checks that every event is stored once and
+// reported.
+func (r *laneRig) finish(strictOrder bool) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(r.t.Context(), 10*time.Second)
+	defer cancel()
+	if err := r.lane.Close(ctx); err != nil {
+		r.t.Fatalf("Close: %v", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, b := range r.bad {
+		r.t.Error(b)
+	}
+	if r.acked != uint64(len(r.ids)) {
+		r.t.Errorf("last acked = %d, want %d", r.acked, len(r.ids))
+	}
+	got := r.f.streamIDs()
+	if len(got) != len(r.ids) {
+		r.t.Fatalf("stream holds %d messages, want %d", len(got), len(r.ids))
+	}
+	if strictOrder && !slices.Equal(got, r.ids) {
+		r.t.Fatalf("stream order differs from LaneSeq order:\n got %v\nwant %v", got, r.ids)
+	}
+	sorted := slices.Clone(got)
+	slices.Sort(sorted)
+	want := slices.Clone(r.ids)
+	slices.Sort(want)
+	if !slices.Equal(sorted, want) {
+		r.t.Fatalf("stream holds other events than published")
+	}
+}
+
+func TestLaneDelivers(t *testing.T) {
+	tests := []struct {
+		name   string
+		opts   Options
+		policy func(id string, attempt int) action
+		strict bool // the failure cannot reorder the stream
+		retry  bool // Stats.Retried must count re-sends
+		dup    bool // Stats.Duplicates must count a duplicate ack
+		clean  bool // nothing may be retried
+	}{
+		{name: "ok - no failure", strict: true, clean: true},
+		{name: "ok - window of one", opts: Options{MaxInflight: 1}, strict: true, clean: true},
+		{name: "retry - one API error", policy: failOnce("b/lsn-0000000000000002/1/before_commit", actError), retry: true},
+		{name: "retry - no responders", policy: failOnce("b/lsn-0000000000000001/0/before_commit", actNoResponders), retry: true},
+		{name: "retry - lost message times out", opts: Options{AckTimeout: 30 * time.Millisecond}, policy: failOnce("b/lsn-0000000000000003/2/after_commit", actDrop), retry: true},
+		{name: "retry - lost ack times out, duplicate on re-send", opts: Options{AckTimeout: 30 * time.Millisecond}, policy: failOnce("b/lsn-0000000000000002/0/after_commit", actStoreNoAck), retry: true, dup: true},
+		{name: "retry - connection refuses", policy: failOnce("b/lsn-0000000000000002/2/before_commit", actRefuse), strict: true},
+		{name: "retry - server down from one event on", policy: downFrom("b/lsn-0000000000000002/0/before_commit", 3), strict: true, retry: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, tc.opts)
+			r.f.setPolicy(tc.policy)
+			r.publish(60)
+			r.finish(tc.strict)
+			st := r.s.Stats()
+			if st.Published != 60 || st.Acked < 60 || st.InFlight != 0 {
+				t.Errorf("Stats = %+v", st)
+			}
+			if tc.retry && st.Retried == 0 {
+				t.Errorf("Stats.Retried = 0 after a failure")
+			}
+			if tc.dup && st.Duplicates == 0 {
+				t.Errorf("Stats.Duplicates = 0 after a re-sent stored event")
+			}
+			if tc.clean && (st.Retried != 0 || st.Duplicates != 0) {
+				t.Errorf("Stats = %+v: retries or duplicates without a failed publish", st)
+			}
+		})
+	}
+}
+
+// failOnce fails the first attempt of one id.
+func failOnce(id string, act action) func(string, int) action {
+	return func(got string, attempt int) action {
+		if got == id && attempt == 1 {
+			return act
+		}
+		return actStore
+	}
+}
+
+// downFrom answers nothing from one id on until each message has been sent
+// n times: a server that went away.
+func downFrom(id string, n int) func(string, int) action {
+	var mu sync.Mutex
+	down := false
+	return func(got string, attempt int) action {
+		mu.Lock()
+		defer mu.Unlock()
+		if got == id && attempt == 1 {
+			down = true
+		}
+		if down && attempt < n {
+			return actNoResponders
+		}
+		return actStore
+	}
+}
+
+// TestLaneBackPressure: with NATS answering nothing, Publish blocks once
+// the window is full, and memory holds the window only.
+func TestLaneBackPressure(t *testing.T) {
+	const window = 8
+	r := newRig(t, Options{MaxInflight: window, AckTimeout: 20 * time.Millisecond})
+	r.f.setPolicy(func(string, int) action { return actDrop })
+	r.publish(window)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	ev := r.gen.next()
+	r.mu.Lock()
+	r.ids = append(r.ids, ev.ID)
+	r.mu.Unlock()
+	if err := r.lane.Publish(ctx, ev); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Publish into a full window: err = %v, want it to block until ctx ends", err)
+	}
+	if got := r.s.Stats().InFlight; got != window {
+		t.Errorf("InFlight = %d, want %d", got, window)
+	}
+	// Only window distinct messages were ever sent, however often.
+	distinct := map[string]bool{}
+	for _, m := range r.f.published() {
+		distinct[m.Header.Get(HeaderMsgID)] = true
+	}
+	if len(distinct) != window {
+		t.Errorf("%d distinct messages sent, want %d", len(distinct), window)
+	}
+	// NATS comes back: the blocked event goes through, then everything.
+	r.f.setPolicy(nil)
+	if err := r.lane.Publish(t.Context(), ev); err != nil {
+		t.Fatal(err)
+	}
+	r.publish(20)
+	r.finish(true)
+}
+
+// TestLaneWaitsForConnection: a lane on a server that is down holds its
+// events and sends them in order once it is up.
+func TestLaneWaitsForConnection(t *testing.T) {
+	r := newRig(t, Options{MaxInflight: 16})
+	r.publish(5)
+	eventually(t, 5*time.Second, "first events acked", func() bool { return r.ackedN() == 5 })
+	r.f.setDown(true)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.publish(30) // blocks when the window is full
+	}()
+	eventually(t, 5*time.Second, "window full while down", func() bool { return r.s.Stats().InFlight == 16 })
+	if got := r.ackedN(); got != 5 {
+		t.Fatalf("acked = %d while NATS is down, want 5", got)
+	}
+	r.f.setDown(false)
+	<-done
+	r.finish(true)
+}
+
+func TestLaneCloseTimesOut(t *testing.T) {
+	r := newRig(t, Options{AckTimeout: time.Hour})
+	r.f.setPolicy(func(string, int) action { return actDrop })
+	r.publish(3)
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	err := r.lane.Close(ctx)
+	if err == nil || !strings.Contains(err.Error(), "3 events not acknowledged") || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Close = %v, want 3 unacknowledged events and the deadline", err)
+	}
+	if err := r.lane.Publish(t.Context(), r.gen.next()); !errors.Is(err, ErrLaneClosed) {
+		t.Fatalf("Publish after Close: %v, want ErrLaneClosed", err)
+	}
+}
+
+func TestLaneRefusesBadEvents(t *testing.T) {
+	r := newRig(t, Options{})
+	good := func() *tracker.Event {
+		return &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: testChange("b", 1, 0), ID: "b/x/0/after_commit", LaneSeq: 1}
+	}
+	tests := []struct {
+		name    string
+		mutate  func(*tracker.Event)
+		wantErr string
+	}{
+		{"error - LaneSeq out of order", func(ev *tracker.Event) { ev.LaneSeq = 2 }, "LaneSeq 2, want 1"},
+		{"error - no change", func(ev *tracker.Event) { ev.Change = nil }, "without a change"},
+		{"error - unknown phase", func(ev *tracker.Event) { ev.Phase = "during_commit" }, "unknown phase"},
+		{"error - empty id", func(ev *tracker.Event) { ev.ID = "" }, "event id"},
+		{"error - id with a space", func(ev *tracker.Event) { ev.ID = "a b" }, "event id"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := good()
+			tc.mutate(ev)
+			if err := r.lane.Publish(t.Context(), ev); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("Publish: err = %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+	if err := r.lane.Publish(t.Context(), good()); err != nil {
+		t.Fatalf("Publish of a good event after refusals: %v", err)
+	}
+}
+
+func TestCoreLane(t *testing.T) {
+	r := newRig(t, Options{Mode: Core})
+	r.publish(50)
+	eventually(t, 5*time.Second, "acked 50", func() bool { return r.ackedN() == 50 })
+	r.finish(true)
+	for _, m := range r.f.published() {
+		if m.Reply != "" {
+			t.Fatalf("core publish with a reply subject %q", m.Reply)
+		}
+	}
+}
+
+func TestOversize(t *testing.T) {
+	big := func(n int) json.RawMessage { return json.RawMessage(`"` + strings.Repeat("x", n) + `"`) }
+	change := func() *tracker.Change {
+		c := testChange("b", 1, 0)
+		c.Op = tracker.OpUpdate
+		c.Key = tracker.Row{Names: []string{"id"}, Values: []json.RawMessage{json.RawMessage("1")}}
+		c.Before = tracker.Row{Names: []string{"id", "small", "doc", "pic"}, Values: []json.RawMessage{json.RawMessage("1"), big(10), big(3000), big(1500)}}
+		c.After = tracker.Row{Names: []string{"id", "small", "doc", "pic"}, Values: []json.RawMessage{json.RawMessage("1"), big(10), big(3000), big(500)}}
+		return c
+	}
+	tests := []struct {
+		name      string
+		policy    string
+		limit     int64
+		key       json.RawMessage
+		wantCols  []string
+		wantErr   string
+		truncated uint64
+	}{
+		{name: "ok - fits", policy: OversizeFail, limit: 1 << 20},
+		{name: "truncate - largest values go", policy: OversizeTruncate, limit: 3500, wantCols: []string{"doc"}, truncated: 1},
+		{name: "truncate - several go", policy: OversizeTruncate, limit: 2000, wantCols: []string{"doc", "pic"}, truncated: 1},
+		{name: "truncate - cannot fit with the key", policy: OversizeTruncate, limit: 2000, key: big(3000), wantErr: "still too large"},
+		{name: "fail", policy: OversizeFail, limit: 3500, wantErr: "raise max_payload, or set OVERSIZE_POLICY=truncate"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, Options{OversizePolicy: tc.policy})
+			r.f.maxPay = tc.limit
+			c := change()
+			if tc.key != nil {
+				c.Key.Values[0] = tc.key
+			}
+			orig := c.AppendJSON(nil)
+			ev := &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: c, ID: "b/x/0/after_commit", LaneSeq: 1, Data: orig}
+			err := r.lane.Publish(t.Context(), ev)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), ev.ID) {
+					t.Fatalf("Publish: err = %v, want ErrTooLarge naming the event and %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(ev.Data) != string(orig) || c.Truncated != nil || c.After.Values[2] == nil {
+				t.Fatalf("Publish modified the event it was given")
+			}
+			eventually(t, 5*time.Second, "acked", func() bool { return r.ackedN() == 1 })
+			m := r.f.published()[0]
+			if got := msgSize(m); int64(got) > tc.limit {
+				t.Fatalf("message is %d bytes, over the limit %d", got, tc.limit)
+			}
+			var ce struct {
+				Data tracker.Change `json:"data"`
+			}
+			if err := json.Unmarshal(m.Data, &ce); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(ce.Data.Truncated, tc.wantCols) {
+				t.Errorf("truncated = %v, want %v", ce.Data.Truncated, tc.wantCols)
+			}
+			for _, col := range tc.wantCols {
+				if _, ok := ce.Data.After.Get(col); ok {
+					t.Errorf("column %s still in after", col)
+				}
+				if _, ok := ce.Data.Before.Get(col); ok {
+					t.Errorf("column %s still in before", col)
+				}
+			}
+			if v, ok := ce.Data.Key.Get("id"); !ok || string(v) != "1" {
+				t.Errorf("key = %v, want id 1 kept", ce.Data.Key)
+			}
+			if got := r.s.Stats().Truncated; got != tc.truncated {
+				t.Errorf("Stats.Truncated = %d, want %d", got, tc.truncated)
+			}
+		})
+	}
+}
+
+func TestParseReply(t *testing.T) {
+	tests := []struct {
+		subject string
+		seq     uint64
+		gen     uint32
+		ok      bool
+	}{
+		{"_INBOX.x.12.3", 12, 3, true},
+		{"_INBOX.x.18446744073709551615.4294967295", 1<<64 - 1, 1<<32 - 1, true},
+		{"_INBOX.x.12", 0, 0, false},
+		{"_INBOX.x.a.1", 0, 0, false},
+		{"_INBOX.x.1.b", 0, 0, false},
+		{"_INBOX.x.", 0, 0, false},
+		{"_INBOX.", 0, 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.subject, func(t *testing.T) {
+			seq, gen, ok := parseReply(tc.subject, len("_INBOX.x."))
+			if seq != tc.seq || gen != tc.gen || ok != tc.ok {
+				t.Errorf("parseReply = %d, %d, %v; want %d, %d, %v", seq, gen, ok, tc.seq, tc.gen, tc.ok)
+			}
+		})
+	}
+}
+
+func FuzzParseReply(f *testing.F) {
+	for _, s := range []string{"_INBOX.x.12.3", "_INBOX.x.12", "_INBOX.x.a.1", "_INBOX.x.", "_INBOX.x.1.2.3", "_INBOX.x.-1.2"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, subject string) {
+		seq, gen, ok := parseReply(subject, len("_INBOX.x."))
+		if !ok {
+			return
+		}
+		// What parses is what send writes.
+		back := "_INBOX.x." + strconv.FormatUint(seq, 10) + "." + strconv.FormatUint(uint64(gen), 10)
+		if s2, g2, ok2 := parseReply(back, len("_INBOX.x.")); !ok2 || s2 != seq || g2 != gen {
+			t.Fatalf("%q parsed as %d.%d, which does not read back", subject, seq, gen)
+		}
+	})
+}
+
+func TestParsePubAck(t *testing.T) {
+	tests := []struct {
+		name    string
+		data    string
+		status  string
+		dup     bool
+		wantErr string
+	}{
+		{name: "ok - stored", data: `{"stream":"S","seq":5}`},
+		{name: "ok - with domain", data: `{"stream":"S","domain":"hub","seq":5}`},
+		{name: "ok - duplicate", data: `{"stream":"S","seq":5,"duplicate":true}`, dup: true},
+		{name: "ok - other order", data: `{"seq":5,"duplicate":true,"stream":"S"}`, dup: true},
+		{name: "ok - stream named error", data: `{"stream":"error","seq":1}`},
+		{name: "error - api error", data: `{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"},"stream":"S","seq":0}`, wantErr: "temporarily unavailable"},
+		{name: "error - wrong sequence", data: `{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 4"}}`, wantErr: "wrong last sequence"},
+		{name: "error - no responders", status: "503", wantErr: "no responders"},
+		{name: "error - other status", status: "408", wantErr: "status 408"},
+		{name: "error - empty", wantErr: "empty"},
+		{name: "error - not JSON", data: `hello`, wantErr: "read publish answer"},
+		{name: "error - no stream", data: `{"seq":1}`, wantErr: "names no stream"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &natsgo.Msg{Data: []byte(tc.data)}
+			if tc.status != "" {
+				m.Header = natsgo.Header{"Status": {tc.status}}
+			}
+			dup, err := parsePubAck(m)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || dup != tc.dup {
+				t.Fatalf("parsePubAck = %v, %v; want %v, nil", dup, err, tc.dup)
+			}
+		})
+	}
+}
+
+func FuzzParsePubAck(f *testing.F) {
+	for _, s := range []string{`{"stream":"S","seq":5}`, `{"stream":"S","seq":5,"duplicate":true}`, `{"error":{"code":503}}`, `{}`, ``, `{"stream":"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dup, err := parsePubAck(&natsgo.Msg{Data: data})
+		if err == nil && !json.Valid(data) && !bytes.HasPrefix(data, []byte(`{"stream":`)) {
+			t.Fatalf("%q accepted as a PubAck", data)
+		}
+		if err != nil && dup {
+			t.Fatalf("%q: duplicate with an error", data)
+		}
+	})
+}
+
+func TestCovers(t *testing.T) {
+	tests := []struct {
+		stream, want string
+		ok           bool
+	}{
+		{"trackerd.>", "trackerd.>", true},
+		{">", "trackerd.>", true},
+		{"*.>", "trackerd.>", true},
+		{"a.>", "a.b.>", true},
+		{"a.*.>", "a.b.>", true},
+		{"a.*.>", "a.>", false},
+		{"a.*", "a.>", false},
+		{"trackerd.after_commit.>", "trackerd.>", false},
+		{"trackerd", "trackerd.>", false},
+		{"other.>", "trackerd.>", false},
+		{"trackerd.*.*.*.*.*", "trackerd.>", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.stream+" "+tc.want, func(t *testing.T) {
+			if got := covers(tc.stream, tc.want); got != tc.ok {
+				t.Errorf("covers(%q, %q) = %v, want %v", tc.stream, tc.want, got, tc.ok)
+			}
+		})
+	}
+}

@@ -1,0 +1,391 @@
+package nats
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/trackerd/trackerd/config"
+	"github.com/trackerd/trackerd/tracker"
+)
+
+// The NAMING_CONVENTION keys that hold templates; every other key is a
+// user-defined static token.
+const (
+	convSubject = "subject" // every phase
+)
+
+// opRollback is the op token of rollback events: a retraction is not a row
+// operation, and giving it its own op keeps it apart from every change.
+const opRollback = "rollback"
+
+// Subjects renders the NATS subject of every event from NAMING_CONVENTION
+// templates (DESIGN.md section 4), and subscription patterns from them.
+//
+// The template of a phase is NAMING_CONVENTION's key of that phase's name
+// ("before_commit", "after_commit", "rollback") if set, else its "subject"
+// key, else [config.DefaultSubjectTemplate]:
+//
+//	%(prefix)s.%(signal)s.%(bind)s.%(schema)s.%(table)s.%(op)s
+//
+// Every other key of NAMING_CONVENTION is a user-defined static token.
+//
+// Values:
+//
+//   - prefix is SUBJECT_PREFIX, copied as it is, like the template's literal
+//     text (it may hold several tokens, "acme.trackerd"); the stream captures
+//     "<prefix>.>", so every template must begin with "%(prefix)s.";
+//   - signal is the phase: before_commit, after_commit or rollback;
+//   - bind, schema, table are the change's; op is its operation, and
+//     "rollback" for rollback events, whose schema and table are empty (so
+//     "=") unless the retraction concerns one table:
+//     trackerd.rollback.default.=.=.rollback;
+//   - key_<N> is the Nth primary-key value (a JSON string without its
+//     quotes, anything else as its JSON text; empty when missing or null)
+//     and key_0_N all of them joined with "_";
+//   - user tokens are their configured text.
+//
+// Every value but the prefix is escaped with [tracker.AppendEscaped], so a
+// value is always exactly one subject token and two different tables never
+// share a subject. A Subjects is immutable and safe for concurrent use.
+type Subjects struct {
+	prefix string
+	// tmpl holds the parts of each phase's template, by phaseIndex.
+	tmpl [3][]part
+}
+
+// tokenKind says what a part of a compiled template renders.
+type tokenKind uint8
+
+const (
+	kindLiteral tokenKind = iota // lit as it is (prefix and user tokens included)
+	kindSignal
+	kindBind
+	kindSchema
+	kindTable
+	kindOp
+	kindKey     // the key-th primary-key value
+	kindAllKeys // every primary-key value, joined with "_"
+)
+
+type part struct {
+	kind tokenKind
+	lit  string
+	key  int
+}
+
+// phaseIndex maps a phase to its template; an unknown phase renders with
+// the after_commit template (Publish refuses unknown phases before).
+func phaseIndex(p tracker.Phase) int {
+	switch p {
+	case tracker.PhaseBeforeCommit:
+		return 0
+	case tracker.PhaseRollback:
+		return 2
+	}
+	return 1
+}
+
+// NewSubjects compiles the subject templates of NAMING_CONVENTION conv (nil:
+// the default template) for the given SUBJECT_PREFIX. Its errors match
+// [tracker.ErrConfig] and name the key at fault.
+func NewSubjects(prefix string, conv map[string]string) (*Subjects, error) {
+	s, err := newSubjects(prefix, conv)
+	if err != nil {
+		return nil, tracker.ConfigError(fmt.Errorf("nats: %w", err))
+	}
+	return s, nil
+}
+
+func newSubjects(prefix string, conv map[string]string) (*Subjects, error) {
+	if err := checkLiteralSubject(prefix); err != nil {
+		return nil, fmt.Errorf("SUBJECT_PREFIX %q: %w", prefix, err)
+	}
+	var userNames []string
+	user := map[string]string{}
+	for k, v := range conv {
+		if k == convSubject || tracker.Phase(k).Valid() {
+			continue
+		}
+		if slices.Contains(config.BuiltinTokens(), k) || strings.HasPrefix(k, "key_") {
+			return nil, fmt.Errorf("NAMING_CONVENTION.%s: a user token may not take the name of a built-in token", k)
+		}
+		if v == "" {
+			return nil, fmt.Errorf("NAMING_CONVENTION.%s: a user token needs a value", k)
+		}
+		user[k] = v
+		userNames = append(userNames, k)
+	}
+	slices.Sort(userNames)
+	base := config.DefaultSubjectTemplate
+	if t, ok := conv[convSubject]; ok {
+		base = t
+	}
+	s := &Subjects{prefix: prefix}
+	for i, ph := range [...]tracker.Phase{tracker.PhaseBeforeCommit, tracker.PhaseAfterCommit, tracker.PhaseRollback} {
+		key, src := convSubject, base
+		if t, ok := conv[string(ph)]; ok {
+			key, src = string(ph), t
+		}
+		parts, err := compileTemplate(src, prefix, user, userNames)
+		if err != nil {
+			return nil, fmt.Errorf("NAMING_CONVENTION.%s %q: %w", key, src, err)
+		}
+		s.tmpl[i] = parts
+	}
+	return s, nil
+}
+
+func compileTemplate(src, prefix string, user map[string]string, userNames []string) ([]part, error) {
+	t, err := config.ParseTemplate(src, userNames)
+	if err != nil {
+		return nil, err
+	}
+	cp := t.Parts()
+	if len(cp) < 2 || cp[0].Token != config.TokenPrefix || !strings.HasPrefix(cp[1].Literal, ".") {
+		return nil, errors.New(`must begin with "%(prefix)s." and go on: the stream captures "<prefix>.>"`)
+	}
+	var parts []part
+	addLit := func(s string) {
+		if n := len(parts); n > 0 && parts[n-1].kind == kindLiteral {
+			parts[n-1].lit += s
+			return
+		}
+		parts = append(parts, part{kind: kindLiteral, lit: s})
+	}
+	for _, p := range cp {
+		switch p.Token {
+		case "":
+			addLit(p.Literal)
+		case config.TokenPrefix:
+			addLit(prefix)
+		case config.TokenSignal:
+			parts = append(parts, part{kind: kindSignal})
+		case config.TokenBind:
+			parts = append(parts, part{kind: kindBind})
+		case config.TokenSchema:
+			parts = append(parts, part{kind: kindSchema})
+		case config.TokenTable:
+			parts = append(parts, part{kind: kindTable})
+		case config.TokenOp:
+			parts = append(parts, part{kind: kindOp})
+		case config.TokenAllKeys:
+			parts = append(parts, part{kind: kindAllKeys})
+		default:
+			if p.Key >= 0 {
+				parts = append(parts, part{kind: kindKey, key: p.Key})
+				continue
+			}
+			v, ok := user[p.Token]
+			if !ok {
+				return nil, fmt.Errorf("unknown token %%(%s)s", p.Token)
+			}
+			addLit(tracker.Escape(v))
+		}
+	}
+	return parts, nil
+}
+
+// checkLiteralSubject reports why s is not a literal NATS subject fit for
+// publishing: empty tokens, white space, control characters, wildcards or
+// invalid UTF-8.
+func checkLiteralSubject(s string) error {
+	if s == "" {
+		return errors.New("empty")
+	}
+	for tok := range strings.SplitSeq(s, ".") {
+		if tok == "" {
+			return errors.New("empty subject token: no leading, trailing or doubled '.'")
+		}
+		for _, r := range tok {
+			switch {
+			case r == utf8.RuneError:
+				return errors.New("not valid UTF-8")
+			case r == '*' || r == '>':
+				return fmt.Errorf("%q is a NATS wildcard", r)
+			case unicode.IsSpace(r) || unicode.IsControl(r):
+				return fmt.Errorf("%q: white space and control characters are not allowed", r)
+			}
+		}
+	}
+	return nil
+}
+
+// Prefix returns SUBJECT_PREFIX; every subject begins with it and a dot.
+func (s *Subjects) Prefix() string { return s.prefix }
+
+// Append appends the subject of c's event in phase to b.
+func (s *Subjects) Append(b []byte, phase tracker.Phase, c *tracker.Change) []byte {
+	for _, p := range s.tmpl[phaseIndex(phase)] {
+		switch p.kind {
+		case kindLiteral:
+			b = append(b, p.lit...)
+		case kindSignal:
+			b = tracker.AppendEscaped(b, string(phase))
+		case kindBind:
+			b = tracker.AppendEscaped(b, c.Bind)
+		case kindSchema:
+			b = tracker.AppendEscaped(b, c.Schema)
+		case kindTable:
+			b = tracker.AppendEscaped(b, c.Table)
+		case kindOp:
+			if phase == tracker.PhaseRollback {
+				b = append(b, opRollback...)
+			} else {
+				b = tracker.AppendEscaped(b, string(c.Op))
+			}
+		case kindKey:
+			b = appendKeyToken(b, c.Key, p.key, p.key+1)
+		case kindAllKeys:
+			b = appendKeyToken(b, c.Key, 0, len(c.Key.Values))
+		}
+	}
+	return b
+}
+
+// appendKeyToken appends the escaped key values [from, to) of key joined
+// with "_"; no value at all renders as "=".
+func appendKeyToken(b []byte, key tracker.Row, from, to int) []byte {
+	to = min(to, len(key.Values))
+	if from >= to {
+		return append(b, '=')
+	}
+	start := len(b)
+	for i := from; i < to; i++ {
+		if i > from {
+			b = append(b, '_')
+		}
+		b = appendKeyValue(b, key.Values[i])
+	}
+	if len(b) == start {
+		return append(b, '=') // every value empty (a single empty string, say)
+	}
+	return b
+}
+
+// appendKeyValue appends a key value's escaped text, empty for a missing
+// or null value. An escape of "" would be "=", which joined values must not
+// get, so empty values append nothing here.
+func appendKeyValue(b []byte, v json.RawMessage) []byte {
+	switch {
+	case len(v) == 0 || string(v) == "null":
+		return b
+	case v[0] == '"':
+		var s string
+		if !slices.Contains(v, '\\') && len(v) >= 2 {
+			s = string(v[1 : len(v)-1])
+		} else if err := json.Unmarshal(v, &s); err != nil {
+			s = string(v)
+		}
+		if s == "" {
+			return b
+		}
+		return tracker.AppendEscaped(b, s)
+	}
+	return tracker.AppendEscaped(b, string(v))
+}
+
+// Filter selects events for a subscription. A field that is empty or "*"
+// matches anything; any other value matches exactly (it is escaped as the
+// subject token is). Primary-key and user tokens are always matched by a
+// wildcard.
+type Filter struct {
+	// Phase is before_commit, after_commit or rollback.
+	Phase string
+	// Bind is the bind key.
+	Bind string
+	// Schema is the schema (the database for MySQL binds).
+	Schema string
+	// Table is the table.
+	Table string
+	// Op is insert, update, delete, truncate, snapshot or rollback.
+	Op string
+}
+
+// Filter returns the NATS subscription pattern that matches the events f
+// selects: the subject template with every wildcard field's subject token
+// replaced by "*". A subject token that mixes a wildcard field with other
+// text becomes "*" as a whole, so the pattern may match more than f (a
+// consumer that needs exactness compares the event's attributes).
+//
+// It fails when f.Phase is not a phase, or is a wildcard while the phases
+// have templates of different shapes (filter on one phase at a time then).
+func (s *Subjects) Filter(f Filter) (string, error) {
+	if !isAny(f.Phase) {
+		ph := tracker.Phase(f.Phase)
+		if !ph.Valid() {
+			return "", fmt.Errorf("nats: filter phase %q: want before_commit, after_commit, rollback or *", f.Phase)
+		}
+		return s.pattern(s.tmpl[phaseIndex(ph)], f), nil
+	}
+	p := s.pattern(s.tmpl[0], f)
+	for _, t := range s.tmpl[1:] {
+		if q := s.pattern(t, f); q != p {
+			return "", fmt.Errorf("nats: NAMING_CONVENTION gives the phases templates of different shapes (%s, %s): filter on one phase at a time", p, q)
+		}
+	}
+	return p, nil
+}
+
+func isAny(v string) bool { return v == "" || v == "*" }
+
+// pattern renders one template for Filter, token by token.
+func (s *Subjects) pattern(parts []part, f Filter) string {
+	var (
+		out, tok []byte
+		wild     bool
+	)
+	flush := func() {
+		if wild {
+			out = append(out, '*')
+		} else {
+			out = append(out, tok...)
+		}
+		tok, wild = tok[:0], false
+	}
+	value := func(v string) {
+		if isAny(v) {
+			wild = true
+		} else {
+			tok = tracker.AppendEscaped(tok, v)
+		}
+	}
+	for _, p := range parts {
+		switch p.kind {
+		case kindLiteral:
+			lit := p.lit
+			for {
+				i := strings.IndexByte(lit, '.')
+				if i < 0 {
+					tok = append(tok, lit...)
+					break
+				}
+				tok = append(tok, lit[:i]...)
+				flush()
+				out = append(out, '.')
+				lit = lit[i+1:]
+			}
+		case kindSignal:
+			value(f.Phase)
+		case kindBind:
+			value(f.Bind)
+		case kindSchema:
+			value(f.Schema)
+		case kindTable:
+			value(f.Table)
+		case kindOp:
+			value(f.Op)
+		case kindKey, kindAllKeys:
+			wild = true
+		}
+	}
+	flush()
+	return string(out)
+}
+
+// StreamSubject returns the subject filter of the stream: "<prefix>.>".
+func (s *Subjects) StreamSubject() string { return s.prefix + ".>" }

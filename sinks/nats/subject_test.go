@@ -1,0 +1,195 @@
+package nats_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"unicode"
+
+	natssink "github.com/trackerd/trackerd/sinks/nats"
+	"github.com/trackerd/trackerd/tracker"
+)
+
+func change(bind, schema, table string, op tracker.Op, key ...string) *tracker.Change {
+	c := &tracker.Change{Bind: bind, Schema: schema, Table: table, Op: op}
+	for i, k := range key {
+		c.Key.Names = append(c.Key.Names, "k"+string(rune('0'+i)))
+		if k == "<absent>" {
+			c.Key.Values = append(c.Key.Values, nil)
+			continue
+		}
+		c.Key.Values = append(c.Key.Values, json.RawMessage(k))
+	}
+	return c
+}
+
+func TestSubjects(t *testing.T) {
+	orders := change("default", "public", "orders", tracker.OpInsert, "42")
+	tests := []struct {
+		name   string
+		prefix string
+		conv   map[string]string
+		phase  tracker.Phase
+		c      *tracker.Change
+		want   string
+	}{
+		{"ok - default", "trackerd", nil, tracker.PhaseAfterCommit, orders, "trackerd.after_commit.default.public.orders.insert"},
+		{"ok - before_commit", "trackerd", nil, tracker.PhaseBeforeCommit, orders, "trackerd.before_commit.default.public.orders.insert"},
+		{"ok - escaped values", "trackerd", nil, tracker.PhaseAfterCommit,
+			change("shop eu", "shop-eu", "order.items", tracker.OpDelete), "trackerd.after_commit.shop=20eu.shop-eu.order=2Eitems.delete"},
+		{"ok - non-ASCII, wildcards, empty", "trackerd", nil, tracker.PhaseAfterCommit,
+			change("b", "", "Ünits*>=", tracker.OpUpdate), "trackerd.after_commit.b.=.=C3=9Cnits=2A=3E=3D.update"},
+		{"ok - rollback", "trackerd", nil, tracker.PhaseRollback,
+			&tracker.Change{Bind: "default", TxKey: "xid-1"}, "trackerd.rollback.default.=.=.rollback"},
+		{"ok - multi-token prefix", "acme.cdc", nil, tracker.PhaseAfterCommit, orders, "acme.cdc.after_commit.default.public.orders.insert"},
+		{"ok - custom template, user token", "t", map[string]string{"subject": "%(prefix)s.%(env)s.%(table)s-%(op)s", "env": "prod eu"},
+			tracker.PhaseAfterCommit, orders, "t.prod=20eu.orders-insert"},
+		{"ok - per-phase template", "t", map[string]string{"subject": "%(prefix)s.%(signal)s.%(table)s", "rollback": "%(prefix)s.rb.%(bind)s"},
+			tracker.PhaseRollback, &tracker.Change{Bind: "x"}, "t.rb.x"},
+		{"ok - per-phase template, other phase", "t", map[string]string{"subject": "%(prefix)s.%(signal)s.%(table)s", "rollback": "%(prefix)s.rb.%(bind)s"},
+			tracker.PhaseBeforeCommit, orders, "t.before_commit.orders"},
+		{"ok - key tokens", "t", map[string]string{"subject": "%(prefix)s.%(table)s.%(key_0)s.%(key_1)s.%(key_0_N)s"},
+			tracker.PhaseAfterCommit, change("b", "s", "tab", tracker.OpInsert, `"a.b"`, "7", `"x\"y"`), "t.tab.a=2Eb.7.a=2Eb_7_x=22y"},
+		{"ok - key tokens missing", "t", map[string]string{"subject": "%(prefix)s.%(key_0)s.%(key_3)s.%(key_0_N)s"},
+			tracker.PhaseAfterCommit, change("b", "s", "tab", tracker.OpInsert, "null"), "t.=.=.="},
+		{"ok - percent literal", "t", map[string]string{"subject": "%(prefix)s.100%%.%(table)s"},
+			tracker.PhaseAfterCommit, orders, "t.100%.orders"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := natssink.NewSubjects(tc.prefix, tc.conv)
+			if err != nil {
+				t.Fatalf("NewSubjects: %v", err)
+			}
+			if got := string(s.Append(nil, tc.phase, tc.c)); got != tc.want {
+				t.Errorf("subject = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSubjectsErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		prefix  string
+		conv    map[string]string
+		wantErr string
+	}{
+		{"error - empty prefix", "", nil, "SUBJECT_PREFIX"},
+		{"error - prefix with a wildcard", "a.*", nil, "wildcard"},
+		{"error - prefix with a space", "a b", nil, "white space"},
+		{"error - prefix with an empty token", "a..b", nil, "empty subject token"},
+		{"error - unknown token", "t", map[string]string{"subject": "%(prefix)s.%(tabel)s"}, "unknown token %(tabel)s"},
+		{"error - not starting with the prefix", "t", map[string]string{"subject": "%(signal)s.%(prefix)s"}, `must begin with "%(prefix)s."`},
+		{"error - prefix glued to a token", "t", map[string]string{"subject": "%(prefix)s%(signal)s"}, `must begin with "%(prefix)s."`},
+		{"error - prefix only", "t", map[string]string{"after_commit": "%(prefix)s"}, "NAMING_CONVENTION.after_commit"},
+		{"error - user token shadows a built-in", "t", map[string]string{"table": "x"}, "built-in"},
+		{"error - empty user token", "t", map[string]string{"env": ""}, "needs a value"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := natssink.NewSubjects(tc.prefix, tc.conv)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("NewSubjects: err = %v, want it to contain %q", err, tc.wantErr)
+			}
+			if !errors.Is(err, tracker.ErrConfig) {
+				t.Errorf("err = %v: does not match tracker.ErrConfig", err)
+			}
+		})
+	}
+}
+
+func TestSubjectsFilter(t *testing.T) {
+	def, err := natssink.NewSubjects("trackerd", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	glued, err := natssink.NewSubjects("t", map[string]string{"subject": "%(prefix)s.%(signal)s.%(schema)s_%(table)s.%(key_0)s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	perPhase, err := natssink.NewSubjects("t", map[string]string{"rollback": "%(prefix)s.rb.%(bind)s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		s       *natssink.Subjects
+		f       natssink.Filter
+		want    string
+		wantErr string
+	}{
+		{name: "ok - everything", s: def, want: "trackerd.*.*.*.*.*"},
+		{name: "ok - one table, escaped", s: def, f: natssink.Filter{Phase: "after_commit", Bind: "shop eu", Schema: "public", Table: "order.items"},
+			want: "trackerd.after_commit.shop=20eu.public.order=2Eitems.*"},
+		{name: "ok - star is any", s: def, f: natssink.Filter{Phase: "*", Bind: "b", Op: "delete"}, want: "trackerd.*.b.*.*.delete"},
+		{name: "ok - wildcard in a glued token", s: glued, f: natssink.Filter{Phase: "before_commit", Schema: "s"}, want: "t.before_commit.*.*"},
+		{name: "ok - glued token, both given", s: glued, f: natssink.Filter{Phase: "before_commit", Schema: "s", Table: "x"}, want: "t.before_commit.s_x.*"},
+		{name: "ok - per-phase, one phase", s: perPhase, f: natssink.Filter{Phase: "rollback", Bind: "b"}, want: "t.rb.b"},
+		{name: "error - per-phase, any phase", s: perPhase, f: natssink.Filter{Bind: "b"}, wantErr: "one phase at a time"},
+		{name: "error - bad phase", s: def, f: natssink.Filter{Phase: "during"}, wantErr: `filter phase "during"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.s.Filter(tc.f)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Filter: err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("Filter = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzSubjectEscape: an escaped token is one valid, non-empty subject
+// token, and unescaping it gives the value back.
+func FuzzSubjectEscape(f *testing.F) {
+	for _, s := range []string{"", "orders", "order.items", "shop eu", "Ünits", "*", ">", "a=b", "=", "=2E", "\x00\xff", "tab\tle", "日本"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tok := tracker.Escape(s)
+		if tok == "" {
+			t.Fatalf("Escape(%q) is empty", s)
+		}
+		for _, r := range tok {
+			if r == '.' || r == '*' || r == '>' || unicode.IsSpace(r) || r > unicode.MaxASCII || unicode.IsControl(r) {
+				t.Fatalf("Escape(%q) = %q holds %q", s, tok, r)
+			}
+		}
+		back, err := tracker.Unescape(tok)
+		if err != nil || back != s {
+			t.Fatalf("Unescape(Escape(%q)) = %q, %v", s, back, err)
+		}
+		// Rendered into a subject, it is exactly one token.
+		subjects, err := natssink.NewSubjects("p", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subj := string(subjects.Append(nil, tracker.PhaseAfterCommit, &tracker.Change{Bind: s, Schema: s, Table: s, Op: tracker.Op(s)}))
+		if n := strings.Count(subj, "."); n != 5 {
+			t.Fatalf("subject %q of value %q has %d dots, want 5", subj, s, n)
+		}
+	})
+}
+
+func BenchmarkSubject(b *testing.B) {
+	s, err := natssink.NewSubjects("trackerd", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := change("default", "public", "orders", tracker.OpInsert, "42")
+	b.ReportAllocs()
+	var buf []byte
+	for b.Loop() {
+		buf = s.Append(buf[:0], tracker.PhaseAfterCommit, c)
+	}
+}
