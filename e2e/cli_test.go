@@ -346,7 +346,7 @@ func TestEmbeddedNATSAndOversizedValue(t *testing.T) {
 
 func TestVersionAndUsage(t *testing.T) {
 	v := start(t, nil, "version")
-	if code := v.exitCode(10*time.Second); code != 0 || !strings.HasPrefix(v.out.String(), "trackerd ") {
+	if code := v.exitCode(10 * time.Second); code != 0 || !strings.HasPrefix(v.out.String(), "trackerd ") {
 		t.Fatalf("version: %d %q", code, v.out.String())
 	}
 	u := start(t, nil, "frobnicate")

@@ -35,9 +35,9 @@ func TestPostgresChangesEndToEnd(t *testing.T) {
 	db := pgAdmin(t)
 	o, i := fmt.Sprintf("%q.orders", b.schema), fmt.Sprintf("%q.items", b.schema)
 
-	pgExec(t, db, "INSERT INTO "+o+" VALUES (1, 'first', 10.50)")                       // single-statement transaction
+	pgExec(t, db, "INSERT INTO "+o+" VALUES (1, 'first', 10.50)") // single-statement transaction
 	pgExec(t, db, "BEGIN; INSERT INTO "+o+" VALUES (2, 'second', 2); INSERT INTO "+i+" VALUES (20, 2, 'sku-20'); UPDATE "+o+" SET note = 'changed' WHERE id = 1; COMMIT")
-	pgExec(t, db, "BEGIN; INSERT INTO "+o+" VALUES (99, 'rolled back', 0); ROLLBACK")  // yields nothing
+	pgExec(t, db, "BEGIN; INSERT INTO "+o+" VALUES (99, 'rolled back', 0); ROLLBACK") // yields nothing
 	pgExec(t, db, "DELETE FROM "+o+" WHERE id = 2")
 	pgExec(t, db, "TRUNCATE "+i)
 	bs.waitCount(t, 12, 30*time.Second)
@@ -135,7 +135,7 @@ func TestPostgresValueMatrix(t *testing.T) {
 	want := map[string]string{
 		"id": `1`, "n": `"12345678901234567890.123456789"`, "big": `"9007199254740993"`, "small": `-7`, "f": `1.5`,
 		"bin": `"` + base64.StdEncoding.EncodeToString([]byte{0xde, 0xad, 0xbe, 0xef}) + `"`,
-		"ts": `"2026-01-02T03:04:56.789Z"`, "tsn": `"2026-01-02T03:04:05.5"`, "d": `"2026-01-02"`,
+		"ts":  `"2026-01-02T03:04:56.789Z"`, "tsn": `"2026-01-02T03:04:05.5"`, "d": `"2026-01-02"`,
 		"txt": `"naïve café 日本 😀"`, "arr": `[1,null,3]`, "tarr": `["x,y",null]`, "b": `true`,
 		"u": `"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"`, "nul": `null`,
 	}

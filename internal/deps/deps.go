@@ -12,6 +12,7 @@ import (
 	_ "github.com/go-mysql-org/go-mysql/canal"
 	_ "github.com/go-mysql-org/go-mysql/client"
 	_ "github.com/go-mysql-org/go-mysql/replication"
+	_ "github.com/go-sql-driver/mysql"
 	_ "github.com/jackc/pglogrepl"
 	_ "github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/pgconn"
@@ -25,5 +26,4 @@ import (
 	_ "github.com/testcontainers/testcontainers-go"
 	_ "golang.org/x/sync/errgroup"
 	_ "golang.org/x/text/encoding/charmap"
-	_ "github.com/go-sql-driver/mysql"
 )
