@@ -67,9 +67,10 @@ type pendingPos struct {
 }
 
 type openTx struct {
-	info TxInfo
-	next int
-	buf  *txBuffer
+	info   TxInfo
+	next   int
+	buf    *txBuffer
+	source string // the source kind, from its first change
 }
 
 func (t *Tracker) openPipeline(ctx context.Context, b binds.Bind) (*pipeline, error) {
@@ -287,6 +288,9 @@ func (p *pipeline) change(ctx context.Context, c *Change, decode time.Duration) 
 	c.Bind = p.bind.Key
 	c.Seq = tx.next
 	tx.next++
+	if tx.source == "" {
+		tx.source = c.Source
+	}
 	if c.TxKey == "" {
 		c.TxKey = tx.info.TxKey
 	}
@@ -441,7 +445,7 @@ func (p *pipeline) rollback(ctx context.Context, info TxInfo) error {
 	if len(ranges) == 0 || !p.t.phases[PhaseRollback] {
 		return nil
 	}
-	c := &Change{Bind: p.bind.Key, TxID: tx.info.TxID, TxKey: tx.info.TxKey, SubTx: info.SubTx, Seq: tx.next}
+	c := &Change{Bind: p.bind.Key, Source: tx.source, TxID: tx.info.TxID, TxKey: tx.info.TxKey, SubTx: info.SubTx, Seq: tx.next}
 	p.log.Info("transaction rolled back: retracting its before_commit events",
 		slog.String("txkey", c.TxKey), slog.String("subtx", info.SubTx), slog.Any("ranges", ranges))
 	return p.publish(ctx, &Event{Phase: PhaseRollback, Change: c,
