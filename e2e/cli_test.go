@@ -360,3 +360,36 @@ func TestVersionAndUsage(t *testing.T) {
 }
 
 var _ = io.Discard
+
+func TestNATSUnreachableAtStart(t *testing.T) {
+	port := freePort(t)
+	b := newPGBind(t, map[string]string{"t": "id int PRIMARY KEY"})
+	bs := &bus{url: fmt.Sprintf("nats://127.0.0.1:%d", port), stream: "LATE", prefix: "late", bucket: "late_cp"}
+	env := bs.env(t)
+	env["TRACKER_BINDS"] = b.bindsJSON(t, "t")
+	p := start(t, env, "run")
+	// trackerd starts, opens the bind (its slot exists from then on), and
+	// waits for NATS.
+	p.waitLog(`NATS is not reachable`, 30*time.Second)
+	p.waitLog(`replication ready`, 30*time.Second)
+	pgExec(t, pgAdmin(t), fmt.Sprintf(`INSERT INTO %q.t SELECT generate_series(1, 500)`, b.schema))
+	time.Sleep(time.Second)
+	select {
+	case <-p.done:
+		t.Fatalf("trackerd exited while NATS was missing:\n%s", p.out.String())
+	default:
+	}
+	ns := &natsServer{t: t, port: port, dir: t.TempDir()}
+	ns.start()
+	t.Cleanup(ns.stop)
+	nc, err := natsgo.Connect(ns.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	bs.nc = nc
+	bs.js, _ = jetstream.New(nc)
+	bs.waitCount(t, 1000, time.Minute)
+	time.Sleep(300 * time.Millisecond)
+	checkExactlyOnceRows(t, bs.read(t), 500)
+}
