@@ -284,3 +284,34 @@ func TestMariaDBAlterTable(t *testing.T) {
 		}
 	}
 }
+
+// An update that changes the primary key names the row it applied to by its
+// old key, on both sources.
+func TestPrimaryKeyUpdateKeepsOldKey(t *testing.T) {
+	t.Run("postgresql", func(t *testing.T) {
+		bs := newBus(t)
+		b := newPGBind(t, map[string]string{"t": "id int PRIMARY KEY, v text"})
+		startPG(t, bs, b, nil, "t")
+		db := pgAdmin(t)
+		pgExec(t, db, fmt.Sprintf(`INSERT INTO %q.t VALUES (1, 'a')`, b.schema))
+		pgExec(t, db, fmt.Sprintf(`UPDATE %q.t SET id = 100 WHERE id = 1`, b.schema))
+		bs.waitCount(t, 4, 30*time.Second)
+		c := bs.read(t)[3].Change
+		if c.Op != "update" || string(c.Key["id"]) != "1" || string(c.After["id"]) != "100" {
+			t.Fatalf("update: op %s key %v after %v; want key id 1, after id 100", c.Op, c.Key, c.After)
+		}
+	})
+	t.Run("mariadb", func(t *testing.T) {
+		bs := newBus(t)
+		b := newMyBind(t, 1, map[string]string{"t": "id INT PRIMARY KEY, v VARCHAR(5)"})
+		startMy(t, bs, b, "t")
+		db := mysqlAdmin(t)
+		myExec(t, db, "INSERT INTO `"+b.dbs[0]+"`.t VALUES (1, 'a')")
+		myExec(t, db, "UPDATE `"+b.dbs[0]+"`.t SET id = 100 WHERE id = 1")
+		bs.waitCount(t, 4, 30*time.Second)
+		c := bs.read(t)[3].Change
+		if c.Op != "update" || string(c.Key["id"]) != "1" || string(c.After["id"]) != "100" || string(c.Before["id"]) != "1" {
+			t.Fatalf("update: op %s key %v before %v after %v; want key id 1, after id 100", c.Op, c.Key, c.Before, c.After)
+		}
+	})
+}

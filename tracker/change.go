@@ -162,8 +162,9 @@ type Change struct {
 	Schema string
 	// Table is the table name.
 	Table string
-	// Key holds the primary-key (replica identity) columns, zero when the
-	// table has none.
+	// Key holds the primary-key (replica identity) columns of the row the
+	// change applies to — for a delete, and for an update that changed the
+	// key, their old values — zero when the table has none.
 	Key Row
 	// Before is the old row image, zero where the database gives none.
 	Before Row

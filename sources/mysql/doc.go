@@ -78,7 +78,8 @@
 // streaming only where the binlog states it up front (MySQL 8's
 // original_commit_timestamp in the GTID event); otherwise it is zero on the
 // changes and the Commit record carries the XID event's time (one-second
-// resolution). An update's Key is taken from its new image. Transactions
+// resolution). An update's Key is taken from its old image (the row it
+// applies to), as PostgreSQL's is. Transactions
 // with no tracked change are not handed over; a keepalive with their end
 // position is (at most every 100 ms, and at the next heartbeat). DDL
 // invalidates cached table descriptions and is a position boundary, handed

@@ -923,7 +923,9 @@ func (d *rowDecoder) change(op tracker.Op, data, bitmap1, bitmap2 []byte) (*trac
 	case tracker.OpUpdate:
 		c.Before = first
 		c.After = tracker.Row{Names: ti.names, Values: vals[ncol : 2*ncol : 2*ncol]}
-		keyFrom = c.After
+		// The key names the row the update applies to: its old key, as
+		// PostgreSQL sends it when an update changes the key.
+		keyFrom = c.Before
 	}
 	if len(ti.keyIdx) > 0 {
 		kv := vals[images*ncol:]
