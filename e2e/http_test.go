@@ -1,0 +1,71 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+func TestHTTPEndpoints(t *testing.T) {
+	bs := newBus(t)
+	b := newPGBind(t, map[string]string{"t": "id int PRIMARY KEY"})
+	p := startPG(t, bs, b, map[string]string{"TRACKER_TESTING": "true"}, "t")
+	base := "http://" + p.waitLog(`HTTP endpoints listening" addr=http://(\S+)`, 10*time.Second)[1]
+
+	if code, body := httpGet(t, base+"/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
+		t.Fatalf("/healthz: %d %q", code, body)
+	}
+	eventually(t, 10*time.Second, "/readyz 200", func() bool { c, _ := httpGet(t, base+"/readyz"); return c == 200 })
+
+	pgExec(t, pgAdmin(t), fmt.Sprintf(`INSERT INTO %q.t SELECT generate_series(1, 3)`, b.schema))
+	bs.waitCount(t, 6, 30*time.Second)
+	eventually(t, 10*time.Second, "metrics to count 3 changes and 6 acknowledged events", func() bool {
+		_, m := httpGet(t, base+"/metrics")
+		return strings.Contains(m, `trackerd_changes_total{bind="pg"} 3`) && strings.Contains(m, `trackerd_events_acked_total{bind="pg"} 6`)
+	})
+	_, m := httpGet(t, base+"/metrics")
+	for _, name := range []string{"trackerd_replication_lag_bytes", "trackerd_checkpoints_total", "trackerd_sink_published_total", "trackerd_bind_streaming"} {
+		if !regexp.MustCompile(`(?m)^` + name + `[{ ]`).MatchString(m) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+
+	// TESTING turns RECORD_QUERIES on: the recent events with timings.
+	_, body := httpGet(t, base+"/debug/events")
+	var dbg struct {
+		RecordQueries bool `json:"record_queries"`
+		Events        []struct {
+			ID      string `json:"id"`
+			Table   string `json:"table"`
+			Publish int64  `json:"publish_ns"`
+			Ack     int64  `json:"ack_ns"`
+		} `json:"events"`
+	}
+	if err := json.Unmarshal([]byte(body), &dbg); err != nil {
+		t.Fatalf("/debug/events: %v\n%s", err, body)
+	}
+	if !dbg.RecordQueries || len(dbg.Events) != 6 {
+		t.Fatalf("/debug/events: record_queries %v, %d events; want true, 6", dbg.RecordQueries, len(dbg.Events))
+	}
+	for _, e := range dbg.Events {
+		if e.Table != "t" || e.Ack <= 0 {
+			t.Errorf("debug event %+v: want table t and an ack time", e)
+		}
+	}
+}
