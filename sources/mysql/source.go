@@ -89,7 +89,7 @@ var (
 func Open(ctx context.Context, b binds.Bind, opts tracker.SourceOptions) (tracker.Source, error) {
 	s, err := open(ctx, b, opts)
 	if err != nil {
-		return nil, fmt.Errorf("mysql: bind %q: %w", b.Key, err)
+		return nil, fmt.Errorf("mysql: %w", err) // the tracker names the bind
 	}
 	return s, nil
 }
@@ -341,7 +341,7 @@ func (s *Source) Run(ctx context.Context, from string, h tracker.Handler) error 
 	if err == nil || ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		return ctx.Err()
 	}
-	return fmt.Errorf("mysql: bind %q: %w", s.bind.Key, err)
+	return fmt.Errorf("mysql: %w", err) // the tracker names the bind
 }
 
 func (s *Source) run(ctx context.Context, from string, h tracker.Handler) error {

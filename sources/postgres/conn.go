@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -247,7 +248,7 @@ func (cs *connSettings) classifyConnect(err error, replication bool) error {
 			err = inner
 		}
 	}
-	err = fmt.Errorf("connect to %s as %q: %w", cs.where, cs.user, err)
+	err = fmt.Errorf("connect to %s as %q: %w", cs.where, cs.user, oneLine{err})
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
 		return err // refused, unreachable, timed out: transient
@@ -273,6 +274,23 @@ func (cs *connSettings) classifyConnect(err error, replication bool) error {
 	}
 	return err
 }
+
+// oneLine renders an error that joins one error per connection attempt (as
+// pgconn does for several hosts or addresses) on one line, without repeats.
+type oneLine struct{ err error }
+
+func (e oneLine) Error() string {
+	lines := strings.Split(e.err.Error(), "\n")
+	out := lines[:0]
+	for _, l := range lines {
+		if l = strings.TrimSpace(l); l != "" && !slices.Contains(out, l) && !strings.Contains(strings.Join(out, "; "), l) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+func (e oneLine) Unwrap() error { return e.err }
 
 func quoteIdent(s string) string {
 	return `"` + strings.ReplaceAll(strings.ReplaceAll(s, "\x00", ""), `"`, `""`) + `"`

@@ -120,7 +120,7 @@ func (s *Source) boundary(err error) error {
 	if err == nil {
 		return nil
 	}
-	err = fmt.Errorf("postgres: bind %q: %w", s.b.Key, err)
+	err = fmt.Errorf("postgres: %w", err) // the tracker names the bind
 	if s.cs != nil {
 		err = s.cs.safe(err)
 	}
