@@ -25,6 +25,9 @@ type FileStore struct {
 // directory are created on the first Save.
 func NewFileStore(path string) *FileStore { return &FileStore{path: path} }
 
+// Path returns the checkpoint file's path.
+func (s *FileStore) Path() string { return s.path }
+
 type fileRecord struct {
 	Checkpoint
 	Rev uint64 `json:"revision"`

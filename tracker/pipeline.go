@@ -31,6 +31,7 @@ type pipeline struct {
 	key      string
 	identity string
 	from     string
+	lease    Lease // nil when the store does not lease
 
 	// Owned by Handle.
 	laneSeq uint64
@@ -94,16 +95,24 @@ func (t *Tracker) openPipeline(ctx context.Context, b binds.Bind) (*pipeline, er
 		state:    StateStarting,
 	}
 	p.key = CheckpointKey(b.Key, p.identity)
+	if l, ok := p.store.(Leaser); ok {
+		lease, err := l.Lease(ctx, p.key, t.owner)
+		if err != nil {
+			src.Close()
+			return nil, fmt.Errorf("bind %s: %w", b.Key, err)
+		}
+		p.lease = lease
+	}
 	cp, err := p.store.Load(ctx, p.key)
 	switch {
 	case errors.Is(err, ErrNoCheckpoint):
 		cp = Checkpoint{Bind: b.Key, Source: p.identity}
 		log.Info("no checkpoint: starting from the source's current position", slog.String("source", p.identity))
 	case err != nil:
-		src.Close()
+		p.close(ctx)
 		return nil, fmt.Errorf("bind %s: load checkpoint: %w", b.Key, err)
 	case cp.Source != p.identity:
-		src.Close()
+		p.close(ctx)
 		return nil, ConfigError(fmt.Errorf("bind %s: checkpoint %s belongs to source %q, not %q: remove it or point the bind back",
 			b.Key, p.key, cp.Source, p.identity))
 	default:
@@ -114,6 +123,23 @@ func (t *Tracker) openPipeline(ctx context.Context, b binds.Bind) (*pipeline, er
 	return p, nil
 }
 
+// close releases what openPipeline acquired, for a pipeline that will not
+// run.
+func (p *pipeline) close(ctx context.Context) {
+	p.src.Close()
+	if p.lease != nil {
+		p.lease.Release(context.WithoutCancel(ctx))
+	}
+}
+
+// lost returns the channel closed if the bind's lease is taken away.
+func (p *pipeline) lost() <-chan struct{} {
+	if p.lease == nil {
+		return nil
+	}
+	return p.lease.Lost()
+}
+
 func (p *pipeline) setState(s string) {
 	p.mu.Lock()
 	p.state = s
@@ -122,7 +148,7 @@ func (p *pipeline) setState(s string) {
 
 // run streams until ctx ends or the source fails, then drains.
 func (p *pipeline) run(ctx context.Context) (err error) {
-	defer p.src.Close()
+	defer p.close(ctx)
 	if p.t.sink != nil {
 		lane, err := p.t.sink.OpenLane(ctx, p.bind.Key, p.onAck)
 		if err != nil {
@@ -153,6 +179,8 @@ func (p *pipeline) run(ctx context.Context) (err error) {
 		srcReturned = true
 	case runErr = <-cpDone:
 		cpDone <- nil
+	case <-p.lost():
+		runErr = fmt.Errorf("%w: the bind's lease was taken over by another instance; stopping", ErrFenced)
 	}
 	p.setState(StateStopping)
 

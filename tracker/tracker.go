@@ -39,6 +39,7 @@ type Tracker struct {
 	phases  map[Phase]bool
 	spill   string
 	debug   *debugRing
+	owner   string
 
 	mu        sync.Mutex
 	pipelines map[string]*pipeline
@@ -87,6 +88,19 @@ func WithSink(s Sink) Option {
 func WithCheckpointStore(s CheckpointStore) Option {
 	return func(t *Tracker) error {
 		t.store = s
+		return nil
+	}
+}
+
+// WithOwner names this instance in the binds' leases (see [Leaser]). The
+// default is the host name and DATA_DIR: a restart of the same deployment
+// takes its leases back at once, another instance is fenced out.
+func WithOwner(name string) Option {
+	return func(t *Tracker) error {
+		if name == "" {
+			return errors.New("tracker: WithOwner(\"\")")
+		}
+		t.owner = name
 		return nil
 	}
 }
@@ -148,6 +162,11 @@ func New(cfg *config.Config, opts ...Option) (*Tracker, error) {
 		return nil, fmt.Errorf("tracker: no source for %s", strings.Join(missing, "; "))
 	}
 	t.spill = spillDir(cfg)
+	if t.owner == "" {
+		host, _ := os.Hostname()
+		dir, _ := filepath.Abs(cfg.DataDir)
+		t.owner = host + ":" + dir
+	}
 	if t.store == nil {
 		path := cfg.CheckpointFile
 		if path == "" {
@@ -221,7 +240,7 @@ func (t *Tracker) Run(ctx context.Context) error {
 	var opened []*pipeline
 	closeAll := func() {
 		for _, p := range opened {
-			p.src.Close()
+			p.close(ctx)
 		}
 	}
 	for _, b := range tracked {

@@ -1,0 +1,158 @@
+package nats
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/trackerd/trackerd/tracker"
+)
+
+// leaseTTL is how long a bind's lease holds without renewal; it is renewed
+// every leaseTTL/3.
+const leaseTTL = 15 * time.Second
+
+var _ tracker.Leaser = (*KVStore)(nil)
+
+// leaseValue is what a lease key holds.
+type leaseValue struct {
+	Owner   string    `json:"owner"`
+	PID     int       `json:"pid"`
+	Expires time.Time `json:"expires"`
+}
+
+// Lease implements [tracker.Leaser] with the key "<key>.lease" of the
+// checkpoint bucket: taken with compare-and-set, renewed every 5 s, held for
+// 15 s without renewal. A lease of the same owner (a restart of the same
+// deployment after a crash) is taken back at once, an expired one is taken
+// over; a live one held by another owner is refused with an error matching
+// [tracker.ErrFenced]. Expiry compares the holder's clock with the reader's:
+// keep the clocks of trackerd hosts in sync.
+func (s *KVStore) Lease(ctx context.Context, key, owner string) (tracker.Lease, error) {
+	lkey := key + ".lease"
+	var rev uint64
+	value := func() []byte {
+		b, _ := json.Marshal(leaseValue{Owner: owner, PID: os.Getpid(), Expires: time.Now().Add(leaseTTL).UTC()})
+		return b
+	}
+	for {
+		var held *leaseValue
+		err := s.retry(ctx, "lease", func(ctx context.Context, kv jetstream.KeyValue) error {
+			held = nil
+			e, err := kv.Get(ctx, lkey)
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				rev, err = kv.Create(ctx, lkey, value())
+				return err
+			}
+			if err != nil {
+				return err
+			}
+			var cur leaseValue
+			if json.Unmarshal(e.Value(), &cur) == nil && cur.Owner != owner && time.Now().Before(cur.Expires) {
+				held = &cur
+				return nil
+			}
+			rev, err = kv.Update(ctx, lkey, value(), e.Revision())
+			return err
+		})
+		switch {
+		case held != nil:
+			return nil, fmt.Errorf("%w: the bind is held by %s (pid %d), its lease good until %s: another trackerd is running it; stop that one, or wait for its lease to expire",
+				tracker.ErrFenced, held.Owner, held.PID, held.Expires.Format(time.RFC3339))
+		case conflict(err):
+			continue // someone else moved at the same moment: look again
+		case err != nil:
+			return nil, fmt.Errorf("nats: lease %s: %w", lkey, err)
+		}
+		break
+	}
+	l := &kvLease{s: s, key: lkey, rev: rev, value: value, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	go l.renew()
+	return l, nil
+}
+
+// kvLease is a held lease, renewed until released.
+type kvLease struct {
+	s     *KVStore
+	key   string
+	value func() []byte
+	lost  chan struct{}
+	stop  chan struct{}
+	done  chan struct{}
+	once  sync.Once
+
+	mu  sync.Mutex
+	rev uint64
+}
+
+func (l *kvLease) Lost() <-chan struct{} { return l.lost }
+
+// renew updates the lease every leaseTTL/3 with compare-and-set. A conflict
+// means another instance took it over: Lost is closed. While NATS is away
+// it keeps trying; nobody else can take the lease over then either.
+func (l *kvLease) renew() {
+	defer close(l.done)
+	tick := time.NewTicker(leaseTTL / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), leaseTTL/3)
+		kv, err := l.s.bind(ctx)
+		if err == nil {
+			l.mu.Lock()
+			var rev uint64
+			rev, err = kv.Update(ctx, l.key, l.value(), l.rev)
+			if err == nil {
+				l.rev = rev
+			}
+			l.mu.Unlock()
+		}
+		cancel()
+		switch {
+		case conflict(err):
+			l.s.log.Error("lease taken over by another instance", slog.String("key", l.key))
+			close(l.lost)
+			return
+		case err != nil:
+			l.s.log.Debug("lease not renewed; retrying", slog.String("key", l.key), slog.Any("err", err))
+		}
+	}
+}
+
+// Release stops renewing and deletes the lease, so the next instance need
+// not wait for it to expire.
+func (l *kvLease) Release(ctx context.Context) error {
+	var err error
+	l.once.Do(func() {
+		close(l.stop)
+		<-l.done
+		select {
+		case <-l.lost:
+			return // not ours any more
+		default:
+		}
+		ctx, cancel := context.WithTimeout(ctx, kvAttempt)
+		defer cancel()
+		var kv jetstream.KeyValue
+		if kv, err = l.s.bind(ctx); err == nil {
+			l.mu.Lock()
+			err = kv.Delete(ctx, l.key, jetstream.LastRevision(l.rev))
+			l.mu.Unlock()
+		}
+		if err != nil {
+			err = fmt.Errorf("nats: release lease %s: %w", l.key, err)
+		}
+	})
+	return err
+}

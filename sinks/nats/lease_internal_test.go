@@ -1,0 +1,78 @@
+package nats
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/trackerd/trackerd/tracker"
+)
+
+func TestIntegrationKVLease(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: integration test")
+	}
+	for _, srv := range servers(t) {
+		t.Run(srv.name, func(t *testing.T) {
+			srv.need(t)
+			nc := dial(t, srv.url)
+			bucket := uniqueName(t)
+			t.Cleanup(func() {
+				js, _ := jetstream.New(nc)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = js.DeleteKeyValue(ctx, bucket)
+			})
+			a, err := NewKVStore(t.Context(), nc, bucket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := NewKVStore(t.Context(), nc, bucket)
+
+			first, err := a.Lease(t.Context(), "default.k1", "host-a:/data")
+			if err != nil {
+				t.Fatalf("first lease: %v", err)
+			}
+			_, err = b.Lease(t.Context(), "default.k1", "host-b:/data")
+			if !errors.Is(err, tracker.ErrFenced) || !strings.Contains(err.Error(), "host-a:/data") {
+				t.Fatalf("second owner's lease: %v, want ErrFenced naming host-a", err)
+			}
+			// The same owner (a restart after a crash) takes it back at once,
+			// and the old holder learns it lost the lease.
+			again, err := b.Lease(t.Context(), "default.k1", "host-a:/data")
+			if err != nil {
+				t.Fatalf("same owner's lease: %v", err)
+			}
+			select {
+			case <-first.Lost():
+			case <-time.After(2 * leaseTTL / 3):
+				t.Fatal("the old holder was not told it lost the lease")
+			}
+			if err := again.Release(t.Context()); err != nil {
+				t.Fatalf("release: %v", err)
+			}
+			if l, err := b.Lease(t.Context(), "default.k1", "host-b:/data"); err != nil {
+				t.Fatalf("lease after release: %v", err)
+			} else {
+				l.Release(t.Context())
+			}
+
+			// An expired lease is taken over.
+			kv, _ := a.bind(t.Context())
+			stale, _ := json.Marshal(leaseValue{Owner: "gone:/data", PID: 1, Expires: time.Now().Add(-time.Second)})
+			if _, err := kv.Put(t.Context(), "default.k2.lease", stale); err != nil {
+				t.Fatal(err)
+			}
+			l, err := b.Lease(t.Context(), "default.k2", "host-b:/data")
+			if err != nil {
+				t.Fatalf("taking over an expired lease: %v", err)
+			}
+			l.Release(t.Context())
+		})
+	}
+}
