@@ -32,9 +32,11 @@ type leaseValue struct {
 // checkpoint bucket: taken with compare-and-set, renewed every 5 s, held for
 // 15 s without renewal. A lease of the same owner (a restart of the same
 // deployment after a crash) is taken back at once, an expired one is taken
-// over; a live one held by another owner is refused with an error matching
-// [tracker.ErrFenced]. Expiry compares the holder's clock with the reader's:
-// keep the clocks of trackerd hosts in sync.
+// over. A lease another owner holds is watched until it expires (its holder
+// died: it is taken over, at most 15 s later) or is renewed (its holder is
+// alive: Lease returns an error matching [tracker.ErrFenced], within 5 s).
+// Expiry compares the holder's clock with the reader's: keep the clocks of
+// trackerd hosts in sync.
 func (s *KVStore) Lease(ctx context.Context, key, owner string) (tracker.Lease, error) {
 	lkey := key + ".lease"
 	var rev uint64
@@ -42,8 +44,15 @@ func (s *KVStore) Lease(ctx context.Context, key, owner string) (tracker.Lease, 
 		b, _ := json.Marshal(leaseValue{Owner: owner, PID: os.Getpid(), Expires: time.Now().Add(leaseTTL).UTC()})
 		return b
 	}
+	var (
+		seen      uint64    // revision of another owner's live lease, 0 if none
+		waitUntil time.Time // how long to watch it for a renewal
+	)
 	for {
-		var held *leaseValue
+		var (
+			held    *leaseValue
+			heldRev uint64
+		)
 		err := s.retry(ctx, "lease", func(ctx context.Context, kv jetstream.KeyValue) error {
 			held = nil
 			e, err := kv.Get(ctx, lkey)
@@ -56,16 +65,32 @@ func (s *KVStore) Lease(ctx context.Context, key, owner string) (tracker.Lease, 
 			}
 			var cur leaseValue
 			if json.Unmarshal(e.Value(), &cur) == nil && cur.Owner != owner && time.Now().Before(cur.Expires) {
-				held = &cur
+				held, heldRev = &cur, e.Revision()
 				return nil
 			}
 			rev, err = kv.Update(ctx, lkey, value(), e.Revision())
 			return err
 		})
 		switch {
+		case held != nil && seen != 0 && heldRev != seen:
+			// Renewed while we watched: its holder is alive.
+			return nil, fmt.Errorf("%w: the bind is held by %s (pid %d), which renews its lease: another trackerd is running it; stop that one first",
+				tracker.ErrFenced, held.Owner, held.PID)
 		case held != nil:
-			return nil, fmt.Errorf("%w: the bind is held by %s (pid %d), its lease good until %s: another trackerd is running it; stop that one, or wait for its lease to expire",
-				tracker.ErrFenced, held.Owner, held.PID, held.Expires.Format(time.RFC3339))
+			// It may belong to an instance that died: watch it until it
+			// expires, or is renewed, which tells a live holder.
+			if seen == 0 {
+				seen, waitUntil = heldRev, held.Expires.Add(time.Second)
+				s.log.Warn("the bind's lease is held by another instance: waiting to see whether it is alive",
+					slog.String("holder", held.Owner), slog.Time("expires", held.Expires))
+			}
+			if time.Now().After(waitUntil) {
+				return nil, fmt.Errorf("%w: the bind is held by %s (pid %d): another trackerd is running it", tracker.ErrFenced, held.Owner, held.PID)
+			}
+			if err := sleepCtx(ctx, time.Second); err != nil {
+				return nil, err
+			}
+			continue
 		case conflict(err):
 			continue // someone else moved at the same moment: look again
 		case err != nil:

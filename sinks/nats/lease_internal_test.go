@@ -33,11 +33,14 @@ func TestIntegrationKVLease(t *testing.T) {
 				t.Fatal(err)
 			}
 			b, _ := NewKVStore(t.Context(), nc, bucket)
+			kv, _ := a.bind(t.Context())
 
 			first, err := a.Lease(t.Context(), "default.k1", "host-a:/data")
 			if err != nil {
 				t.Fatalf("first lease: %v", err)
 			}
+			// Another owner waits for a renewal, which tells it the holder is
+			// alive.
 			_, err = b.Lease(t.Context(), "default.k1", "host-b:/data")
 			if !errors.Is(err, tracker.ErrFenced) || !strings.Contains(err.Error(), "host-a:/data") {
 				t.Fatalf("second owner's lease: %v, want ErrFenced naming host-a", err)
@@ -62,8 +65,22 @@ func TestIntegrationKVLease(t *testing.T) {
 				l.Release(t.Context())
 			}
 
-			// An expired lease is taken over.
-			kv, _ := a.bind(t.Context())
+			// A lease whose holder died is taken over once it expires.
+			dead, _ := json.Marshal(leaseValue{Owner: "dead:/data", PID: 1, Expires: time.Now().Add(2 * time.Second)})
+			if _, err := kv.Put(t.Context(), "default.k3.lease", dead); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			if l, err := b.Lease(t.Context(), "default.k3", "host-b:/data"); err != nil {
+				t.Fatalf("taking over a dead holder's lease: %v", err)
+			} else {
+				l.Release(t.Context())
+			}
+			if waited := time.Since(start); waited < 2*time.Second {
+				t.Fatalf("took a live-looking lease over after %v, before it expired", waited)
+			}
+
+			// An expired lease is taken over at once.
 			stale, _ := json.Marshal(leaseValue{Owner: "gone:/data", PID: 1, Expires: time.Now().Add(-time.Second)})
 			if _, err := kv.Put(t.Context(), "default.k2.lease", stale); err != nil {
 				t.Fatal(err)
