@@ -1,0 +1,110 @@
+package changefeed
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/trackerd/trackerd/tracker"
+)
+
+// Filter selects events. A field that is empty (or "*") matches anything;
+// any other value matches exactly. Names are given as they are in the
+// database, unescaped: the feed applies DESIGN.md's subject escaping
+// ("my.table" is the subject token my=2Etable) and the NAMING_CONVENTION.
+//
+// The feed subscribes to the narrowest subject pattern the naming
+// convention allows ([Feed.Subject]) and then checks every decoded event
+// against the filter, so a handler sees exactly the events the filter
+// selects, whatever the subject template.
+type Filter struct {
+	// Phase is before_commit, after_commit or rollback.
+	Phase tracker.Phase
+	// Bind is the bind key ("default" for DATABASE_URI).
+	Bind string
+	// Schema is the PostgreSQL schema, or the MySQL/MariaDB database.
+	Schema string
+	// Table is the table name.
+	Table string
+	// Op is insert, update, delete, truncate or snapshot. A filter with an
+	// Op never matches rollback events: select those with Phase.
+	Op tracker.Op
+	// Pattern, when set, is a raw NATS subject pattern subscribed to as it
+	// is (wildcards * and > allowed), for subjects of your own naming
+	// convention; the other fields still select among the events it
+	// brings.
+	Pattern string
+}
+
+// any reports whether a filter value matches anything.
+func isAny(v string) bool { return v == "" || v == "*" }
+
+// Match reports whether m is an event f selects (Pattern aside: the
+// subscription applies it).
+func (f Filter) Match(m *Message) bool {
+	if !isAny(string(f.Phase)) && m.Phase != f.Phase {
+		return false
+	}
+	c := &m.Change
+	if !isAny(f.Bind) && c.Bind != f.Bind {
+		return false
+	}
+	if !isAny(f.Schema) && c.Schema != f.Schema {
+		return false
+	}
+	if !isAny(f.Table) && c.Table != f.Table {
+		return false
+	}
+	if !isAny(string(f.Op)) && (m.Phase == tracker.PhaseRollback || c.Op != f.Op) {
+		return false
+	}
+	return true
+}
+
+// Validate reports a field no event can match (an unknown phase or op) and
+// a Pattern that is not a NATS subject pattern. Subscriptions call it.
+func (f Filter) Validate() error {
+	if !isAny(string(f.Phase)) && !f.Phase.Valid() {
+		return fmt.Errorf("changefeed: filter phase %q: want before_commit, after_commit or rollback", f.Phase)
+	}
+	if !isAny(string(f.Op)) && !f.Op.Valid() {
+		if f.Op == "rollback" {
+			return errors.New(`changefeed: filter op "rollback": select rollback events with Phase: tracker.PhaseRollback`)
+		}
+		return fmt.Errorf("changefeed: filter op %q: want insert, update, delete, truncate or snapshot", f.Op)
+	}
+	if f.Pattern != "" {
+		if err := checkPattern(f.Pattern); err != nil {
+			return fmt.Errorf("changefeed: subject pattern %q: %w", f.Pattern, err)
+		}
+	}
+	return nil
+}
+
+// checkPattern reports why p is not a NATS subscription subject.
+func checkPattern(p string) error {
+	toks := strings.Split(p, ".")
+	for i, tok := range toks {
+		switch {
+		case tok == "":
+			return errors.New("empty token: no leading, trailing or doubled '.'")
+		case tok == ">" && i != len(toks)-1:
+			return errors.New("'>' must be the last token")
+		case tok == "*" || tok == ">":
+			continue
+		}
+		for _, r := range tok {
+			switch {
+			case r == utf8.RuneError:
+				return errors.New("not valid UTF-8")
+			case r == '*' || r == '>':
+				return fmt.Errorf("a wildcard %q must be a whole token", r)
+			case unicode.IsSpace(r) || unicode.IsControl(r):
+				return errors.New("white space and control characters are not allowed")
+			}
+		}
+	}
+	return nil
+}
