@@ -15,6 +15,7 @@ import (
 
 	"github.com/trackerd/trackerd/changefeed"
 	natssink "github.com/trackerd/trackerd/sinks/nats"
+	"github.com/trackerd/trackerd/sinks/nats/natsserver"
 	"github.com/trackerd/trackerd/tracker"
 )
 
@@ -37,7 +38,7 @@ func BenchmarkDecode(b *testing.B) {
 func BenchmarkIntegrationRead(b *testing.B) {
 	url := os.Getenv(envNATS)
 	if url == "" {
-		e, err := natssink.StartEmbedded(b.Context(), natssink.EmbeddedOptions{Addr: "127.0.0.1:0", StoreDir: b.TempDir()})
+		e, err := natsserver.Start(b.Context(), natsserver.Options{Addr: "127.0.0.1:0", StoreDir: b.TempDir()})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/trackerd/trackerd/changefeed"
 	"github.com/trackerd/trackerd/config"
 	natssink "github.com/trackerd/trackerd/sinks/nats"
+	"github.com/trackerd/trackerd/sinks/nats/natsserver"
 	"github.com/trackerd/trackerd/tracker"
 	"github.com/trackerd/trackerd/tracker/trackertest"
 )
@@ -37,7 +38,7 @@ type testServer struct {
 // named by TRACKERD_TEST_NATS_URL: run each as a subtest that calls need.
 func servers(t *testing.T) []testServer {
 	t.Helper()
-	e, err := natssink.StartEmbedded(t.Context(), natssink.EmbeddedOptions{Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
+	e, err := natsserver.Start(t.Context(), natsserver.Options{Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatalf("StartEmbedded: %v", err)
 	}

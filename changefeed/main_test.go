@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	natssink "github.com/trackerd/trackerd/sinks/nats"
+	"github.com/trackerd/trackerd/sinks/nats/natsserver"
 )
 
 // What the examples read: a NATS server (TRACKERD_TEST_NATS_URL, or an
@@ -47,7 +48,7 @@ func runMain(m *testing.M) int {
 	defer cancel()
 	natsURL = os.Getenv(envNATS)
 	if natsURL == "" {
-		e, err := natssink.StartEmbedded(ctx, natssink.EmbeddedOptions{Addr: "127.0.0.1:0", StoreDir: dir})
+		e, err := natsserver.Start(ctx, natsserver.Options{Addr: "127.0.0.1:0", StoreDir: dir})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "changefeed tests: embedded NATS:", err)
 			return 1

@@ -17,6 +17,7 @@ import (
 	"github.com/trackerd/trackerd/binds"
 	"github.com/trackerd/trackerd/config"
 	natssink "github.com/trackerd/trackerd/sinks/nats"
+	"github.com/trackerd/trackerd/sinks/nats/natsserver"
 	"github.com/trackerd/trackerd/sources/mysql"
 	"github.com/trackerd/trackerd/sources/postgres"
 	"github.com/trackerd/trackerd/tracker"
@@ -99,7 +100,7 @@ func cmdRun(ctx context.Context, args []string, lookup env, stdout, stderr io.Wr
 // bus is trackerd's NATS side: an embedded server when no NATS_URL is
 // given, the connection, the sink and the checkpoint store.
 type bus struct {
-	embedded *natssink.Embedded
+	embedded *natsserver.Server
 	nc       *natsgo.Conn
 	sink     *natssink.Sink
 	store    tracker.CheckpointStore
@@ -114,7 +115,7 @@ func startBus(ctx context.Context, cfg *config.Config, log *slog.Logger) (*bus, 
 		if dir == "" {
 			dir = filepath.Join(cfg.DataDir, "nats")
 		}
-		e, err := natssink.StartEmbedded(ctx, natssink.EmbeddedOptions{Addr: cfg.EmbeddedNATSAddr, StoreDir: dir, Logger: log.With(slog.String("component", "nats-server"))})
+		e, err := natsserver.Start(ctx, natsserver.Options{Addr: cfg.EmbeddedNATSAddr, StoreDir: dir, Logger: log.With(slog.String("component", "nats-server"))})
 		if err != nil {
 			return nil, err
 		}

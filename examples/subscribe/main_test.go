@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	natssink "github.com/trackerd/trackerd/sinks/nats"
+	"github.com/trackerd/trackerd/sinks/nats/natsserver"
 	"github.com/trackerd/trackerd/tracker"
 )
 
@@ -42,7 +43,7 @@ func natsURL(t *testing.T) string {
 	if u := os.Getenv("TRACKERD_TEST_NATS_URL"); u != "" {
 		return u
 	}
-	e, err := natssink.StartEmbedded(t.Context(), natssink.EmbeddedOptions{Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
+	e, err := natsserver.Start(t.Context(), natsserver.Options{Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,8 +23,9 @@
 //     refuses one that does not cover the subject prefix;
 //   - checkpoints: [KVStore] keeps tracker checkpoints in a NATS KV bucket with
 //     compare-and-set writes;
-//   - the server: [StartEmbedded] runs nats-server in-process when NATS_URL is
-//     not set, and [Connect] dials a NATS server that may not be up yet.
+//   - the connection: [Connect] dials a NATS server that may not be up yet.
+//     The embedded server, for when NATS_URL is not set, is the subpackage
+//     natsserver, so that consumers of this package do not link nats-server.
 //
 // Delivery: in JetStream mode every event is acknowledged by the stream, and
 // a lane reports LaneSeq n as stored only when every event 1..n is, so

@@ -15,6 +15,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/trackerd/trackerd/sinks/nats/natsserver"
 	"github.com/trackerd/trackerd/tracker"
 )
 
@@ -53,7 +54,7 @@ func uniqueName(t testing.TB) string {
 }
 
 // startEmbedded runs an embedded server on a free port for the test.
-func startEmbedded(t testing.TB, dir string) *Embedded {
+func startEmbedded(t testing.TB, dir string) *natsserver.Server {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
@@ -62,7 +63,7 @@ func startEmbedded(t testing.TB, dir string) *Embedded {
 	if os.Getenv("TRACKERD_TEST_NATS_LOG") != "" { // the embedded server's own log, to debug a test
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	e, err := StartEmbedded(context.Background(), EmbeddedOptions{Addr: "127.0.0.1:0", StoreDir: dir, Logger: log})
+	e, err := natsserver.Start(context.Background(), natsserver.Options{Addr: "127.0.0.1:0", StoreDir: dir, Logger: log})
 	if err != nil {
 		t.Fatalf("StartEmbedded: %v", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	natsgo "github.com/nats-io/nats.go"
 
+	"github.com/trackerd/trackerd/sinks/nats/natsserver"
 	"github.com/trackerd/trackerd/tracker"
 )
 
@@ -211,7 +212,7 @@ func TestIntegrationOversize(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: integration test")
 	}
-	e, err := StartEmbedded(t.Context(), EmbeddedOptions{Addr: "127.0.0.1:0", StoreDir: t.TempDir(), MaxPayload: 8192})
+	e, err := natsserver.Start(t.Context(), natsserver.Options{Addr: "127.0.0.1:0", StoreDir: t.TempDir(), MaxPayload: 8192})
 	if err != nil {
 		t.Fatal(err)
 	}

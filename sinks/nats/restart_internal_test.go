@@ -4,10 +4,10 @@ import (
 	"context"
 	"net"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
+	"github.com/trackerd/trackerd/sinks/nats/natsserver"
 	"github.com/trackerd/trackerd/tracker"
 )
 
@@ -20,7 +20,7 @@ func TestIntegrationRestart(t *testing.T) {
 		t.Skip("-short: integration test")
 	}
 	dir := t.TempDir()
-	e, err := StartEmbedded(t.Context(), EmbeddedOptions{Addr: "127.0.0.1:0", StoreDir: dir})
+	e, err := natsserver.Start(t.Context(), natsserver.Options{Addr: "127.0.0.1:0", StoreDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestIntegrationRestart(t *testing.T) {
 		t.Error("Ready = true while the server is down")
 	}
 
-	e2, err := StartEmbedded(t.Context(), EmbeddedOptions{Addr: "127.0.0.1:" + port, StoreDir: dir})
+	e2, err := natsserver.Start(t.Context(), natsserver.Options{Addr: "127.0.0.1:" + port, StoreDir: dir})
 	if err != nil {
 		t.Fatalf("restart: %v", err)
 	}
@@ -182,67 +182,12 @@ func TestIntegrationStartBeforeNATS(t *testing.T) {
 	}
 }
 
-func startEmbeddedAt(t *testing.T, addr string) *Embedded {
+func startEmbeddedAt(t *testing.T, addr string) *natsserver.Server {
 	t.Helper()
-	e, err := StartEmbedded(t.Context(), EmbeddedOptions{Addr: addr, StoreDir: t.TempDir()})
+	e, err := natsserver.Start(t.Context(), natsserver.Options{Addr: addr, StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = e.Shutdown(context.Background()) })
 	return e
-}
-
-func TestEmbeddedErrors(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	taken := ln.Addr().String()
-	tests := []struct {
-		name    string
-		o       EmbeddedOptions
-		wantErr string
-	}{
-		{"error - address taken", EmbeddedOptions{Addr: taken, StoreDir: t.TempDir()}, "EMBEDDED_NATS_ADDR \"" + taken + "\": cannot listen"},
-		{"error - not loopback", EmbeddedOptions{Addr: "0.0.0.0:0", StoreDir: t.TempDir()}, "loopback only"},
-		{"error - no port", EmbeddedOptions{Addr: "127.0.0.1", StoreDir: t.TempDir()}, "want host:port"},
-		{"error - bad port", EmbeddedOptions{Addr: "127.0.0.1:99999", StoreDir: t.TempDir()}, "want a port"},
-		{"error - no store dir", EmbeddedOptions{Addr: "127.0.0.1:0"}, "NATS_STORE_DIR"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			e, err := StartEmbedded(t.Context(), tc.o)
-			if err == nil {
-				_ = e.Shutdown(t.Context())
-				t.Fatal("StartEmbedded succeeded")
-			}
-			if !contains(err.Error(), tc.wantErr) {
-				t.Fatalf("err = %v, want %q", err, tc.wantErr)
-			}
-		})
-	}
-}
-
-func TestEmbeddedServes(t *testing.T) {
-	var logs logBuffer
-	e, err := StartEmbedded(t.Context(), EmbeddedOptions{Addr: "127.0.0.1:0", StoreDir: t.TempDir(), MaxPayload: 4096, Logger: logs.logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc := dial(t, e.ClientURL())
-	if got := nc.MaxPayload(); got != 4096 {
-		t.Errorf("max_payload = %d, want 4096", got)
-	}
-	if _, port, _ := net.SplitHostPort(e.ClientURL()[len("nats://"):]); port == "0" {
-		t.Errorf("ClientURL %s has no real port", e.ClientURL())
-	} else if p, _ := strconv.Atoi(port); p <= 0 {
-		t.Errorf("ClientURL %s", e.ClientURL())
-	}
-	if err := e.Shutdown(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if !logs.contains("embedded NATS server started") {
-		t.Errorf("start not logged:\n%s", logs.String())
-	}
 }

@@ -1,4 +1,8 @@
-package nats
+// Package natsserver runs a NATS server with JetStream inside trackerd's
+// process, for when NATS_URL is not set, so that `trackerd run` needs
+// nothing but a database. It is a package of its own so that programs that
+// only consume trackerd's events (changefeed) do not link nats-server.
+package natsserver
 
 import (
 	"context"
@@ -17,13 +21,13 @@ import (
 	"github.com/trackerd/trackerd/tracker"
 )
 
-// DefaultEmbeddedAddr is where the embedded server listens by default.
-const DefaultEmbeddedAddr = "127.0.0.1:4223"
+// DefaultAddr is where the embedded server listens by default.
+const DefaultAddr = "127.0.0.1:4223"
 
-// EmbeddedOptions configure the embedded NATS server.
-type EmbeddedOptions struct {
+// Options configure the embedded NATS server.
+type Options struct {
 	// Addr is EMBEDDED_NATS_ADDR, default "127.0.0.1:4223": a loopback
-	// host and a port; port 0 picks a free one (see Embedded.ClientURL).
+	// host and a port; port 0 picks a free one (see Server.ClientURL).
 	Addr string
 	// StoreDir is NATS_STORE_DIR: where JetStream keeps its data. It is
 	// created if missing.
@@ -36,10 +40,10 @@ type EmbeddedOptions struct {
 	Logger *slog.Logger
 }
 
-// Embedded is a NATS server with JetStream running in this process, for
+// Server is a NATS server with JetStream running in this process, for
 // when NATS_URL is not set. It has no authentication, so it listens on
 // loopback only.
-type Embedded struct {
+type Server struct {
 	srv *server.Server
 	log *serverLog
 }
@@ -47,11 +51,11 @@ type Embedded struct {
 // embeddedStart bounds the start when ctx has no deadline.
 const embeddedStart = 10 * time.Second
 
-// StartEmbedded starts the embedded server and returns once it accepts
+// Start starts the embedded server and returns once it accepts
 // connections with JetStream enabled, or fails, or ctx ends.
-func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
+func Start(ctx context.Context, o Options) (*Server, error) {
 	if o.Addr == "" {
-		o.Addr = DefaultEmbeddedAddr
+		o.Addr = DefaultAddr
 	}
 	host, portStr, err := net.SplitHostPort(o.Addr)
 	if err != nil {
@@ -130,7 +134,7 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 		return nil, fmt.Errorf("nats: embedded server: JetStream did not start (NATS_STORE_DIR %s): %s", o.StoreDir, fatal)
 	}
 	logger.Info("embedded NATS server started", slog.String("url", srv.ClientURL()), slog.String("store_dir", o.StoreDir))
-	return &Embedded{srv: srv, log: sl}, nil
+	return &Server{srv: srv, log: sl}, nil
 }
 
 func loopback(host string) bool {
@@ -146,10 +150,10 @@ func addrError(addr, why string) error {
 }
 
 // ClientURL is the URL clients connect to, with the actual port.
-func (e *Embedded) ClientURL() string { return e.srv.ClientURL() }
+func (e *Server) ClientURL() string { return e.srv.ClientURL() }
 
 // Shutdown stops the server, waiting for it until ctx ends.
-func (e *Embedded) Shutdown(ctx context.Context) error {
+func (e *Server) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		e.srv.Shutdown()
