@@ -55,7 +55,7 @@ func pgRole(t *testing.T, replication bool, password string) (role string, b *pg
 		defer c.Close(ctx)
 		// After the bind's own cleanup (registered earlier, run later):
 		// drop what the role still owns, then the role.
-		c.Exec(ctx, fmt.Sprintf(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s'`, b.slot))
+		dropSlot(ctx, t, c, b.slot)
 		c.Exec(ctx, fmt.Sprintf(`DROP PUBLICATION IF EXISTS %q`, b.pub))
 		c.Exec(ctx, fmt.Sprintf(`DROP SCHEMA IF EXISTS %q CASCADE`, b.schema))
 		c.Exec(ctx, fmt.Sprintf(`REVOKE CREATE ON DATABASE test FROM %q`, role))

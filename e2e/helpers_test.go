@@ -247,11 +247,28 @@ func newPGBind(t testing.TB, tables map[string]string) *pgBind {
 			return
 		}
 		defer c.Close(ctx)
-		c.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, b.slot)
+		dropSlot(ctx, t, c, b.slot)
 		c.Exec(ctx, fmt.Sprintf(`DROP PUBLICATION IF EXISTS %q`, b.pub))
 		c.Exec(ctx, fmt.Sprintf(`DROP SCHEMA IF EXISTS %q CASCADE`, b.schema))
 	})
 	return b
+}
+
+// dropSlot drops a replication slot, first ending the walsender of a killed
+// trackerd that may still hold it: a leaked slot pins WAL on a shared server.
+func dropSlot(ctx context.Context, t testing.TB, c *pgx.Conn, slot string) {
+	for attempt := 0; attempt < 50; attempt++ {
+		var exists bool
+		if err := c.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = $1)`, slot).Scan(&exists); err != nil || !exists {
+			return
+		}
+		c.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, slot)
+		if _, err := c.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("replication slot %s could not be dropped: drop it by hand, it pins WAL", slot)
 }
 
 // tables lists the bind's tables as "schema.table" for the bind's option.

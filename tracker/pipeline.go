@@ -132,6 +132,13 @@ func (p *pipeline) close(ctx context.Context) {
 	}
 }
 
+// savedRevision is the revision of the last checkpoint written (or loaded).
+func (p *pipeline) savedRevision() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cp.Revision
+}
+
 // lost returns the channel closed if the bind's lease is taken away.
 func (p *pipeline) lost() <-chan struct{} {
 	if p.lease == nil {
@@ -254,6 +261,13 @@ func (p *pipeline) handle(ctx context.Context, r Record) error {
 	case RecordKeepalive:
 		if p.cur == nil && r.Pos != "" {
 			p.addPending(r.Pos)
+			if p.laneSeq == 0 && p.savedRevision() == 0 {
+				// The bind's very first position (a source that keeps no
+				// position on the server, like a binlog reader, starts with
+				// it): write it now, before anything is read, so that a stop
+				// before the first commit resumes here.
+				return p.checkpoint(ctx)
+			}
 		}
 		return nil
 	}

@@ -527,3 +527,26 @@ func TestSinkErrorStopsBind(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A source that keeps no position on the server hands its start first: the
+// tracker writes it before the source reads on, so a stop before the first
+// commit resumes there.
+func TestFirstKeepaliveIsCheckpointedAtOnce(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.CheckpointInterval = time.Hour // only the synchronous write can happen
+	store := trackertest.NewMemStore()
+	src := &trackertest.ScriptedSource{ID: "mariadb/1/h:3306/db"}
+	var seen string
+	src.Records = []tracker.Record{{Kind: tracker.RecordKeepalive, Pos: `{"file":"b.000001","pos":4}`}}
+	key := tracker.CheckpointKey("default", src.ID)
+	tr, err := tracker.New(cfg, tracker.WithSource(binds.Postgres, src.Open()), tracker.WithCheckpointStore(store), tracker.WithSink(&trackertest.Sink{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := runTracker(t, tr, src, func() bool { seen = store.Position(key); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if seen != `{"file":"b.000001","pos":4}` {
+		t.Fatalf("checkpoint right after the first keepalive = %q", seen)
+	}
+}

@@ -187,7 +187,7 @@ func (c *schemaCache) build(ctx context.Context, tm *replication.TableMapEvent) 
 	}
 	n := int(tm.ColumnCount)
 	if len(tm.ColumnType) != n || len(tm.ColumnMeta) != n {
-		return nil, fmt.Errorf("TABLE_MAP of %s.%s: %d columns but %d types", ti.schema, ti.table, n, len(tm.ColumnType))
+		return nil, fmt.Errorf("TABLE_MAP of %s.%s: %d columns but %d types and %d metadata entries", ti.schema, ti.table, n, len(tm.ColumnType), len(tm.ColumnMeta))
 	}
 	ti.cols = make([]column, n)
 	for i := range n {

@@ -30,9 +30,11 @@ const (
 	// keepaliveEvery throttles the keepalives handed for transactions
 	// without tracked changes.
 	keepaliveEvery = 100 * time.Millisecond
-	// fenceWait is how long a registration with our server_id may linger
-	// (our own killed reader's) before it counts as another reader's.
-	fenceWait = 3 * time.Second
+	// fenceMargin is added to two heartbeats to make how long a
+	// registration with our server_id may linger (our own killed reader's:
+	// the server notices the dead connection when its second heartbeat
+	// cannot be written) before it counts as another reader's.
+	fenceMargin = 2 * time.Second
 	// eventCache is how many parsed events go-mysql buffers ahead of the
 	// handler; each holds up to a rows event (8 KiB by default).
 	eventCache = 256
@@ -146,6 +148,10 @@ func (s *Source) init(ctx context.Context) error {
 	if len(problems) > 0 {
 		return tracker.ConfigError(fmt.Errorf("server %s is not ready for binlog replication: %w", s.conn.addr(), errors.Join(problems...)))
 	}
+	s.heartbeat = s.bind.Heartbeat
+	if s.heartbeat <= 0 {
+		s.heartbeat = defaultHeartbeat
+	}
 	if _, held := holder(si.replicas, s.bind.ServerID); held {
 		// Wait a moment: it may be our own reader's, just killed.
 		if err := s.waitFence(ctx); err != nil {
@@ -164,17 +170,14 @@ func (s *Source) init(ctx context.Context) error {
 	} else {
 		s.identity = "mysql/" + si.uuid + "/" + s.conn.db
 	}
-	s.heartbeat = s.bind.Heartbeat
-	if s.heartbeat <= 0 {
-		s.heartbeat = defaultHeartbeat
-	}
 	return nil
 }
 
 // waitFence waits until no reader with our server_id is registered, up to
-// fenceWait, and returns an error matching tracker.ErrFenced if one stays.
+// two heartbeats and a margin (as long as a killed reader of ours can stay
+// registered), and returns an error matching tracker.ErrFenced if one stays.
 func (s *Source) waitFence(ctx context.Context) error {
-	deadline := time.Now().Add(fenceWait)
+	deadline := time.Now().Add(2*s.heartbeat + fenceMargin)
 	for {
 		qctx, cancel := withTimeout(ctx, s.bind.Pool)
 		rs, err := listReplicas(qctx, s.db)
@@ -353,6 +356,13 @@ func (s *Source) run(ctx context.Context, from string, h tracker.Handler) error 
 		}
 		start = p
 		s.log.Info("mysql: no checkpoint, starting at the current binlog position", "pos", start.String())
+		// Hand the start over before reading anything: the tracker makes it
+		// the bind's first checkpoint, so that a stop before the first commit
+		// resumes here rather than at the then-current position (the binlog,
+		// unlike a replication slot, keeps no position for us).
+		if err := h.Handle(ctx, tracker.Record{Kind: tracker.RecordKeepalive, Pos: start.String()}); err != nil {
+			return err
+		}
 	} else {
 		p, err := parsePosition(from)
 		if err != nil {
@@ -388,6 +398,7 @@ func (s *Source) run(ctx context.Context, from string, h tracker.Handler) error 
 		}
 		fatal, err := classifyStream(err, s.conn, s.bind.ServerID)
 		if fatal {
+			err = fmt.Errorf("at %s: %w", st.pos.String(), err)
 			return err
 		}
 		if progressed {

@@ -207,7 +207,7 @@ func (st *stream) run(ctx context.Context) (progressed bool, err error) {
 		return false, fmt.Errorf("start binlog dump from %s: %w", st.pos.String(), err)
 	}
 	s.dumpConnID.Store(syncer.LastConnectionID())
-	s.log.Debug("mysql: binlog dump started", "from", st.pos.String(), "gtid", s.useGTID(st.pos), "server_id", s.bind.ServerID)
+	s.log.Info("mysql: binlog dump started", "from", st.pos.String(), "gtid", s.useGTID(st.pos), "server_id", s.bind.ServerID)
 	for {
 		ev, err := streamer.GetEvent(ctx)
 		if err != nil {
@@ -263,7 +263,7 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent) (err 
 	case *replication.TableMapEvent:
 		ti, err := st.schema.table(ctx, e, ev.RawData[replication.EventHeaderSize:])
 		if err != nil {
-			return &decodeError{err}
+			return &decodeError{fmt.Errorf("at %s: %w", st.posOf(ev), err)}
 		}
 		st.tables[e.TableID] = ti
 	case *replication.RowsEvent:

@@ -402,6 +402,7 @@ type receiver struct {
 	nextTick   time.Time
 	lastRecv   time.Time
 	lastKA     time.Time
+	pendingKA  lsn // a keepalive end held back by the rate limit, 0 if none
 	deadline   time.Time
 	slab       []byte
 	timer      *time.Timer
@@ -476,6 +477,13 @@ func (r *receiver) loop(ctx context.Context) error {
 		if !now.Before(r.nextTick) {
 			if err := r.tick(now); err != nil {
 				return err
+			}
+			if r.pendingKA != 0 && now.Sub(r.lastKA) >= keepaliveEvery {
+				if len(cur.msgs) == 0 {
+					batchStart = now
+				}
+				cur.msgs = append(cur.msgs, wireMsg{walEnd: r.pendingKA})
+				r.lastKA, r.pendingKA = now, 0
 			}
 		}
 		// Hand the batch over when it is full or has waited long enough:
@@ -552,6 +560,7 @@ func (r *receiver) handleCopyData(now time.Time, data []byte, cur *batch) error 
 		r.write = max(r.write, m.walStart)
 		r.noteServerEnd(m.walEnd)
 		r.src.lastData.Store(now.UnixNano())
+		r.pendingKA = 0 // data supersedes a deferred keepalive
 		cur.msgs = append(cur.msgs, m)
 		cur.size += len(m.data)
 	case pglogrepl.PrimaryKeepaliveMessageByteID:
@@ -568,7 +577,12 @@ func (r *receiver) handleCopyData(now time.Time, data []byte, cur *batch) error 
 		}
 		if now.Sub(r.lastKA) >= keepaliveEvery {
 			r.lastKA = now
+			r.pendingKA = 0
 			cur.msgs = append(cur.msgs, wireMsg{walEnd: end})
+		} else {
+			// Too soon after the last one: keep it for the next tick, so
+			// that an idle slot still reaches the server's latest end.
+			r.pendingKA = end
 		}
 	}
 	return nil
