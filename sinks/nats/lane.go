@@ -617,9 +617,12 @@ func parsePubAck(m *natsgo.Msg) (dup bool, err error) {
 		}
 		return false, errors.New("empty publish answer")
 	}
-	// Fast path: a plain PubAck.
+	// Fast path: a plain PubAck. The server writes the duplicate flag as
+	// `"duplicate": true`, with a space, and leaves it out when false.
 	if bytes.HasPrefix(m.Data, []byte(`{"stream":`)) && m.Data[len(m.Data)-1] == '}' && !bytes.Contains(m.Data, []byte(`"error"`)) {
-		return bytes.Contains(m.Data, []byte(`"duplicate":true`)), nil
+		if !bytes.Contains(m.Data, []byte(`"duplicate"`)) {
+			return false, nil
+		}
 	}
 	var r struct {
 		Error     *jetstream.APIError `json:"error"`

@@ -444,6 +444,9 @@ func TestParsePubAck(t *testing.T) {
 		{name: "ok - with domain", data: `{"stream":"S","domain":"hub","seq":5}`},
 		{name: "ok - duplicate", data: `{"stream":"S","seq":5,"duplicate":true}`, dup: true},
 		{name: "ok - other order", data: `{"seq":5,"duplicate":true,"stream":"S"}`, dup: true},
+		// The bytes nats-server 2.9 and 2.15 really send: a space after the colon.
+		{name: "ok - duplicate as the server writes it", data: `{"stream":"S", "seq":5, "duplicate": true}`, dup: true},
+		{name: "ok - duplicate false", data: `{"stream":"S","seq":5,"duplicate":false}`},
 		{name: "ok - stream named error", data: `{"stream":"error","seq":1}`},
 		{name: "error - api error", data: `{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"},"stream":"S","seq":0}`, wantErr: "temporarily unavailable"},
 		{name: "error - wrong sequence", data: `{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 4"}}`, wantErr: "wrong last sequence"},

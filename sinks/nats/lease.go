@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -26,6 +28,9 @@ type leaseValue struct {
 	Owner   string    `json:"owner"`
 	PID     int       `json:"pid"`
 	Expires time.Time `json:"expires"`
+	// Token is random per lease taken: it tells this holder's renewals from
+	// those of a later holder with the same owner.
+	Token string `json:"token"`
 }
 
 // Lease implements [tracker.Leaser] with the key "<key>.lease" of the
@@ -40,8 +45,9 @@ type leaseValue struct {
 func (s *KVStore) Lease(ctx context.Context, key, owner string) (tracker.Lease, error) {
 	lkey := key + ".lease"
 	var rev uint64
+	token := strconv.FormatUint(rand.Uint64(), 36)
 	value := func() []byte {
-		b, _ := json.Marshal(leaseValue{Owner: owner, PID: os.Getpid(), Expires: time.Now().Add(leaseTTL).UTC()})
+		b, _ := json.Marshal(leaseValue{Owner: owner, PID: os.Getpid(), Expires: time.Now().Add(leaseTTL).UTC(), Token: token})
 		return b
 	}
 	var (
@@ -98,7 +104,7 @@ func (s *KVStore) Lease(ctx context.Context, key, owner string) (tracker.Lease, 
 		}
 		break
 	}
-	l := &kvLease{s: s, key: lkey, rev: rev, value: value, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	l := &kvLease{s: s, key: lkey, rev: rev, token: token, value: value, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	go l.renew()
 	return l, nil
 }
@@ -107,6 +113,7 @@ func (s *KVStore) Lease(ctx context.Context, key, owner string) (tracker.Lease, 
 type kvLease struct {
 	s     *KVStore
 	key   string
+	token string
 	value func() []byte
 	lost  chan struct{}
 	stop  chan struct{}
@@ -118,6 +125,12 @@ type kvLease struct {
 }
 
 func (l *kvLease) Lost() <-chan struct{} { return l.lost }
+
+// ours reports whether a stored lease value is this lease's.
+func (l *kvLease) ours(v []byte) bool {
+	var cur leaseValue
+	return json.Unmarshal(v, &cur) == nil && cur.Token == l.token
+}
 
 // renew updates the lease every leaseTTL/3 with compare-and-set. A conflict
 // means another instance took it over: Lost is closed. While NATS is away
@@ -138,6 +151,14 @@ func (l *kvLease) renew() {
 			l.mu.Lock()
 			var rev uint64
 			rev, err = kv.Update(ctx, l.key, l.value(), l.rev)
+			if conflict(err) {
+				// A renewal whose answer was lost (NATS frozen, then back)
+				// may have been applied: if the lease still names us, it
+				// is ours at its new revision.
+				if e, gerr := kv.Get(ctx, l.key); gerr == nil && l.ours(e.Value()) {
+					rev, err = e.Revision(), nil
+				}
+			}
 			if err == nil {
 				l.rev = rev
 			}

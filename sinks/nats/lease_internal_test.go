@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +65,23 @@ func TestIntegrationKVLease(t *testing.T) {
 			} else {
 				l.Release(t.Context())
 			}
+
+			// A renewal applied by the server whose answer was lost (the
+			// revision moved, the value is still ours) keeps the lease.
+			mine, err := a.Lease(t.Context(), "default.k4", "host-a:/data")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ownValue, _ := json.Marshal(leaseValue{Owner: "host-a:/data", PID: os.Getpid(), Expires: time.Now().Add(leaseTTL), Token: mine.(*kvLease).token})
+			if _, err := kv.Put(t.Context(), "default.k4.lease", ownValue); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-mine.Lost():
+				t.Fatal("a renewal whose answer was lost counted as a takeover")
+			case <-time.After(leaseTTL/3 + 2*time.Second):
+			}
+			mine.Release(t.Context())
 
 			// A lease whose holder died is taken over once it expires.
 			dead, _ := json.Marshal(leaseValue{Owner: "dead:/data", PID: 1, Expires: time.Now().Add(2 * time.Second)})

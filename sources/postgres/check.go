@@ -84,8 +84,8 @@ func (c *checker) run() {
 		c.add("server version", true, "PostgreSQL "+version, "")
 	}
 
-	var ri roleInfo
-	if err := c.conn.QueryRow(ctx, roleQuery).Scan(&ri.walLevel, &ri.name, &ri.super, &ri.replication); err != nil {
+	ri, err := readRole(ctx, c.conn)
+	if err != nil {
 		c.fail("wal_level", err)
 		return
 	}

@@ -32,17 +32,41 @@ type roleInfo struct {
 	name        string
 	super       bool
 	replication bool
+	// senderTimeoutMS is wal_sender_timeout in milliseconds, 0 = disabled.
+	senderTimeoutMS int64
 }
 
-const roleQuery = `SELECT current_setting('wal_level'), r.rolname::text, r.rolsuper, r.rolreplication
+const roleQuery = `SELECT current_setting('wal_level'), r.rolname::text, r.rolsuper, r.rolreplication,
+	(SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'wal_sender_timeout')
 	FROM pg_catalog.pg_roles r WHERE r.rolname = current_user`
 
-func (s *Source) checkServer(ctx context.Context) error {
+// readRole reads the role's attributes and the server settings trackerd
+// depends on.
+func readRole(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) (roleInfo, error) {
 	var ri roleInfo
-	if err := s.pool.QueryRow(ctx, roleQuery).Scan(&ri.walLevel, &ri.name, &ri.super, &ri.replication); err != nil {
+	err := q.QueryRow(ctx, roleQuery).Scan(&ri.walLevel, &ri.name, &ri.super, &ri.replication, &ri.senderTimeoutMS)
+	return ri, err
+}
+
+func (s *Source) checkServer(ctx context.Context) error {
+	ri, err := readRole(ctx, s.pool)
+	if err != nil {
 		return s.queryErr("read server settings", err)
 	}
+	s.hooks.statusEvery = statusInterval(s.hooks.statusEvery, ri.senderTimeoutMS)
 	return checkRole(ri)
+}
+
+// statusInterval is how often to send standby status updates: every, or a
+// third of the server's wal_sender_timeout when that is shorter, so that the
+// walsender hears from trackerd in time even while the sink blocks reading.
+func statusInterval(every time.Duration, senderTimeoutMS int64) time.Duration {
+	if senderTimeoutMS <= 0 {
+		return every
+	}
+	return max(min(every, time.Duration(senderTimeoutMS)*time.Millisecond/3), 200*time.Millisecond)
 }
 
 // checkRole turns wrong server settings into configuration errors.
@@ -137,8 +161,8 @@ func (s *Source) ensurePublication(ctx context.Context) error {
 		s.log.Debug("publication exists", "publication", b.Publication)
 		return nil
 	}
-	var ri roleInfo
-	if err := s.pool.QueryRow(ctx, roleQuery).Scan(&ri.walLevel, &ri.name, &ri.super, &ri.replication); err != nil {
+	ri, err := readRole(ctx, s.pool)
+	if err != nil {
 		return s.queryErr("read role", err)
 	}
 	stmt := "CREATE PUBLICATION " + quoteIdent(b.Publication)

@@ -3,6 +3,7 @@ package postgres
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
 )
@@ -206,6 +207,26 @@ func BenchmarkValues(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				buf = e.appendValue(buf[:0], p, in)
+			}
+		})
+	}
+}
+
+func TestStatusInterval(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		every   time.Duration
+		timeout int64
+		want    time.Duration
+	}{
+		{"default timeout keeps 10s", 10 * time.Second, 60000, 10 * time.Second},
+		{"short timeout: a third of it", 10 * time.Second, 10000, 10 * time.Second / 3},
+		{"disabled timeout", 10 * time.Second, 0, 10 * time.Second},
+		{"tiny timeout: floor", 10 * time.Second, 100, 200 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := statusInterval(tc.every, tc.timeout); got != tc.want {
+				t.Fatalf("statusInterval(%v, %d) = %v, want %v", tc.every, tc.timeout, got, tc.want)
 			}
 		})
 	}
