@@ -54,7 +54,7 @@ type Config struct {
 	// PublishMode is PUBLISH_MODE: "jetstream" (default) or "core"
 	// (at-most-once, no acks).
 	PublishMode string
-	// MaxInflight is MAX_INFLIGHT, default 4096: unacknowledged messages per bind.
+	// MaxInflight is MAX_INFLIGHT, default 8192: unacknowledged messages per bind.
 	MaxInflight int
 	// OversizePolicy is OVERSIZE_POLICY: what to do with an event larger than
 	// the server's max_payload. "truncate" (default) or "fail".

@@ -287,7 +287,7 @@ func specs() []keySpec {
 		enumKey("PUBLISH_MODE", "jetstream",
 			"`jetstream`: every publish is acknowledged and checkpoints follow the acks. `core`: plain NATS, at most once.",
 			func(c *Config) *string { return &c.PublishMode }),
-		intKey("MAX_INFLIGHT", "4096", "Unacknowledged messages per bind before reading pauses.",
+		intKey("MAX_INFLIGHT", "8192", "Unacknowledged messages per bind before reading pauses.",
 			"a whole number from 1 to 1000000", func(c *Config) *int { return &c.MaxInflight }),
 		enumKey("OVERSIZE_POLICY", "truncate",
 			"What to do with an event larger than the server's max_payload: `truncate` it (the sink documents how) or `fail` (the bind stops with an error).",

@@ -44,7 +44,7 @@ func Default() Config {
 		SubjectPrefix:      "trackerd",
 		Signals:            []string{"before_commit", "after_commit"},
 		PublishMode:        "jetstream",
-		MaxInflight:        4096,
+		MaxInflight:        8192,
 		OversizePolicy:     "truncate",
 		StreamName:         "TRACKERD",
 		DuplicateWindow:    10 * time.Minute,

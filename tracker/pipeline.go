@@ -38,6 +38,10 @@ type pipeline struct {
 	open    map[string]*openTx
 	cur     *openTx // the open transaction that is not streamed
 	scratch []byte
+	// ev and cc are reused for every event: a lane does not keep the
+	// event it is given (see Lane.Publish).
+	ev Event
+	cc Change
 
 	// runCtx ends when the bind must stop; srcCtx, later, ends the source.
 	runCtx   context.Context
@@ -351,8 +355,8 @@ func (p *pipeline) change(ctx context.Context, c *Change, decode time.Duration) 
 			slog.String("data", string(data)))
 	}
 	if p.t.phases[PhaseBeforeCommit] {
-		if err := p.publish(ctx, &Event{Phase: PhaseBeforeCommit, Change: c, Data: data,
-			ID: EventID(p.bind.Key, c.TxKey, c.Seq, PhaseBeforeCommit)}, t0, decode); err != nil {
+		p.ev = Event{Phase: PhaseBeforeCommit, Change: c, Data: data, ID: EventID(p.bind.Key, c.TxKey, c.Seq, PhaseBeforeCommit)}
+		if err := p.publish(ctx, &p.ev, t0, decode); err != nil {
 			return err
 		}
 	}
@@ -437,19 +441,20 @@ func (p *pipeline) commit(ctx context.Context, info TxInfo, pos string) error {
 		if p.t.debug != nil {
 			t0 = time.Now()
 		}
-		cc := *c
+		cc := &p.cc
+		*cc = *c
 		if !cc.CommitTime.Equal(commitTime) || data == nil {
 			cc.CommitTime = commitTime
 			p.scratch = cc.AppendJSON(p.scratch[:0])
-			data = bytes.Clone(p.scratch)
+			data = p.scratch // used before the next change reuses it
 		}
 		if publishAfter {
-			if err := p.publish(ctx, &Event{Phase: PhaseAfterCommit, Change: &cc, Data: data, TxTotal: total,
-				ID: EventID(p.bind.Key, cc.TxKey, cc.Seq, PhaseAfterCommit)}, t0, 0); err != nil {
+			p.ev = Event{Phase: PhaseAfterCommit, Change: cc, Data: data, TxTotal: total, ID: EventID(p.bind.Key, cc.TxKey, cc.Seq, PhaseAfterCommit)}
+			if err := p.publish(ctx, &p.ev, t0, 0); err != nil {
 				return err
 			}
 		}
-		return p.callChange(ctx, after, &cc)
+		return p.callChange(ctx, after, cc)
 	})
 	if err != nil {
 		return err
@@ -490,9 +495,9 @@ func (p *pipeline) rollback(ctx context.Context, info TxInfo) error {
 	c := &Change{Bind: p.bind.Key, Source: tx.source, TxID: tx.info.TxID, TxKey: tx.info.TxKey, SubTx: info.SubTx, Seq: tx.next}
 	p.log.Info("transaction rolled back: retracting its before_commit events",
 		slog.String("txkey", c.TxKey), slog.String("subtx", info.SubTx), slog.Any("ranges", ranges))
-	return p.publish(ctx, &Event{Phase: PhaseRollback, Change: c,
-		Retract: &Retraction{TxKey: c.TxKey, SubTx: info.SubTx, Ranges: ranges},
-		ID:      EventID(p.bind.Key, c.TxKey, tx.next, PhaseRollback)}, time.Now(), 0)
+	p.ev = Event{Phase: PhaseRollback, Change: c, Retract: &Retraction{TxKey: c.TxKey, SubTx: info.SubTx, Ranges: ranges},
+		ID: EventID(p.bind.Key, c.TxKey, tx.next, PhaseRollback)}
+	return p.publish(ctx, &p.ev, time.Now(), 0)
 }
 
 // addPending records pos as reachable once every event published so far is

@@ -51,6 +51,8 @@ type options struct {
 	rate     int
 	duration time.Duration
 	keep     bool
+	timeout  time.Duration
+	extra    []string
 }
 
 func main() {
@@ -66,6 +68,14 @@ func main() {
 	flag.IntVar(&o.rate, "rate", 2000, "single-row transactions per `second` for the latency run (0 skips it)")
 	flag.DurationVar(&o.duration, "duration", 15*time.Second, "length of the latency run")
 	flag.BoolVar(&o.keep, "keep", false, "keep the table, slot and stream afterwards")
+	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up on the throughput run after this long")
+	flag.Func("set", "`KEY=VALUE` passed to trackerd as TRACKER_KEY=VALUE (repeatable), e.g. -set MAX_INFLIGHT=8192", func(kv string) error {
+		if !strings.Contains(kv, "=") {
+			return errors.New("want KEY=VALUE")
+		}
+		o.extra = append(o.extra, "TRACKER_"+kv)
+		return nil
+	})
 	flag.Parse()
 	if err := run(context.Background(), o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "trackerd-bench:", err)
@@ -130,6 +140,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		"TRACKER_SUBJECT_PREFIX=" + name, "TRACKER_CHECKPOINT_BUCKET=" + name + "_cp", "TRACKER_DATA_DIR=" + dataDir,
 		"TRACKER_HTTP_ADDR=off", "TRACKER_TRACK_MODIFICATIONS=true", "TRACKER_SIGNALS=" + o.signals,
 	}
+	env = append(env, o.extra...)
 	perRow := uint64(strings.Count(o.signals, ",") + 1)
 
 	// A first start creates the slot (PostgreSQL) or the checkpoint (MySQL)
@@ -159,9 +170,9 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if err := waitMsgs(ctx, js, stream, want, 10*time.Minute); err != nil {
+		if err := waitMsgs(ctx, js, stream, want, o.timeout); err != nil {
 			t.stop()
-			return err
+			return fmt.Errorf("%w; trackerd's output:\n%s", err, t.output())
 		}
 		wall := time.Since(start)
 		info, _ := streamInfo(ctx, js, stream)
@@ -282,8 +293,12 @@ func waitCheckpoint(ctx context.Context, js jetstream.JetStream, bucket string) 
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		if kv, err := js.KeyValue(ctx, bucket); err == nil {
-			if keys, err := kv.Keys(ctx); err == nil && len(keys) > 0 {
-				return nil
+			if keys, err := kv.Keys(ctx); err == nil {
+				for _, k := range keys {
+					if !strings.HasSuffix(k, ".lease") {
+						return nil
+					}
+				}
 			}
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -101,6 +101,9 @@ type lane struct {
 	pubMu   sync.Mutex
 	subjBuf []byte
 	dataBuf []byte
+	// subjects interns rendered subjects: a table's changes share a few,
+	// so a publish need not allocate one.
+	subjects map[string]string
 
 	// The sender's own state.
 	msg      natsgo.Msg
@@ -219,7 +222,7 @@ func (l *lane) Publish(ctx context.Context, ev *tracker.Event) error {
 		return err
 	}
 	l.subjBuf = l.s.subjects.Append(l.subjBuf[:0], ev.Phase, ev.Change)
-	*sl = slot{seq: seq, subject: string(l.subjBuf), id: ev.ID, data: data, state: slotQueued}
+	*sl = slot{seq: seq, subject: l.intern(l.subjBuf), id: ev.ID, data: data, state: slotQueued}
 	l.mu.Lock()
 	if l.closing {
 		// Close began while the event was encoded, and may have found
@@ -299,6 +302,23 @@ func (l *lane) encode(b []byte, ev *tracker.Event) ([]byte, error) {
 	}
 	return nil, fmt.Errorf("nats: event %s (%s.%s) is %d bytes with its headers, over the limit of %d bytes (the server's max_payload or the stream's max_msg_size): raise max_payload, or set OVERSIZE_POLICY=truncate to leave the largest column values out: %w",
 		ev.ID, ev.Change.Schema, ev.Change.Table, size, limit, ErrTooLarge)
+}
+
+// maxInterned bounds the subject cache (subjects that hold key values are
+// all different).
+const maxInterned = 4096
+
+// intern returns b as a string, shared with earlier identical subjects.
+func (l *lane) intern(b []byte) string {
+	if s, ok := l.subjects[string(b)]; ok {
+		return s
+	}
+	if l.subjects == nil || len(l.subjects) >= maxInterned {
+		l.subjects = make(map[string]string)
+	}
+	s := string(b)
+	l.subjects[s] = s
+	return s
 }
 
 // sender sends queued slots in order and runs the retry rounds.

@@ -46,7 +46,7 @@ const (
 	DefaultPrefix          = "trackerd"
 	DefaultStreamName      = "TRACKERD"
 	DefaultDuplicateWindow = 10 * time.Minute
-	DefaultMaxInflight     = 4096
+	DefaultMaxInflight     = 8192
 	DefaultAckTimeout      = 5 * time.Second
 )
 
@@ -86,7 +86,7 @@ type Options struct {
 	Mode Mode
 	// Stream is the JetStream stream (JetStream mode only).
 	Stream StreamConfig
-	// MaxInflight is MAX_INFLIGHT, default 4096: each lane's window of
+	// MaxInflight is MAX_INFLIGHT, default 8192: each lane's window of
 	// unacknowledged messages. Publish blocks while it is full; memory
 	// is bounded by it times the size of the messages.
 	MaxInflight int

@@ -201,7 +201,9 @@ func (l *lane) Publish(ctx context.Context, ev *tracker.Event) error {
 		l.s.mu.Unlock()
 		return l.s.Err
 	}
+	// Copies: the tracker reuses the event and its data after Publish.
 	e := *ev
+	e.Data = slices.Clone(ev.Data)
 	if ev.Change != nil {
 		c := *ev.Change
 		e.Change = &c
