@@ -4,9 +4,12 @@
 // what arrives on NATS.
 //
 // Servers come from TRACKERD_TEST_POSTGRES_URL, TRACKERD_TEST_MYSQL_URL and
-// TRACKERD_TEST_NATS_URL (what scripts/test.sh and CI set). A test whose
-// server is missing is skipped with a message naming the variable, except
-// under CI=true, where a missing server fails the test.
+// TRACKERD_TEST_NATS_URL (what scripts/test.sh and CI set); for each one
+// unset, when a Docker engine answers, TestMain starts the server in a
+// container with testcontainers-go (see servers_test.go). A test whose
+// server is still missing is skipped with a message naming the variable,
+// except under CI=true, where a missing server fails the test. The fault
+// tests always run their own servers in containers (containers_test.go).
 package e2e
 
 import (
@@ -46,6 +49,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: building trackerd:", err)
 		return 1
 	}
+	defer startFallbackServers()()
 	return m.Run()
 }
 
