@@ -42,7 +42,9 @@ func fallbacks() []fallback {
 			cmd:   []string{"-c", "wal_level=logical", "-c", "max_wal_senders=40", "-c", "max_replication_slots=40", "-c", "fsync=off", "-c", "hba_file=/tmp/trackerd_hba.conf"},
 			envs:  map[string]string{"POSTGRES_PASSWORD": "postgres"},
 			files: []testcontainers.ContainerFile{{Reader: strings.NewReader(pgHBA), ContainerFilePath: "/tmp/trackerd_hba.conf", FileMode: 0o644}},
-			url:   func(h, p string) string { return fmt.Sprintf("postgres://postgres:postgres@%s:%s/test?sslmode=disable", h, p) },
+			url: func(h, p string) string {
+				return fmt.Sprintf("postgres://postgres:postgres@%s:%s/test?sslmode=disable", h, p)
+			},
 			setup: func(ctx context.Context, url string) error {
 				// What scripts/setup-servers.sh gives the host's server.
 				c, err := pgx.Connect(ctx, strings.Replace(url, "/test?", "/postgres?", 1))
