@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -172,42 +171,19 @@ func TestMariaDBValueMatrix(t *testing.T) {
 func TestMariaDBKill9ExactlyOnce(t *testing.T) {
 	bs := newBus(t)
 	b := newMyBind(t, 1, map[string]string{"t": "id INT PRIMARY KEY, payload VARCHAR(100)"})
-	p, env := startMy(t, bs, b, "t")
-	n := scale(20000)
-	var wg sync.WaitGroup
-	var writeErr error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		db := mysqlAdmin(t)
-		tbl := "`" + b.dbs[0] + "`.t"
-		// Single-row transactions (autocommit), 100 statements per round trip.
-		for i := 1; i <= n; i += 100 {
-			var sb strings.Builder
-			for j := i; j < i+100 && j <= n; j++ {
-				fmt.Fprintf(&sb, "INSERT INTO %s VALUES (%d, '%s');", tbl, j, strings.Repeat("x", 64))
-			}
-			if _, err := db.ExecContext(context.Background(), sb.String()); err != nil {
-				writeErr = err
-				return
-			}
+	env := bs.env(t)
+	env["TRACKER_BINDS"] = b.bindsJSON("t")
+	db := mysqlAdmin(t)
+	tbl := "`" + b.dbs[0] + "`.t"
+	kill9During20kTransactions(t, bs, env, func(from, to int) error {
+		// Autocommit: each INSERT is a transaction of its own.
+		var sb strings.Builder
+		for j := from; j <= to; j++ {
+			fmt.Fprintf(&sb, "INSERT INTO %s VALUES (%d, '%s');", tbl, j, strings.Repeat("x", 64))
 		}
-	}()
-	for k, at := range killPoints(2*n, scale(3)) {
-		eventually(t, 3*time.Minute, fmt.Sprintf("%d messages before kill #%d", at, k+1), func() bool { return bs.count(t) >= uint64(at) })
-		p.signal(syscall.SIGKILL)
-		p.exitCode(10 * time.Second)
-		t.Logf("kill -9 #%d at %d messages (aimed at %d)", k+1, bs.count(t), at)
-		p = start(t, env, "run")
-		p.waitLog(`msg=streaming`, 60*time.Second)
-	}
-	wg.Wait()
-	if writeErr != nil {
-		t.Fatalf("writer: %v", writeErr)
-	}
-	bs.waitCount(t, uint64(2*n), 3*time.Minute)
-	time.Sleep(500 * time.Millisecond)
-	checkExactlyOnce(t, bs.read(t), n)
+		_, err := db.ExecContext(context.Background(), sb.String())
+		return err
+	})
 }
 
 func TestMariaDBKillBinlogConnection(t *testing.T) {

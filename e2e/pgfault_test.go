@@ -63,39 +63,41 @@ func TestPostgresKill9ExactlyOnce(t *testing.T) {
 	b := newPGBind(t, map[string]string{"t": "id int PRIMARY KEY, payload text"})
 	env := bs.env(t)
 	env["TRACKER_BINDS"] = b.bindsJSON(t, "t")
+	tbl := fmt.Sprintf("%q.t", b.schema)
+	conn := pgAdmin(t)
+	kill9During20kTransactions(t, bs, env, func(from, to int) error {
+		// One round trip, each INSERT a transaction of its own: a simple
+		// query with explicit BEGIN/COMMIT (a pgx batch would run them all
+		// in one implicit transaction).
+		var sb strings.Builder
+		for j := from; j <= to; j++ {
+			fmt.Fprintf(&sb, "BEGIN; INSERT INTO %s VALUES (%d, '%s'); COMMIT;", tbl, j, strings.Repeat("x", 64))
+		}
+		_, err := conn.Exec(context.Background(), sb.String(), pgx.QueryExecModeSimpleProtocol)
+		return err
+	})
+}
+
+// kill9During20kTransactions starts trackerd with env, commits 20,000
+// single-row transactions with write (ids from..to per call, 100 at a
+// time), kills trackerd with SIGKILL at random points of the stream and
+// restarts it each time, then checks that every change is in the stream
+// exactly once per phase.
+func kill9During20kTransactions(t *testing.T, bs *bus, env map[string]string, write func(from, to int) error) {
+	t.Helper()
 	p := start(t, env, "run")
 	p.waitLog(`msg=streaming`, 60*time.Second)
-
 	n := scale(20000)
-	kills := scale(3)
 	var wg sync.WaitGroup
-	wg.Add(1)
 	var writeErr error
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		ctx := context.Background()
-		conn, err := pgx.Connect(ctx, b.uri)
-		if err != nil {
-			writeErr = err
-			return
-		}
-		defer conn.Close(ctx)
-		tbl := fmt.Sprintf("%q.t", b.schema)
-		// Batches of single-row transactions: each INSERT is its own
-		// transaction, sent 100 at a time.
-		for i := 1; i <= n; i += 100 {
-			batch := &pgx.Batch{}
-			for j := i; j < i+100 && j <= n; j++ {
-				batch.Queue("INSERT INTO "+tbl+" VALUES ($1, $2)", j, strings.Repeat("x", 64))
-			}
-			if err := conn.SendBatch(ctx, batch).Close(); err != nil {
-				writeErr = err
-				return
-			}
+		for i := 1; i <= n && writeErr == nil; i += 100 {
+			writeErr = write(i, min(i+99, n))
 		}
 	}()
-	killAt := killPoints(2*n, kills)
-	for k, at := range killAt {
+	for k, at := range killPoints(2*n, scale(3)) {
 		eventually(t, 3*time.Minute, fmt.Sprintf("%d messages before kill #%d", at, k+1), func() bool { return bs.count(t) >= uint64(at) })
 		p.signal(syscall.SIGKILL)
 		p.exitCode(10 * time.Second)
