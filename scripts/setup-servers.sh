@@ -8,8 +8,8 @@
 #                  TCP (the rest of the host keeps its trust auth), so tests can
 #                  check that passwords never leak.
 #   MariaDB 10.11: log_bin, binlog_format=ROW, binlog_row_image=FULL,
-#                  binlog_row_metadata=FULL, server_id, via a file under
-#                  /etc/mysql/mariadb.conf.d/.
+#                  binlog_row_metadata=FULL, server_id, max_allowed_packet
+#                  64M, via a file under /etc/mysql/mariadb.conf.d/.
 #   NATS:          answers on 127.0.0.1:4222 with JetStream.
 #
 # Needs root (it edits server configuration and restarts servers).
@@ -103,6 +103,8 @@ binlog_row_image       = FULL
 binlog_row_metadata    = FULL
 server_id              = 1
 binlog_expire_logs_seconds = 864000
+# room for the 20 MiB LONGBLOB of e2e/oversize_test.go (default 16 MiB)
+max_allowed_packet     = 64M
 CNF
 )
 my_restart=0
@@ -120,6 +122,8 @@ if [ $my_restart = 1 ]; then
   my_start
   wait_for MariaDB my_ready
 fi
+# max_allowed_packet is dynamic: raise it without a restart.
+[ "$(my_q 'select @@global.max_allowed_packet')" -ge 67108864 ] || my_q 'set global max_allowed_packet = 67108864'
 [ "$(my_q 'select @@log_bin')" = 1 ] || die "MariaDB log_bin is still off (is $MYCONF read?)"
 [ "$(my_q 'select @@global.binlog_format')" = ROW ] || die "MariaDB binlog_format is not ROW"
 my_q 'create database if not exists test'
