@@ -113,40 +113,107 @@ func (r Row) AppendJSON(b []byte) []byte {
 func (r Row) MarshalJSON() ([]byte, error) { return r.AppendJSON(nil), nil }
 
 // UnmarshalJSON decodes a JSON object (or null) into r, keeping the order
-// of its members.
+// of its members. The values share one copy of data; names without escapes
+// share another.
 func (r *Row) UnmarshalJSON(data []byte) error {
-	d := json.NewDecoder(bytes.NewReader(data))
-	tok, err := d.Token()
-	if err != nil {
-		return err
-	}
-	if tok == nil {
+	data = bytes.TrimSpace(data)
+	if string(data) == "null" {
 		*r = Row{}
 		return nil
 	}
-	if delim, ok := tok.(json.Delim); !ok || delim != '{' {
-		return fmt.Errorf("row: want a JSON object, got %v", tok)
+	if len(data) == 0 || data[0] != '{' {
+		return fmt.Errorf("row: want a JSON object, got %.20q", data)
 	}
-	names := []string{}
-	var values []json.RawMessage
-	for d.More() {
-		tok, err := d.Token()
-		if err != nil {
-			return err
+	if !json.Valid(data) {
+		return fmt.Errorf("row: invalid JSON object %.40q", data)
+	}
+	// data is a valid JSON object from here on: the scan below relies on it.
+	buf := bytes.Clone(data)
+	str := string(data)
+	names := make([]string, 0, 8)
+	values := make([]json.RawMessage, 0, 8)
+	i := skipSpace(buf, 1)
+	if buf[i] == '}' {
+		*r = Row{Names: names}
+		return nil
+	}
+	for {
+		i = skipSpace(buf, i)
+		end := endOfString(buf, i)
+		name := str[i+1 : end-1]
+		if bytes.IndexByte(buf[i:end], '\\') >= 0 || !utf8.ValidString(name) {
+			// Escapes, or bytes encoding/json replaces with U+FFFD.
+			if err := json.Unmarshal(buf[i:end], &name); err != nil {
+				return fmt.Errorf("row column name %s: %w", buf[i:end], err)
+			}
 		}
-		name, _ := tok.(string)
-		var v json.RawMessage
-		if err := d.Decode(&v); err != nil {
-			return fmt.Errorf("row column %q: %w", name, err)
-		}
+		i = skipSpace(buf, end) + 1 // past ':'
+		i = skipSpace(buf, i)
+		end = endOfValue(buf, i)
 		names = append(names, name)
-		values = append(values, v)
-	}
-	if _, err := d.Token(); err != nil {
-		return err
+		values = append(values, json.RawMessage(buf[i:end:end]))
+		i = skipSpace(buf, end)
+		if buf[i] == '}' {
+			break
+		}
+		i++ // past ','
 	}
 	*r = Row{Names: names, Values: values}
 	return nil
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// endOfString returns the index just past the valid JSON string at b[i].
+func endOfString(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return len(b)
+}
+
+// endOfValue returns the index just past the valid JSON value at b[i].
+func endOfValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return endOfString(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				i = endOfString(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return len(b)
+	}
+	for i < len(b) {
+		switch b[i] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			return i
+		}
+		i++
+	}
+	return i
 }
 
 // Change is one row change of a committed (or, with streaming, in-progress)
