@@ -526,6 +526,26 @@ WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?`, schema, table)
 	}
 }
 
+// unquoteIdent reads the backquoted identifier at the start of s (a doubled
+// backquote stands for one) and returns it and the rest of s after it.
+func unquoteIdent(s string) (name, rest string) {
+	var b strings.Builder
+	i := 1
+	for i < len(s) {
+		if s[i] == '`' {
+			if i+1 < len(s) && s[i+1] == '`' {
+				b.WriteByte('`')
+				i += 2
+				continue
+			}
+			break
+		}
+		b.WriteByte(s[i])
+		i++
+	}
+	return b.String(), s[min(i+1, len(s)):]
+}
+
 // jsonValidColumns returns the columns a CHECK clause passes to
 // json_valid(`col`), the constraint MariaDB adds for its JSON alias.
 func jsonValidColumns(clause string) []string {
@@ -538,21 +558,8 @@ func jsonValidColumns(clause string) []string {
 		}
 		clause = strings.TrimLeft(clause[i+len(fn):], " ")
 		if strings.HasPrefix(clause, "`") {
-			var b strings.Builder
-			j := 1
-			for j < len(clause) {
-				if clause[j] == '`' {
-					if j+1 < len(clause) && clause[j+1] == '`' {
-						b.WriteByte('`')
-						j += 2
-						continue
-					}
-					break
-				}
-				b.WriteByte(clause[j])
-				j++
-			}
-			out = append(out, b.String())
+			name, _ := unquoteIdent(clause)
+			out = append(out, name)
 		} else if end := strings.IndexAny(clause, ") "); end > 0 {
 			out = append(out, clause[:end])
 		}

@@ -486,21 +486,7 @@ func truncateTarget(rest []byte, defaultDB string) (db, table string, ok bool) {
 		}
 		var name string
 		if s[0] == '`' {
-			var b strings.Builder
-			i := 1
-			for i < len(s) {
-				if s[i] == '`' {
-					if i+1 < len(s) && s[i+1] == '`' {
-						b.WriteByte('`')
-						i += 2
-						continue
-					}
-					break
-				}
-				b.WriteByte(s[i])
-				i++
-			}
-			name, s = b.String(), s[min(i+1, len(s)):]
+			name, s = unquoteIdent(s)
 		} else {
 			end := strings.IndexAny(s, ". \t\n;")
 			if end < 0 {
