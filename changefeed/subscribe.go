@@ -64,6 +64,21 @@ func msgAttrs(m *Message) []any {
 	return []any{slog.String("id", m.ID), slog.String("subject", m.Subject)}
 }
 
+// deliver calls h with m unless flt or dd drops it, retrying a failing
+// handler until it succeeds, skips the event (ErrSkip) or ctx ends.
+func (f *Feed) deliver(ctx context.Context, o *consumeOptions, flt Filter, dd *dedup, h Handler, m Message) {
+	if !flt.Match(&m) || dd.has(&m) {
+		return
+	}
+	err := retry(ctx, o, f.log, msgAttrs(&m), func() error { return h(ctx, m) }, nil)
+	switch {
+	case err == nil:
+		dd.add(&m)
+	case errors.Is(err, ErrSkip):
+		f.log.Info("changefeed: handler skipped an event", append(msgAttrs(&m), slog.Any("err", err))...)
+	}
+}
+
 // Subscribe calls h with every event flt selects that is published from
 // now on, on core NATS: no stream is needed, and nothing is kept for a
 // subscriber that is not running, so delivery is at most once (events
@@ -103,16 +118,7 @@ func (f *Feed) Subscribe(ctx context.Context, flt Filter, h Handler, opts ...Con
 			f.log.Warn("changefeed: dropping a message that is not a trackerd event", slog.String("subject", msg.Subject), slog.Any("err", err))
 			return
 		}
-		if !flt.Match(&m) || dd.has(&m) {
-			return
-		}
-		err = retry(ctx, &o, f.log, msgAttrs(&m), func() error { return h(ctx, m) }, nil)
-		switch {
-		case err == nil:
-			dd.add(&m)
-		case errors.Is(err, ErrSkip):
-			f.log.Info("changefeed: handler skipped an event", append(msgAttrs(&m), slog.Any("err", err))...)
-		}
+		f.deliver(ctx, &o, flt, dd, h, m)
 	})
 	if err != nil {
 		cancel()
@@ -420,16 +426,7 @@ func (f *Feed) Follow(ctx context.Context, flt Filter, h Handler, opts ...Consum
 				f.log.Warn("changefeed: skipping a message that is not a trackerd event", slog.String("subject", jm.Subject()), slog.Any("err", err))
 				continue
 			}
-			if !flt.Match(&m) || dd.has(&m) {
-				continue
-			}
-			err = retry(ctx, &o, f.log, msgAttrs(&m), func() error { return h(ctx, m) }, nil)
-			switch {
-			case err == nil:
-				dd.add(&m)
-			case errors.Is(err, ErrSkip):
-				f.log.Info("changefeed: handler skipped an event", append(msgAttrs(&m), slog.Any("err", err))...)
-			}
+			f.deliver(ctx, &o, flt, dd, h, m)
 		}
 		if ctx.Err() == nil {
 			if lastErr == nil {
