@@ -13,6 +13,9 @@ cd "$(dirname "$0")/.."
 export TRACKERD_TEST_POSTGRES_URL=${TRACKERD_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 export TRACKERD_TEST_MYSQL_URL=${TRACKERD_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/test}
 export TRACKERD_TEST_NATS_URL=${TRACKERD_TEST_NATS_URL:-nats://127.0.0.1:4222}
+# The CA of the MySQL server's TLS certificate (setup-servers.sh makes it);
+# set it empty to skip the binlog-over-TLS test against another server.
+export TRACKERD_TEST_MYSQL_TLS_CA=${TRACKERD_TEST_MYSQL_TLS_CA-/etc/mysql/trackerd-tls/ca.pem}
 FUZZTIME=${FUZZTIME:-10s}
 
 step() { printf '\n== %s\n' "$*" >&2; }
@@ -38,7 +41,12 @@ if [ "$FUZZTIME" != 0 ]; then
     dir=$(go list -f '{{.Dir}}' "$pkg")
     for f in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
       echo "   $pkg $f" >&2
-      go test -run='^$' -fuzz="^$f\$" -fuzztime="$FUZZTIME" "$pkg" >/dev/null
+      # Quiet when it passes; the whole output (the failing input and how to
+      # re-run it) when it does not.
+      if ! out=$(go test -run='^$' -fuzz="^$f\$" -fuzztime="$FUZZTIME" "$pkg" 2>&1); then
+        printf '%s\n' "$out" >&2
+        exit 1
+      fi
     done
   done
 fi

@@ -116,7 +116,7 @@ func (r Row) MarshalJSON() ([]byte, error) { return r.AppendJSON(nil), nil }
 // of its members. The values share one copy of data; names without escapes
 // share another.
 func (r *Row) UnmarshalJSON(data []byte) error {
-	data = bytes.TrimSpace(data)
+	data = bytes.Trim(data, " \t\n\r") // JSON's white space, not Unicode's
 	if string(data) == "null" {
 		*r = Row{}
 		return nil
