@@ -9,7 +9,10 @@
 #                  check that passwords never leak.
 #   MariaDB 10.11: log_bin, binlog_format=ROW, binlog_row_image=FULL,
 #                  binlog_row_metadata=FULL, server_id, max_allowed_packet
-#                  64M, via a file under /etc/mysql/mariadb.conf.d/.
+#                  64M, via a file under /etc/mysql/mariadb.conf.d/; TLS with
+#                  a test CA (/etc/mysql/trackerd-tls/ca.pem; the server's
+#                  certificate is for 127.0.0.1 and localhost) for the
+#                  binlog-over-TLS test.
 #   NATS:          answers on 127.0.0.1:4222 with JetStream.
 #
 # Needs root (it edits server configuration and restarts servers).
@@ -20,6 +23,7 @@ PGCLUSTER=${PGCLUSTER:-main}
 PGCONF=/etc/postgresql/$PGVER/$PGCLUSTER
 MYCONF_DIR=/etc/mysql/mariadb.conf.d
 MYCONF=$MYCONF_DIR/60-trackerd-binlog.cnf
+MYTLS=${MYTLS:-/etc/mysql/trackerd-tls}
 NATS_HOSTPORT=${NATS_HOSTPORT:-127.0.0.1:4222}
 
 log() { printf 'setup-servers: %s\n' "$*" >&2; }
@@ -94,7 +98,27 @@ for f in /etc/mysql/my.cnf /etc/mysql/mariadb.cnf; do
   grep -q "^!includedir $MYCONF_DIR" "$f" || { log "MariaDB: adding !includedir $MYCONF_DIR to $f"; printf '\n!includedir %s/\n' "$MYCONF_DIR" >>"$f"; }
   break
 done
-want_cnf=$(cat <<'CNF'
+# A test CA and a server certificate for 127.0.0.1/localhost, made once.
+if [ ! -s "$MYTLS/server-key.pem" ]; then
+  if ! command -v openssl >/dev/null; then
+    log "installing openssl (for the test certificates)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null 2>&1 || true; DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl >/dev/null; }
+  fi
+  log "MariaDB: making a test CA and server certificate in $MYTLS"
+  mkdir -p "$MYTLS"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=trackerd test CA" \
+    -keyout "$MYTLS/ca-key.pem" -out "$MYTLS/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$MYTLS/server-key.pem" -out "$MYTLS/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$MYTLS/san.ext"
+  openssl x509 -req -in "$MYTLS/server.csr" -CA "$MYTLS/ca.pem" -CAkey "$MYTLS/ca-key.pem" \
+    -CAcreateserial -days 3650 -extfile "$MYTLS/san.ext" -out "$MYTLS/server-cert.pem" 2>/dev/null
+  chown -R mysql: "$MYTLS" 2>/dev/null || true
+  chmod 0644 "$MYTLS/ca.pem" "$MYTLS/server-cert.pem"
+  chmod 0600 "$MYTLS/ca-key.pem" "$MYTLS/server-key.pem"
+fi
+want_cnf=$(cat <<CNF
 # trackerd: row-based binary log with full row images and column metadata.
 [mariadbd]
 log_bin                = mariadb-bin
@@ -105,6 +129,10 @@ server_id              = 1
 binlog_expire_logs_seconds = 864000
 # room for the 20 MiB LONGBLOB of e2e/oversize_test.go (default 16 MiB)
 max_allowed_packet     = 64M
+# TLS for the binlog-over-TLS tests (clients choose; plain text still works)
+ssl_ca                 = $MYTLS/ca.pem
+ssl_cert               = $MYTLS/server-cert.pem
+ssl_key                = $MYTLS/server-key.pem
 CNF
 )
 my_restart=0
@@ -115,6 +143,7 @@ fi
 [ "$(my_q 'select @@global.binlog_format')" = ROW ] || my_restart=1
 [ "$(my_q 'select @@global.binlog_row_image')" = FULL ] || my_restart=1
 [ "$(my_q 'select @@global.binlog_row_metadata')" = FULL ] || my_restart=1
+[ "$(my_q 'select @@have_ssl')" = YES ] || my_restart=1
 if [ $my_restart = 1 ]; then
   log "MariaDB: restarting for the binlog settings"
   mariadb-admin -uroot -h127.0.0.1 shutdown || true
@@ -126,8 +155,9 @@ fi
 [ "$(my_q 'select @@global.max_allowed_packet')" -ge 67108864 ] || my_q 'set global max_allowed_packet = 67108864'
 [ "$(my_q 'select @@log_bin')" = 1 ] || die "MariaDB log_bin is still off (is $MYCONF read?)"
 [ "$(my_q 'select @@global.binlog_format')" = ROW ] || die "MariaDB binlog_format is not ROW"
+[ "$(my_q 'select @@have_ssl')" = YES ] || die "MariaDB TLS is off (have_ssl=$(my_q 'select @@have_ssl')): see the error log"
 my_q 'create database if not exists test'
-log "MariaDB ready (log_bin, ROW, FULL, metadata FULL)"
+log "MariaDB ready (log_bin, ROW, FULL, metadata FULL, TLS)"
 
 # ------------------------------------------------------------------ NATS ---
 nats_ready() { # a PING/PONG over the client protocol, plus JetStream in INFO

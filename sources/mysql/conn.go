@@ -329,8 +329,17 @@ func serverMessage(err error) string {
 // classifyConnect wraps an error from connecting or querying as a
 // configuration error when retrying cannot fix it.
 func classifyConnect(err error, c *connConfig) error {
+	if tlsProblem(err) {
+		return tracker.ConfigError(fmt.Errorf("TLS: the server's certificate is not trusted (check ssl_ca, and ssl_mode: VERIFY_IDENTITY also checks the host name): %w", err))
+	}
+	if errors.Is(err, driver.ErrNoTLS) {
+		return tracker.ConfigError(fmt.Errorf("TLS: the URI asks for TLS (ssl_mode) but %s does not offer it: %w", c.addr(), err))
+	}
 	switch serverCode(err) {
 	case erAccessDenied, erAccessDeniedNoPass:
+		if c.tls == nil {
+			return tracker.ConfigError(fmt.Errorf("authentication failed (wrong user or password, or a user that must connect over TLS: add ?ssl_mode=REQUIRED, or VERIFY_IDENTITY with ssl_ca): %w", err))
+		}
 		return tracker.ConfigError(fmt.Errorf("authentication failed (wrong user or password): %w", err))
 	case erBadDB:
 		return tracker.ConfigError(fmt.Errorf("database %q does not exist on %s: %w", c.db, c.addr(), err))
@@ -340,12 +349,26 @@ func classifyConnect(err error, c *connConfig) error {
 	return err
 }
 
+// tlsProblem reports an error verifying the server's certificate.
+func tlsProblem(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
+}
+
 // classifyStream sorts an error that ended a binlog stream into fatal ones
 // (configuration, purged binlogs, a reader with our server_id) and
 // transient ones worth a reconnect.
 func classifyStream(err error, c *connConfig, serverID uint32) (fatal bool, out error) {
 	if err == nil {
 		return false, nil
+	}
+	if tlsProblem(err) {
+		return true, fmt.Errorf("binlog connection to %s: %w", c.where(), classifyConnect(err, c))
 	}
 	code := serverCode(err)
 	msg := serverMessage(err)

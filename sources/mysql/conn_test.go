@@ -1,7 +1,10 @@
 package mysql
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -69,6 +72,9 @@ func TestClassifyStream(t *testing.T) {
 		{"lost connection", errors.New("connection was bad"), false, nil},
 		{"killed", &driver.MySQLError{Number: 1927, Message: "Connection was killed"}, false, nil},
 		{"parser panic", errors.New("panic runtime error\nstack: ..."), true, nil},
+		{"untrusted certificate", fmt.Errorf("handshake: %w", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), true, tracker.ErrConfig},
+		{"custom verification", fmt.Errorf("handshake: %w", x509.UnknownAuthorityError{}), true, tracker.ErrConfig},
+		{"wrong host name", x509.HostnameError{Host: "db"}, true, tracker.ErrConfig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fatal, err := classifyStream(tc.err, c, 7)
@@ -77,6 +83,38 @@ func TestClassifyStream(t *testing.T) {
 			}
 			if tc.is != nil && !errors.Is(err, tc.is) {
 				t.Errorf("%v does not match %v", err, tc.is)
+			}
+		})
+	}
+}
+
+func TestClassifyConnect(t *testing.T) {
+	plain := &connConfig{user: "u", host: "db", port: 3306}
+	withTLS := &connConfig{user: "u", host: "db", port: 3306, tls: &tls.Config{}}
+	denied := &driver.MySQLError{Number: 1045, Message: "Access denied for user 'u'@'10.0.0.1' (using password: YES)"}
+	for _, tc := range []struct {
+		name string
+		c    *connConfig
+		err  error
+		want string // in the message; "" for an error left as it is
+	}{
+		{"denied without TLS", plain, denied, "must connect over TLS: add ?ssl_mode=REQUIRED"},
+		{"denied over TLS", withTLS, denied, "wrong user or password)"},
+		{"no TLS on the server", withTLS, driver.ErrNoTLS, "does not offer it"},
+		{"untrusted certificate", withTLS, &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}, "check ssl_ca"},
+		{"unknown database", plain, &driver.MySQLError{Number: 1049, Message: "Unknown database"}, "does not exist"},
+		{"network", plain, errors.New("dial tcp: connection refused"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := classifyConnect(tc.err, tc.c)
+			if tc.want == "" {
+				if err != tc.err {
+					t.Fatalf("got %v, want the error unchanged", err)
+				}
+				return
+			}
+			if !errors.Is(err, tracker.ErrConfig) || !errors.Is(err, tc.err) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want a configuration error wrapping %v and saying %q", err, tc.err, tc.want)
 			}
 		})
 	}
