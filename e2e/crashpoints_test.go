@@ -665,7 +665,7 @@ func idleBinds() []idleBindCase {
 				insert: func(id int) { myExec(t, db, fmt.Sprintf("INSERT INTO `%s`.t VALUES (%d, 'x')", b.dbs[0], id)) },
 				ready: func(p *proc) {
 					p.waitLog(`msg=streaming bind=`+b.key, 60*time.Second)
-					p.waitLog(`starting at the current binlog position|binlog dump started`, 60*time.Second)
+					p.waitLog(`no checkpoint, starting at the binlog position|binlog dump started`, 60*time.Second)
 				},
 				registered: func() bool {
 					var n int

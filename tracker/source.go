@@ -84,7 +84,8 @@ type Source interface {
 	// identity.
 	Identity() string
 	// Run streams records to h, starting after position from (empty: where
-	// the server's own state says, or the current end for a new stream),
+	// the server's own state says, or, for a new stream, the end as of
+	// Open, so that nothing committed after Open returned is missed),
 	// until ctx ends (it then returns ctx's error) or a fatal error. It
 	// reconnects transient failures itself, resuming after the last commit
 	// (or keepalive) it handed to h, which is at or after the last position

@@ -43,13 +43,17 @@ const (
 // Source follows one MySQL or MariaDB bind through its binary log. It
 // implements [tracker.Source] and [tracker.LagReporter].
 type Source struct {
-	bind      binds.Bind
-	opts      tracker.SourceOptions
-	log       *slog.Logger
-	conn      *connConfig
-	db        *sql.DB
-	info      *serverInfo
-	identity  string
+	bind     binds.Bind
+	opts     tracker.SourceOptions
+	log      *slog.Logger
+	conn     *connConfig
+	db       *sql.DB
+	info     *serverInfo
+	identity string
+	// openPos is the server's binlog end when the source was opened: where
+	// a bind without a checkpoint starts, so that every transaction that
+	// commits after Open returns is read.
+	openPos   position
 	filter    *tableFilter
 	heartbeat time.Duration
 	// collations maps collation ids to charset names.
@@ -158,8 +162,8 @@ func (s *Source) init(ctx context.Context) error {
 			return err
 		}
 	}
-	if _, err := masterStatus(qctx, s.db); err != nil {
-		return tracker.ConfigError(fmt.Errorf("read binlog status on %s: %w", s.conn.addr(), classifyConnect(err, s.conn)))
+	if s.openPos, err = s.currentPosition(ctx); err != nil {
+		return tracker.ConfigError(fmt.Errorf("on %s: %w", s.conn.addr(), err))
 	}
 	s.collations, err = loadCollations(qctx, s.db)
 	if err != nil {
@@ -350,12 +354,8 @@ func (s *Source) Run(ctx context.Context, from string, h tracker.Handler) error 
 func (s *Source) run(ctx context.Context, from string, h tracker.Handler) error {
 	var start position
 	if from == "" {
-		p, err := s.currentPosition(ctx)
-		if err != nil {
-			return err
-		}
-		start = p
-		s.log.Info("mysql: no checkpoint, starting at the current binlog position", "pos", start.String())
+		start = s.openPos
+		s.log.Info("mysql: no checkpoint, starting at the binlog position trackerd opened the bind at", "pos", start.String())
 		// Hand the start over before reading anything: the tracker makes it
 		// the bind's first checkpoint, so that a stop before the first commit
 		// resumes here rather than at the then-current position (the binlog,
@@ -416,14 +416,26 @@ func (s *Source) run(ctx context.Context, from string, h tracker.Handler) error 
 }
 
 // currentPosition is the server's binlog end, with its GTID state.
+//
+// MySQL reports both in one statement. MariaDB's GTID position is read
+// first, from @@gtid_binlog_pos, and the file and position after it: a
+// transaction committing in between is then read again rather than
+// skipped. (BINLOG_GTID_POS(file, pos) would pair them exactly, but it
+// scans the binlog file from its start: seconds for a large file.)
 func (s *Source) currentPosition(ctx context.Context) (position, error) {
 	qctx, cancel := withTimeout(ctx, s.bind.Pool)
 	defer cancel()
-	st, err := masterStatus(qctx, s.db)
-	if err == nil && s.info.mariadb {
-		var g sql.NullString
-		err = s.db.QueryRowContext(qctx, "SELECT BINLOG_GTID_POS(?, ?)", st.file, st.pos).Scan(&g)
-		st.gtid = g.String
+	var gtid sql.NullString
+	var err error
+	if s.info.mariadb {
+		err = s.db.QueryRowContext(qctx, "SELECT @@GLOBAL.gtid_binlog_pos").Scan(&gtid)
+	}
+	var st binlogStatus
+	if err == nil {
+		st, err = masterStatus(qctx, s.db)
+	}
+	if s.info.mariadb {
+		st.gtid = gtid.String
 	}
 	if err != nil {
 		return position{}, fmt.Errorf("read the current binlog position: %w", classifyConnect(err, s.conn))
