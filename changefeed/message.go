@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/trackerd/trackerd/internal/fastjson"
 	natssink "github.com/trackerd/trackerd/sinks/nats"
 	"github.com/trackerd/trackerd/tracker"
 )
@@ -87,7 +88,7 @@ func Decode(subject string, header nats.Header, data []byte) (Message, error) {
 	var ce ceJSON
 	if binaryMode(header) {
 		ce = binaryEvent(header, data)
-	} else if err := json.Unmarshal(data, &ce); err != nil {
+	} else if err := fastjson.Unmarshal(data, &ce); err != nil {
 		return Message{}, fmt.Errorf("%w: %s: %v", ErrNotEvent, subject, err)
 	}
 	m, err := fromCloudEvent(&ce)
@@ -193,7 +194,7 @@ func fromCloudEvent(ce *ceJSON) (Message, error) {
 	}
 	if m.Phase == tracker.PhaseRollback {
 		var d natssink.RollbackData
-		if err := json.Unmarshal(ce.Data, &d); err != nil {
+		if err := fastjson.Unmarshal(ce.Data, &d); err != nil {
 			return Message{}, fmt.Errorf("rollback data: %v", err)
 		}
 		m.Change = tracker.Change{Bind: d.Bind, Source: d.Source, Schema: d.Schema, Table: d.Table,

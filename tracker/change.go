@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/trackerd/trackerd/internal/fastjson"
 )
 
 // Op is what a change did to its row.
@@ -338,12 +340,17 @@ type changeJSON struct {
 // UnmarshalJSON decodes a CloudEvent data object into c.
 func (c *Change) UnmarshalJSON(data []byte) error {
 	var j changeJSON
-	if err := json.Unmarshal(data, &j); err != nil {
+	if err := fastjson.Unmarshal(data, &j); err != nil {
 		return err
 	}
 	if !j.Op.Valid() {
 		return fmt.Errorf("change: unknown op %q", j.Op)
 	}
+	c.fromJSON(&j)
+	return nil
+}
+
+func (c *Change) fromJSON(j *changeJSON) {
 	*c = Change{
 		Bind: j.Source.Bind, Source: j.Source.Kind, Op: j.Op,
 		Schema: j.Schema, Table: j.Table,
@@ -355,7 +362,6 @@ func (c *Change) UnmarshalJSON(data []byte) error {
 	if j.Source.CommitTime != nil {
 		c.CommitTime = *j.Source.CommitTime
 	}
-	return nil
 }
 
 func appendStrings(b []byte, ss []string) []byte {

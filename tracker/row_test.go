@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+	"time"
 )
 
 func TestRowUnmarshalJSON(t *testing.T) {
@@ -144,6 +145,41 @@ func FuzzRowUnmarshalJSON(f *testing.F) {
 			if !bytes.Equal(got.Values[i], want.Values[i]) {
 				t.Fatalf("%q: column %d: got %s, reference %s", data, i, got.Values[i], want.Values[i])
 			}
+		}
+	})
+}
+
+// FuzzChangeUnmarshalJSON checks Change.UnmarshalJSON (internal/fastjson,
+// and Row's own scanner) against encoding/json.
+func FuzzChangeUnmarshalJSON(f *testing.F) {
+	c := &Change{
+		Bind: "b", Source: "postgresql", Op: OpUpdate, Schema: "s", Table: "t",
+		Key:   Row{Names: []string{"id"}, Values: []json.RawMessage{json.RawMessage(`1`)}},
+		After: Row{Names: []string{"id", "n"}, Values: []json.RawMessage{json.RawMessage(`1`), json.RawMessage(`"é\n"`)}},
+		TxID:  "7", TxKey: "0/1", Seq: 2, Pos: "0/10", Unchanged: []string{"blob"},
+		CommitTime: time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC),
+	}
+	f.Add(c.AppendJSON(nil))
+	f.Add([]byte(`{"op":"insert","after":{"a":1},"source":{"seq":1e2}}`))
+	f.Add([]byte(`{"OP":"delete","Key":{"x":[1,{"y":"\u00e9"}]},"source":null,"unchanged":["\xff"]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var got Change
+		err := got.UnmarshalJSON(data)
+		var j changeJSON
+		werr := json.Unmarshal(data, &j)
+		if werr == nil && !j.Op.Valid() {
+			werr = fmt.Errorf("op %q", j.Op)
+		}
+		if (err == nil) != (werr == nil) {
+			t.Fatalf("%q: error %v, encoding/json %v", data, err, werr)
+		}
+		if err != nil {
+			return
+		}
+		var want Change
+		want.fromJSON(&j)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q:\n got %+v\nwant %+v", data, got, want)
 		}
 	})
 }
