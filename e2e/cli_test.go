@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/url"
@@ -346,6 +347,22 @@ func TestEmbeddedNATSAndOversizedValue(t *testing.T) {
 	}
 	if events != 2 {
 		t.Fatalf("tail printed %d events, want 2:\n%s", events, tail.out.String())
+	}
+	// The README's quick start: `tail --from start` after the writes shows
+	// what the stream holds.
+	stored := start(t, map[string]string{"TRACKER_DATA_DIR": data, "TRACKER_DATABASE_URI": b.uri}, "tail", "--from", "start", "-n", "4")
+	if code := stored.exitCode(30 * time.Second); code != 0 {
+		t.Fatalf("tail --from start exit code %d:\n%s", code, stored.out.String())
+	}
+	var ids []string
+	for _, line := range stored.lines() {
+		var ev struct{ ID string }
+		if json.Unmarshal([]byte(line), &ev) == nil && ev.ID != "" {
+			ids = append(ids, ev.ID)
+		}
+	}
+	if len(ids) != 4 || ids[0] != ms[0].Event.ID() || ids[3] != ms[3].Event.ID() {
+		t.Fatalf("tail --from start printed ids %v, want the stream's 4 events from %s", ids, ms[0].Event.ID())
 	}
 	p.signal(syscall.SIGINT)
 	if code := p.exitCode(30 * time.Second); code != 0 {
