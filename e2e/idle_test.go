@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -151,6 +150,15 @@ func testIdleSlot(t *testing.T, heartbeat string) {
 	}
 	t.Logf("/metrics: trackerd_replication_lag_bytes %.0f, trackerd_replication_lag_seconds %g", lagBytes, lagSeconds)
 
+	// `trackerd check` beside the running trackerd: the bind's checkpoint
+	// and who holds its lease (the slot in use is a failing line then).
+	cpLine := regexp.MustCompile(`(?m)^ok\s+nats\s+checkpoint of ` + b.key + `: at (\S+) of pg/\d+/\S+, written (\d+)s ago(; held by a running trackerd \(.+, pid \d+\))?$`)
+	running := start(t, env, "check")
+	running.exitCode(2 * time.Minute)
+	if m := cpLine.FindStringSubmatch(running.out.String()); m == nil || m[3] == "" {
+		t.Fatalf("trackerd check beside trackerd: no checkpoint line naming the lease holder for bind %s:\n%s", b.key, running.out.String())
+	}
+
 	p.signal(syscall.SIGTERM)
 	if code := p.exitCode(60 * time.Second); code != 0 {
 		t.Fatalf("exit code after SIGTERM = %d, want 0", code)
@@ -168,5 +176,10 @@ func testIdleSlot(t *testing.T, heartbeat string) {
 		t.Errorf("trackerd check: exit code %d, want 0:\n%s", code, out)
 	}
 	n, _ := strconv.ParseInt(m[1], 10, 64)
-	t.Logf("trackerd check: slot lag %d bytes; prints lag in seconds: %v", n, strings.Contains(out, "seconds"))
+	// Stopped: the checkpoint it resumes from, and no lease holder.
+	cp := cpLine.FindStringSubmatch(out)
+	if cp == nil || cp[3] != "" {
+		t.Fatalf("trackerd check after the stop: want the checkpoint of bind %s without a lease holder:\n%s", b.key, out)
+	}
+	t.Logf("trackerd check: slot lag %d bytes; checkpoint %s written %ss before", n, cp[1], cp[2])
 }

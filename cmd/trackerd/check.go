@@ -44,16 +44,18 @@ func cmdCheck(ctx context.Context, args []string, lookup env, stdout, stderr io.
 	if !cfg.Tracking() {
 		fmt.Fprintln(stdout, "note  TRACK_MODIFICATIONS is false: `trackerd run` would follow no bind")
 	}
+	var tracked []string
 	for _, b := range bs {
 		if !b.Track {
 			fmt.Fprintf(stdout, "skip  %-12s track = false\n", b.Key)
 			continue
 		}
+		tracked = append(tracked, b.Key)
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		report(b.Key, checks[b.Kind](cctx, b))
 		cancel()
 	}
-	report("nats", checkNATS(ctx, cfg))
+	report("nats", checkNATS(ctx, cfg, tracked))
 	if failed > 0 {
 		fmt.Fprintf(stdout, "%d check(s) failed\n", failed)
 		return silentError{exitFailure}

@@ -6,19 +6,31 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/trackerd/trackerd/config"
 	natssink "github.com/trackerd/trackerd/sinks/nats"
 	"github.com/trackerd/trackerd/tracker"
 )
 
-// checkNATS checks NATS as the sink would use it. With no NATS_URL it checks
-// that the embedded server's address is free.
-func checkNATS(ctx context.Context, cfg *config.Config) []tracker.CheckResult {
+// checkNATS checks NATS as the sink would use it, and reports where each
+// bind of bindKeys would resume. With no NATS_URL it checks that the
+// embedded server's address is free, or, when a trackerd runs it, reads the
+// checkpoints there.
+func checkNATS(ctx context.Context, cfg *config.Config, bindKeys []string) []tracker.CheckResult {
 	if cfg.NATSURL == "" {
+		if url, err := os.ReadFile(filepath.Join(cfg.DataDir, "nats.url")); err == nil {
+			if rs, ok := checkRunningEmbedded(ctx, cfg, strings.TrimSpace(string(url)), bindKeys); ok {
+				return rs
+			}
+		}
 		r := tracker.CheckResult{Name: "embedded NATS address", OK: true,
-			Detail: fmt.Sprintf("NATS_URL is not set: `trackerd run` starts an embedded server on %s", cfg.EmbeddedNATSAddr)}
+			Detail: fmt.Sprintf("NATS_URL is not set: `trackerd run` starts an embedded server on %s (its checkpoints can be read while it runs)", cfg.EmbeddedNATSAddr)}
 		if ln, err := net.Listen("tcp", cfg.EmbeddedNATSAddr); err != nil {
 			r.OK = false
 			r.Detail = fmt.Sprintf("%s is not free: %v", cfg.EmbeddedNATSAddr, err)
@@ -37,7 +49,42 @@ func checkNATS(ctx context.Context, cfg *config.Config) []tracker.CheckResult {
 			Fix: "start NATS with JetStream (nats-server -js), or correct NATS_URL and the NATS_* credentials"}}
 	}
 	defer nc.Close()
-	return natssink.Check(cctx, nc, sinkOptions(cfg, quiet))
+	rs := natssink.Check(cctx, nc, sinkOptions(cfg, quiet))
+	return append(rs, checkpoints(cctx, cfg, nc, bindKeys)...)
+}
+
+// checkRunningEmbedded reads the checkpoints of a running trackerd's
+// embedded server at url; ok is false when nothing answers there (a
+// leftover nats.url).
+func checkRunningEmbedded(ctx context.Context, cfg *config.Config, url string, bindKeys []string) (rs []tracker.CheckResult, ok bool) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	co := connectOptions(cfg, slog.New(slog.DiscardHandler))
+	co.Name = "trackerd check"
+	nc, err := natssink.Connect(cctx, url, co)
+	if err != nil || !nc.IsConnected() {
+		if nc != nil {
+			nc.Close()
+		}
+		return nil, false
+	}
+	defer nc.Close()
+	rs = []tracker.CheckResult{{Name: "embedded NATS", OK: true,
+		Detail: fmt.Sprintf("NATS_URL is not set: a running trackerd serves %s (DATA_DIR %s)", redactURL(url), cfg.DataDir)}}
+	return append(rs, checkpoints(cctx, cfg, nc, bindKeys)...), true
+}
+
+// checkpoints reports where each bind would resume, from the checkpoint
+// store `trackerd run` would use.
+func checkpoints(ctx context.Context, cfg *config.Config, nc *nats.Conn, bindKeys []string) []tracker.CheckResult {
+	if cfg.PublishMode == string(natssink.Core) {
+		return []tracker.CheckResult{{Name: "checkpoints", OK: true,
+			Detail: "PUBLISH_MODE=core: kept in " + checkpointFile(cfg)}}
+	}
+	if !nc.IsConnected() || len(bindKeys) == 0 {
+		return nil
+	}
+	return natssink.CheckCheckpoints(ctx, nc, cfg.CheckpointBucket, bindKeys, time.Now())
 }
 
 // redactURL hides a password in a NATS URL (nats://user:pass@host).

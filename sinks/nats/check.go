@@ -2,6 +2,7 @@ package nats
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -83,4 +84,80 @@ func Check(ctx context.Context, nc *natsgo.Conn, o Options) []tracker.CheckResul
 		}
 	}
 	return append(results, res)
+}
+
+// CheckCheckpoints reports, for `trackerd check`, where each bind would
+// resume: the checkpoints stored for it in bucket (position, source and
+// age) and whether a running trackerd holds its lease. It changes nothing;
+// a missing bucket or checkpoint means the bind starts at its server's
+// current position. now is the reference time for ages.
+func CheckCheckpoints(ctx context.Context, nc *natsgo.Conn, bucket string, bindKeys []string, now time.Time) []tracker.CheckResult {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return []tracker.CheckResult{{Name: "checkpoints", Detail: err.Error(), Fix: "enable JetStream"}}
+	}
+	kv, err := js.KeyValue(ctx, bucket)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		return []tracker.CheckResult{{Name: "checkpoints", OK: true,
+			Detail: fmt.Sprintf("bucket %s does not exist yet: every bind starts at its server's current position", bucket)}}
+	case err != nil:
+		return []tracker.CheckResult{{Name: "checkpoints", Detail: fmt.Sprintf("bucket %s: %v", bucket, err),
+			Fix: "check the NATS account's JetStream permissions"}}
+	}
+	var results []tracker.CheckResult
+	for _, b := range bindKeys {
+		res := tracker.CheckResult{Name: "checkpoint of " + b, OK: true}
+		details, err := bindCheckpoints(ctx, kv, b, now)
+		if err != nil {
+			res.OK, res.Detail, res.Fix = false, err.Error(), "check the NATS account's JetStream permissions"
+		} else {
+			res.Detail = strings.Join(details, "; ")
+		}
+		results = append(results, res)
+	}
+	return results
+}
+
+// bindCheckpoints describes the checkpoints and lease of bind in kv. A bind
+// has one checkpoint per source identity it has followed (usually one).
+func bindCheckpoints(ctx context.Context, kv jetstream.KeyValue, bind string, now time.Time) ([]string, error) {
+	lister, err := kv.ListKeysFiltered(ctx, tracker.Escape(bind)+".>")
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for k := range lister.Keys() { // closed, and the lister stopped, at the end or when ctx ends
+		keys = append(keys, k)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list the keys of %s: %w", bind, err)
+	}
+	var out, holders []string
+	for _, k := range keys {
+		e, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // deleted since listed
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", k, err)
+		}
+		if strings.HasSuffix(k, ".lease") {
+			var l leaseValue
+			if json.Unmarshal(e.Value(), &l) == nil && l.Expires.After(now) {
+				holders = append(holders, fmt.Sprintf("held by a running trackerd (%s, pid %d)", l.Owner, l.PID))
+			}
+			continue
+		}
+		var cp tracker.Checkpoint
+		if err := json.Unmarshal(e.Value(), &cp); err != nil {
+			out = append(out, fmt.Sprintf("%s: not a checkpoint (%v)", k, err))
+			continue
+		}
+		out = append(out, fmt.Sprintf("at %s of %s, written %s ago", cp.Position, cp.Source, now.Sub(cp.Time).Round(time.Second)))
+	}
+	if len(out) == 0 {
+		out = []string{"none: starts at the server's current position"}
+	}
+	return append(out, holders...), nil
 }
