@@ -1,7 +1,6 @@
 package nats
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -19,13 +18,7 @@ func TestIntegrationCheckCheckpoints(t *testing.T) {
 		t.Run(srv.name, func(t *testing.T) {
 			srv.need(t)
 			nc := dial(t, srv.url)
-			bucket := uniqueName(t)
-			t.Cleanup(func() {
-				js, _ := jetstream.New(nc)
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				_ = js.DeleteKeyValue(ctx, bucket)
-			})
+			bucket := tempBucket(t, nc)
 			now := time.Now()
 			detail := func(rs []tracker.CheckResult, i int) string {
 				t.Helper()

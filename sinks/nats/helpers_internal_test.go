@@ -96,6 +96,20 @@ func (s testServer) need(t *testing.T) {
 	}
 }
 
+// tempBucket returns a bucket name of this test's own, whose bucket (if
+// one gets created) is deleted when the test ends.
+func tempBucket(t testing.TB, nc *natsgo.Conn) string {
+	t.Helper()
+	bucket := uniqueName(t)
+	t.Cleanup(func() {
+		js, _ := jetstream.New(nc)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = js.DeleteKeyValue(ctx, bucket)
+	})
+	return bucket
+}
+
 // dial connects to url, closing the connection when the test ends.
 func dial(t testing.TB, url string, opts ...natsgo.Option) *natsgo.Conn {
 	t.Helper()

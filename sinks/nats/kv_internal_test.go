@@ -1,7 +1,6 @@
 package nats
 
 import (
-	"context"
 	"errors"
 	"testing"
 	"time"
@@ -120,17 +119,10 @@ func TestIntegrationKVStore(t *testing.T) {
 			srv.need(t)
 			nc := dial(t, srv.url)
 			newStore := func(t *testing.T) tracker.CheckpointStore {
-				bucket := uniqueName(t)
-				s, err := NewKVStore(t.Context(), nc, bucket)
+				s, err := NewKVStore(t.Context(), nc, tempBucket(t, nc))
 				if err != nil {
 					t.Fatalf("NewKVStore: %v", err)
 				}
-				t.Cleanup(func() {
-					js, _ := jetstream.New(nc)
-					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-					defer cancel()
-					_ = js.DeleteKeyValue(ctx, bucket)
-				})
 				return s
 			}
 			checkpointStoreConformance(t, newStore)
@@ -153,12 +145,11 @@ func TestIntegrationKVStore(t *testing.T) {
 				}
 			})
 			t.Run("two instances: the second is fenced out", func(t *testing.T) {
-				bucket := uniqueName(t)
+				bucket := tempBucket(t, nc)
 				a, err := NewKVStore(t.Context(), nc, bucket)
 				if err != nil {
 					t.Fatal(err)
 				}
-				t.Cleanup(func() { js, _ := jetstream.New(nc); _ = js.DeleteKeyValue(context.Background(), bucket) })
 				b, err := NewKVStore(t.Context(), dial(t, srv.url), bucket)
 				if err != nil {
 					t.Fatal(err)

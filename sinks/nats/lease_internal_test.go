@@ -1,15 +1,12 @@
 package nats
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"os"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/trackerd/trackerd/tracker"
 )
@@ -22,13 +19,7 @@ func TestIntegrationKVLease(t *testing.T) {
 		t.Run(srv.name, func(t *testing.T) {
 			srv.need(t)
 			nc := dial(t, srv.url)
-			bucket := uniqueName(t)
-			t.Cleanup(func() {
-				js, _ := jetstream.New(nc)
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				_ = js.DeleteKeyValue(ctx, bucket)
-			})
+			bucket := tempBucket(t, nc)
 			a, err := NewKVStore(t.Context(), nc, bucket)
 			if err != nil {
 				t.Fatal(err)

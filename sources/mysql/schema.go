@@ -421,30 +421,9 @@ func parseEnumLabels(columnType string) []string {
 		if s == "" || s[0] != '\'' {
 			return labels
 		}
-		var b strings.Builder
-		i := 1
-		for i < len(s) {
-			if s[i] == '\'' {
-				if i+1 < len(s) && s[i+1] == '\'' {
-					b.WriteByte('\'')
-					i += 2
-					continue
-				}
-				break
-			}
-			if s[i] == '\\' && i+1 < len(s) {
-				b.WriteByte(s[i+1])
-				i += 2
-				continue
-			}
-			b.WriteByte(s[i])
-			i++
-		}
-		labels = append(labels, b.String())
-		if i >= len(s) {
-			return labels
-		}
-		s = s[i+1:]
+		var label string
+		label, s = unquote(s, true)
+		labels = append(labels, label)
 	}
 }
 
@@ -526,24 +505,31 @@ WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?`, schema, table)
 	}
 }
 
-// unquoteIdent reads the backquoted identifier at the start of s (a doubled
-// backquote stands for one) and returns it and the rest of s after it.
-func unquoteIdent(s string) (name, rest string) {
+// unquote reads the quoted identifier or string at the start of s, whose
+// first byte is the quote, and returns it and the rest of s after it. A
+// doubled quote stands for one; with backslash (string literals), a
+// backslash escapes the next byte.
+func unquote(s string, backslash bool) (text, rest string) {
+	q := s[0]
 	var b strings.Builder
 	i := 1
 	for i < len(s) {
-		if s[i] == '`' {
-			if i+1 < len(s) && s[i+1] == '`' {
-				b.WriteByte('`')
-				i += 2
-				continue
-			}
-			break
+		switch {
+		case s[i] == q && i+1 < len(s) && s[i+1] == q:
+			b.WriteByte(q)
+			i += 2
+			continue
+		case s[i] == q:
+			return b.String(), s[i+1:]
+		case backslash && s[i] == '\\' && i+1 < len(s):
+			b.WriteByte(s[i+1])
+			i += 2
+			continue
 		}
 		b.WriteByte(s[i])
 		i++
 	}
-	return b.String(), s[min(i+1, len(s)):]
+	return b.String(), ""
 }
 
 // jsonValidColumns returns the columns a CHECK clause passes to
@@ -558,7 +544,7 @@ func jsonValidColumns(clause string) []string {
 		}
 		clause = strings.TrimLeft(clause[i+len(fn):], " ")
 		if strings.HasPrefix(clause, "`") {
-			name, _ := unquoteIdent(clause)
+			name, _ := unquote(clause, false)
 			out = append(out, name)
 		} else if end := strings.IndexAny(clause, ") "); end > 0 {
 			out = append(out, clause[:end])

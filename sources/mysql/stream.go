@@ -486,7 +486,7 @@ func truncateTarget(rest []byte, defaultDB string) (db, table string, ok bool) {
 		}
 		var name string
 		if s[0] == '`' {
-			name, s = unquoteIdent(s)
+			name, s = unquote(s, false)
 		} else {
 			end := strings.IndexAny(s, ". \t\n;")
 			if end < 0 {
