@@ -43,7 +43,9 @@ if [ "$FUZZTIME" != 0 ]; then
       echo "   $pkg $f" >&2
       # Quiet when it passes; the whole output (the failing input and how to
       # re-run it) when it does not.
-      if ! out=$(go test -run='^$' -fuzz="^$f\$" -fuzztime="$FUZZTIME" "$pkg" 2>&1); then
+      # -fuzzminimizetime: minimizing each new interesting input may take
+      # 60 s by default, which would eat a short run whole.
+      if ! out=$(go test -run='^$' -fuzz="^$f\$" -fuzztime="$FUZZTIME" -fuzzminimizetime=2s "$pkg" 2>&1); then
         printf '%s\n' "$out" >&2
         exit 1
       fi
