@@ -367,14 +367,13 @@ func classifyStream(err error, c *connConfig, serverID uint32) (fatal bool, out 
 	if err == nil {
 		return false, nil
 	}
-	if tlsProblem(err) {
-		return true, fmt.Errorf("binlog connection to %s: %w", c.where(), classifyConnect(err, c))
+	// What a reconnect cannot fix on any connection (credentials,
+	// privileges, TLS) is classifyConnect's to name.
+	if cerr := classifyConnect(err, c); errors.Is(cerr, tracker.ErrConfig) {
+		return true, fmt.Errorf("binlog connection to %s: %w", c.where(), cerr)
 	}
-	code := serverCode(err)
 	msg := serverMessage(err)
-	switch code {
-	case erAccessDenied, erAccessDeniedNoPass, erBadDB, erDBAccessDenied, erSpecificAccess, erTableAccessDenied:
-		return true, fmt.Errorf("binlog connection to %s: %w", c.where(), classifyConnect(err, c))
+	switch serverCode(err) {
 	case erMasterFatalReading:
 		lower := strings.ToLower(msg)
 		if strings.Contains(lower, "same server_uuid/server_id") || strings.Contains(lower, "same server_id") {
