@@ -855,6 +855,34 @@ func checkRowsExactlyOnce(t testing.TB, ms []msg, ids []int) {
 	}
 }
 
+// serverFault is a named way of stopping and starting a server container.
+type serverFault struct {
+	name  string
+	fault func()
+}
+
+// restartsWhileStreaming applies each fault to the server while w writes
+// and trackerd p streams, checking after each that events keep coming and
+// that p still runs; then it stops the writer and checks that the stream
+// holds every committed row (ids reads them back) once per phase.
+func restartsWhileStreaming(t *testing.T, p *proc, bs *bus, w *rowWriter, server string, ids func() []int, faults ...serverFault) {
+	t.Helper()
+	progress := func(what string) { t.Helper(); progressed(t, p, bs, scale(400), what) }
+	progress("events before the first restart")
+	for _, f := range faults {
+		began := time.Now()
+		f.fault()
+		t.Logf("%s: %s back in %v, %d events so far", f.name, server, time.Since(began).Round(time.Millisecond), bs.count(t))
+		progress("events after the " + f.name)
+		stillRunning(t, p, "after the "+f.name)
+	}
+	w.halt()
+	committed := ids()
+	ms := settleRows(t, bs, committed, 2*time.Minute)
+	checkRowsExactlyOnce(t, ms, committed)
+	t.Logf("%d rows committed (%d writer transactions failed at the restarts); %d events checked", len(committed), w.failures.Load(), len(ms))
+}
+
 // progressed waits until the stream holds n more events than now, failing
 // at once if trackerd exits meanwhile.
 func progressed(t testing.TB, p *proc, bs *bus, n int, what string) {

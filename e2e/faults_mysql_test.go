@@ -157,26 +157,10 @@ func TestMariaDBServerRestartsWhileStreaming(t *testing.T) {
 	tbl := "`" + b.dbs[0] + "`.t"
 	w := startRowWriter(t, 10, 0, 2*time.Millisecond, myTxWriter(t, myDSN(t, b.uri), tbl))
 
-	progress := func(what string) { t.Helper(); progressed(t, p, bs, scale(400), what) }
-	progress("events before the first restart")
-	for _, f := range []struct {
-		name  string
-		fault func()
-	}{
-		{"clean stop", func() { m.stop(30 * time.Second); m.start() }},
-		{"SIGKILL", func() { m.kill(); m.start() }},
-	} {
-		began := time.Now()
-		f.fault()
-		t.Logf("%s: MariaDB back in %v, %d events so far", f.name, time.Since(began).Round(time.Millisecond), bs.count(t))
-		progress("events after the " + f.name)
-		stillRunning(t, p, "after the "+f.name)
-	}
-	w.halt()
-	ids := myIDs(t, m.db(), tbl)
-	ms := settleRows(t, bs, ids, 2*time.Minute)
-	checkRowsExactlyOnce(t, ms, ids)
-	t.Logf("%d rows committed (%d writer transactions failed at the restarts); %d events checked", len(ids), w.failures.Load(), len(ms))
+	restartsWhileStreaming(t, p, bs, w, "MariaDB", func() []int { return myIDs(t, m.db(), tbl) },
+		serverFault{"clean stop", func() { m.stop(30 * time.Second); m.start() }},
+		serverFault{"SIGKILL", func() { m.kill(); m.start() }},
+	)
 }
 
 // TestMariaDBBinlogsPurgedWhileStopped stops trackerd, commits more rows

@@ -140,27 +140,11 @@ func TestPGServerRestartsWhileStreaming(t *testing.T) {
 	tbl := fmt.Sprintf("%q.t", b.schema)
 	w := startRowWriter(t, 10, 0, 2*time.Millisecond, pgTxWriter(t, pg.url(), tbl))
 
-	progress := func(what string) { t.Helper(); progressed(t, p, bs, scale(400), what) }
-	progress("events before the first restart")
-	for _, f := range []struct {
-		name  string
-		fault func()
-	}{
-		{"fast shutdown", func() { pg.stop(30 * time.Second); pg.start() }},
-		{"immediate shutdown", func() { pg.immediateShutdown(); pg.start() }},
-		{"SIGKILL", func() { pg.kill(); pg.start() }},
-	} {
-		began := time.Now()
-		f.fault()
-		t.Logf("%s: PostgreSQL back in %v, %d events so far", f.name, time.Since(began).Round(time.Millisecond), bs.count(t))
-		progress("events after the " + f.name)
-		stillRunning(t, p, "after the "+f.name)
-	}
-	w.halt()
-	ids := pgIDs(t, pg.url(), tbl)
-	ms := settleRows(t, bs, ids, 2*time.Minute)
-	checkRowsExactlyOnce(t, ms, ids)
-	t.Logf("%d rows committed (%d writer transactions failed at the restarts); %d events checked", len(ids), w.failures.Load(), len(ms))
+	restartsWhileStreaming(t, p, bs, w, "PostgreSQL", func() []int { return pgIDs(t, pg.url(), tbl) },
+		serverFault{"fast shutdown", func() { pg.stop(30 * time.Second); pg.start() }},
+		serverFault{"immediate shutdown", func() { pg.immediateShutdown(); pg.start() }},
+		serverFault{"SIGKILL", func() { pg.kill(); pg.start() }},
+	)
 }
 
 // TestPGSlotRewindAfterCrash crashes PostgreSQL after trackerd has
