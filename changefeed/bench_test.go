@@ -69,7 +69,7 @@ func BenchmarkIntegrationRead(b *testing.B) {
 		c := &tracker.Change{Bind: "a", Source: "postgresql", Op: tracker.OpInsert, Schema: "public", Table: "t",
 			Key: tracker.Row{Names: []string{"id"}, Values: []json.RawMessage{id}}, After: tracker.Row{Names: []string{"id"}, Values: []json.RawMessage{id}},
 			TxKey: fmt.Sprintf("k%d", tx), TxID: fmt.Sprint(tx), Seq: seq, Pos: "0/1"}
-		ev := &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: c, ID: tracker.EventID("a", c.TxKey, seq, tracker.PhaseAfterCommit), TxTotal: 4, LaneSeq: uint64(i + 1)}
+		ev := &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: c, ID: tracker.EventID("a", "o", c.TxKey, int64(seq), tracker.PhaseAfterCommit), TxTotal: 4, LaneSeq: uint64(i + 1)}
 		if err := lane.Publish(b.Context(), ev); err != nil {
 			b.Fatal(err)
 		}

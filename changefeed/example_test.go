@@ -120,8 +120,8 @@ func ExampleFeed_Follow() {
 	}
 	<-sub.Closed()
 	// Output:
-	// #2 default/lsn-0000000000000001/1/before_commit .before_commit.default.public.items.insert
-	// #3 default/lsn-0000000000000001/2/before_commit .before_commit.default.public.items.insert
+	// #2 default/a1daa480958288f1/lsn-0000000000000001/1/before_commit .before_commit.default.public.items.insert
+	// #3 default/a1daa480958288f1/lsn-0000000000000001/2/before_commit .before_commit.default.public.items.insert
 }
 
 // Subject shows the subscription pattern of a filter: names are escaped as

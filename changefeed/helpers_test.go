@@ -317,3 +317,9 @@ func summary(ms []changefeed.Message) []string {
 	}
 	return out
 }
+
+// oid is the event id of a scripted bind's event: the bind, the origin of
+// its scripted source, and the rest ("<txkey>/<index>/<phase>").
+func oid(bind, rest string) string {
+	return bind + "/" + tracker.Origin("scripted/"+bind) + "/" + rest
+}

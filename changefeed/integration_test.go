@@ -45,7 +45,7 @@ func wantIDs(specs []txSpec, firstTx int, phases ...tracker.Phase) map[string][]
 				continue
 			}
 			for j := range s.tables {
-				out[s.bind] = append(out[s.bind], tracker.EventID(s.bind, key, j, ph))
+				out[s.bind] = append(out[s.bind], tracker.EventID(s.bind, tracker.Origin("scripted/"+s.bind), key, int64(j), ph))
 			}
 		}
 	}
@@ -93,10 +93,10 @@ func TestIntegrationSubscribe(t *testing.T) {
 
 		got := byBind(orders.messages())
 		want := map[string][]string{
-			"a": {"a/lsn-0000000000000001/0/before_commit", "a/lsn-0000000000000001/2/before_commit",
-				"a/lsn-0000000000000001/0/after_commit", "a/lsn-0000000000000001/2/after_commit",
-				"a/lsn-0000000000000003/1/before_commit"},
-			"b": {"b/lsn-0000000000000002/0/before_commit", "b/lsn-0000000000000002/0/after_commit"},
+			"a": {oid("a", "lsn-0000000000000001/0/before_commit"), oid("a", "lsn-0000000000000001/2/before_commit"),
+				oid("a", "lsn-0000000000000001/0/after_commit"), oid("a", "lsn-0000000000000001/2/after_commit"),
+				oid("a", "lsn-0000000000000003/1/before_commit")},
+			"b": {oid("b", "lsn-0000000000000002/0/before_commit"), oid("b", "lsn-0000000000000002/0/after_commit")},
 		}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("orders inserts:\n got %v\nwant %v", got, want)
@@ -113,7 +113,7 @@ func TestIntegrationSubscribe(t *testing.T) {
 			t.Fatalf("rollback: %+v", rb)
 		}
 		for _, m := range orders.messages() {
-			if m.Stream != 0 || m.Delivered != 0 || len(m.Raw) == 0 || !strings.HasPrefix(m.Subject, b.prefix+".") || m.Source != "/trackerd/"+m.Change.Bind {
+			if m.Stream != 0 || m.Delivered != 0 || len(m.Raw) == 0 || !strings.HasPrefix(m.Subject, b.prefix+".") || m.Source != "/trackerd/"+m.Change.Bind+"/"+tracker.Origin("scripted/"+m.Change.Bind) {
 				t.Fatalf("core message: %+v", m)
 			}
 		}
@@ -232,8 +232,8 @@ func TestIntegrationConsumeRetry(t *testing.T) {
 			mu    sync.Mutex
 			calls []string
 		)
-		failing := "a/lsn-0000000000000001/1/before_commit"
-		skipped := "a/lsn-0000000000000001/2/after_commit"
+		failing := oid("a", "lsn-0000000000000001/1/before_commit")
+		skipped := oid("a", "lsn-0000000000000001/2/after_commit")
 		fails := 0
 		var got collector
 		sub, err := f.Consume(t.Context(), "retry", changefeed.Filter{}, func(ctx context.Context, m changefeed.Message) error {
@@ -258,11 +258,11 @@ func TestIntegrationConsumeRetry(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		want := []string{
-			"a/lsn-0000000000000001/0/before_commit#1",
-			"a/lsn-0000000000000001/1/before_commit#1", "a/lsn-0000000000000001/1/before_commit#1", "a/lsn-0000000000000001/1/before_commit#1",
-			"a/lsn-0000000000000001/2/before_commit#1", "a/lsn-0000000000000001/3/before_commit#1",
-			"a/lsn-0000000000000001/0/after_commit#1", "a/lsn-0000000000000001/1/after_commit#1",
-			"a/lsn-0000000000000001/2/after_commit#1", "a/lsn-0000000000000001/3/after_commit#1",
+			oid("a", "lsn-0000000000000001/0/before_commit#1"),
+			oid("a", "lsn-0000000000000001/1/before_commit#1"), oid("a", "lsn-0000000000000001/1/before_commit#1"), oid("a", "lsn-0000000000000001/1/before_commit#1"),
+			oid("a", "lsn-0000000000000001/2/before_commit#1"), oid("a", "lsn-0000000000000001/3/before_commit#1"),
+			oid("a", "lsn-0000000000000001/0/after_commit#1"), oid("a", "lsn-0000000000000001/1/after_commit#1"),
+			oid("a", "lsn-0000000000000001/2/after_commit#1"), oid("a", "lsn-0000000000000001/3/after_commit#1"),
 		}
 		if !slices.Equal(calls, want) {
 			t.Fatalf("handler calls:\n%s\nwant:\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
@@ -447,9 +447,9 @@ func TestIntegrationFollow(t *testing.T) {
 			return out
 		}
 		all := follow(changefeed.Filter{}, 6, changefeed.FromStart())
-		want := []string{"1 a/lsn-0000000000000001/0/before_commit", "2 a/lsn-0000000000000001/1/before_commit",
-			"3 a/lsn-0000000000000001/0/after_commit", "4 a/lsn-0000000000000001/1/after_commit",
-			"5 a/lsn-0000000000000002/0/before_commit", "6 a/lsn-0000000000000002/0/after_commit"}
+		want := []string{"1 " + oid("a", "lsn-0000000000000001/0/before_commit"), "2 " + oid("a", "lsn-0000000000000001/1/before_commit"),
+			"3 " + oid("a", "lsn-0000000000000001/0/after_commit"), "4 " + oid("a", "lsn-0000000000000001/1/after_commit"),
+			"5 " + oid("a", "lsn-0000000000000002/0/before_commit"), "6 " + oid("a", "lsn-0000000000000002/0/after_commit")}
 		if !slices.Equal(all, want) {
 			t.Fatalf("FromStart: %v", all)
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -29,11 +30,12 @@ type Message struct {
 	// Phase is before_commit, after_commit or rollback (the event's type
 	// without its "trackerd." prefix).
 	Phase tracker.Phase
-	// ID is the CloudEvent id, <bind>/<txkey>/<txseq>/<phase>: the same
-	// change in the same phase always has the same id, so it is the key to
-	// de-duplicate on (with Source).
+	// ID is the CloudEvent id, <bind>/<origin>/<txkey>/<index>/<phase>:
+	// the same change in the same phase always has the same id, and no two
+	// changes share one, so it is the key to de-duplicate on.
 	ID string
-	// Source is the CloudEvent source, /trackerd/<bind>.
+	// Source is the CloudEvent source, /trackerd/<bind>/<origin>; the
+	// origin is also in Change.Origin.
 	Source string
 	// Subject is the NATS subject the event was published on.
 	Subject string
@@ -222,5 +224,41 @@ func fromCloudEvent(ce *ceJSON) (Message, error) {
 	if c.CommitTime.IsZero() {
 		c.CommitTime = m.Time
 	}
+	c.Origin = sourceOrigin(ce.Source)
+	if m.Phase != tracker.PhaseRollback {
+		c.Index = idIndex(ce.ID)
+	}
 	return m, nil
+}
+
+// sourceOrigin returns the origin of a source "/trackerd/<bind>/<origin>",
+// empty for the "/trackerd/<bind>" of trackerd before 2026-12.
+func sourceOrigin(source string) string {
+	rest, ok := strings.CutPrefix(source, natssink.SourcePrefix)
+	if !ok {
+		return ""
+	}
+	_, origin, ok := strings.Cut(rest, "/")
+	if !ok {
+		return ""
+	}
+	o, err := url.PathUnescape(origin)
+	if err != nil {
+		return ""
+	}
+	return o
+}
+
+// idIndex returns the index part of an id <bind>/<origin>/<txkey>/<index>/
+// <phase> (see tracker.EventID), 0 when the id has another shape.
+func idIndex(id string) int64 {
+	parts := strings.Split(id, "/")
+	if len(parts) != 5 {
+		return 0
+	}
+	n, err := strconv.ParseInt(parts[3], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
 }

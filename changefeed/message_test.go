@@ -31,7 +31,7 @@ func sampleChange() *tracker.Change {
 		After:  row("id", `"9007199254740993"`, "note", `"new \u2028 line"`, "doc", `{"a":[1,2]}`),
 		// The database did not send blob (TOAST): absent from After.
 		Unchanged: []string{"blob"},
-		TxID:      "7321", TxKey: "lsn-00000000016B3748", Seq: 3,
+		TxID:      "7321", TxKey: "lsn-00000000016B3748", Seq: 3, Index: 3, Origin: "9f86d081884c7d65",
 		CommitTime: time.Date(2026, 3, 4, 5, 6, 7, 891011000, time.UTC), Pos: "0/16B3790",
 	}
 }
@@ -39,12 +39,12 @@ func sampleChange() *tracker.Change {
 func TestDecode(t *testing.T) {
 	c := sampleChange()
 	after := &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: c, TxTotal: 5,
-		ID: tracker.EventID(c.Bind, c.TxKey, c.Seq, tracker.PhaseAfterCommit)}
+		ID: tracker.EventID(c.Bind, c.Origin, c.TxKey, c.Index, tracker.PhaseAfterCommit)}
 	before := &tracker.Event{Phase: tracker.PhaseBeforeCommit, Change: c,
-		ID: tracker.EventID(c.Bind, c.TxKey, c.Seq, tracker.PhaseBeforeCommit)}
-	rb := &tracker.Change{Bind: "my.bind", Source: "postgresql", TxID: "7321", TxKey: "lsn-00000000016B3748", SubTx: "7322", Seq: 10}
+		ID: tracker.EventID(c.Bind, c.Origin, c.TxKey, c.Index, tracker.PhaseBeforeCommit)}
+	rb := &tracker.Change{Bind: "my.bind", Source: "postgresql", Origin: "9f86d081884c7d65", TxID: "7321", TxKey: "lsn-00000000016B3748", SubTx: "7322", Seq: 10}
 	rollback := &tracker.Event{Phase: tracker.PhaseRollback, Change: rb,
-		ID:      tracker.EventID(rb.Bind, rb.TxKey, rb.Seq, tracker.PhaseRollback),
+		ID:      tracker.EventID(rb.Bind, rb.Origin, rb.TxKey, 0, tracker.PhaseRollback),
 		Retract: &tracker.Retraction{TxKey: rb.TxKey, SubTx: "7322", Ranges: []tracker.SeqRange{{From: 4, To: 9}}}}
 
 	tests := []struct {
@@ -52,13 +52,13 @@ func TestDecode(t *testing.T) {
 		ev   *tracker.Event
 		want changefeed.Message
 	}{
-		{"ok - after_commit", after, changefeed.Message{Change: *c, Phase: tracker.PhaseAfterCommit, ID: "my=2Ebind/lsn-00000000016B3748/3/after_commit",
-			Source: "/trackerd/my.bind", TxTotal: 5, Time: c.CommitTime}},
-		{"ok - before_commit has no total", before, changefeed.Message{Change: *c, Phase: tracker.PhaseBeforeCommit, ID: "my=2Ebind/lsn-00000000016B3748/3/before_commit",
-			Source: "/trackerd/my.bind", Time: c.CommitTime}},
+		{"ok - after_commit", after, changefeed.Message{Change: *c, Phase: tracker.PhaseAfterCommit, ID: "my=2Ebind/9f86d081884c7d65/lsn-00000000016B3748/3/after_commit",
+			Source: "/trackerd/my.bind/9f86d081884c7d65", TxTotal: 5, Time: c.CommitTime}},
+		{"ok - before_commit has no total", before, changefeed.Message{Change: *c, Phase: tracker.PhaseBeforeCommit, ID: "my=2Ebind/9f86d081884c7d65/lsn-00000000016B3748/3/before_commit",
+			Source: "/trackerd/my.bind/9f86d081884c7d65", Time: c.CommitTime}},
 		{"ok - rollback", rollback, changefeed.Message{
-			Change: tracker.Change{Bind: "my.bind", Source: "postgresql", TxID: "7321", TxKey: "lsn-00000000016B3748", SubTx: "7322", Seq: 10},
-			Phase:  tracker.PhaseRollback, ID: "my=2Ebind/lsn-00000000016B3748/10/rollback", Source: "/trackerd/my.bind",
+			Change: tracker.Change{Bind: "my.bind", Source: "postgresql", Origin: "9f86d081884c7d65", TxID: "7321", TxKey: "lsn-00000000016B3748", SubTx: "7322", Seq: 10},
+			Phase:  tracker.PhaseRollback, ID: "my=2Ebind/9f86d081884c7d65/lsn-00000000016B3748/0/rollback", Source: "/trackerd/my.bind/9f86d081884c7d65",
 			Retract: rollback.Retract}},
 	}
 	for _, tc := range tests {
@@ -88,7 +88,7 @@ func TestDecode(t *testing.T) {
 func TestDecodeBinaryMode(t *testing.T) {
 	c := sampleChange()
 	h := nats.Header{
-		"ce-specversion": {"1.0"}, "ce-id": {"b/lsn-1/3/after_commit"}, "ce-source": {"/trackerd/my.bind"},
+		"ce-specversion": {"1.0"}, "ce-id": {"b/9f86d081884c7d65/lsn-1/3/after_commit"}, "ce-source": {"/trackerd/my.bind/9f86d081884c7d65"},
 		"ce-type": {"trackerd.after_commit"}, "ce-subject": {"public.order items"}, "ce-time": {"2026-03-04T05:06:07.891011Z"},
 		"ce-trackerdtxtotal": {"5"}, "ce-trackerdtxseq": {"3"}, "ce-trackerdbind": {"my.bind"}, "Content-Type": {"application/json"},
 	}
@@ -96,7 +96,7 @@ func TestDecodeBinaryMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.ID != "b/lsn-1/3/after_commit" || got.TxTotal != 5 || got.Phase != tracker.PhaseAfterCommit || !reflect.DeepEqual(got.Change, *c) {
+	if got.ID != "b/9f86d081884c7d65/lsn-1/3/after_commit" || got.TxTotal != 5 || got.Phase != tracker.PhaseAfterCommit || !reflect.DeepEqual(got.Change, *c) {
 		t.Fatalf("binary mode: %+v", got)
 	}
 }

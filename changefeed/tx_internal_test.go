@@ -60,7 +60,7 @@ func (m *fakeMsg) clone(seq uint64, log *[]string) *fakeMsg {
 func afterCommit(bind, txKey, table string, seq, total int, streamSeq uint64, log *[]string) *fakeMsg {
 	c := &tracker.Change{Bind: bind, Source: "postgresql", Op: tracker.OpInsert, Schema: "public", Table: table,
 		TxID: "x" + txKey, TxKey: txKey, Seq: seq, Pos: "0/1"}
-	ev := &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: c, ID: tracker.EventID(bind, txKey, seq, tracker.PhaseAfterCommit), TxTotal: total}
+	ev := &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: c, ID: tracker.EventID(bind, "o", txKey, int64(seq), tracker.PhaseAfterCommit), TxTotal: total}
 	return &fakeMsg{subject: "trackerd.after_commit." + bind, data: natssink.EncodeEvent(nil, ev), seq: streamSeq, log: log}
 }
 

@@ -462,6 +462,8 @@ func checkCrashStream(t *testing.T, ms []msg, plan *crashPlan) int {
 	seen := make([]rowSeen, plan.rows+1)
 	ids := make(map[string]int, len(ms))
 	txKeys := make(map[int]string)
+	indexes := make(map[int]string)
+	var origin string
 	var errs []string
 	fail := func(format string, args ...any) {
 		if len(errs) < 20 {
@@ -477,16 +479,27 @@ func checkCrashStream(t *testing.T, ms []msg, plan *crashPlan) int {
 		}
 		tx := plan.txOf[id]
 		parts := strings.Split(m.Event.ID(), "/")
-		if len(parts) != 4 {
-			fail("message %d: id %q is not <bind>/<txkey>/<txseq>/<phase>", m.Seq, m.Event.ID())
+		if len(parts) != 5 {
+			fail("message %d: id %q is not <bind>/<origin>/<txkey>/<index>/<phase>", m.Seq, m.Event.ID())
 			continue
 		}
-		if k, ok := txKeys[tx]; !ok {
-			txKeys[tx] = parts[1]
-		} else if k != parts[1] {
-			fail("row %d: txkey %s, but its transaction's other events have %s", id, parts[1], k)
+		if origin == "" {
+			origin = parts[1]
+		} else if parts[1] != origin {
+			fail("row %d: origin %s, but other events have %s", id, parts[1], origin)
 		}
-		if want := strconv.Itoa(id - plan.first[tx]); ext(m.Event, "trackerdtxseq") != want || parts[2] != want {
+		if k, ok := txKeys[tx]; !ok {
+			txKeys[tx] = parts[2]
+		} else if k != parts[2] {
+			fail("row %d: txkey %s, but its transaction's other events have %s", id, parts[2], k)
+		}
+		// One index per row, the same in both phases and after any re-send.
+		if ix, ok := indexes[id]; !ok {
+			indexes[id] = parts[3]
+		} else if ix != parts[3] {
+			fail("row %d: index %s, but its other events have %s", id, parts[3], ix)
+		}
+		if want := strconv.Itoa(id - plan.first[tx]); ext(m.Event, "trackerdtxseq") != want {
 			fail("row %d: txseq %s (id %s), want %s", id, ext(m.Event, "trackerdtxseq"), m.Event.ID(), want)
 		}
 		switch m.Event.Type() {

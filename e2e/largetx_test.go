@@ -231,15 +231,15 @@ func checkLargeTx(t *testing.T, bs *bus, p *proc, bind string, n int, write func
 	}
 	total := strconv.Itoa(n)
 	got := scanStream(t, bs, func(i int, id string, data []byte) {
-		parts := strings.Split(id, "/")
-		if len(parts) != 4 {
+		parts := strings.Split(id, "/") // <bind>/<origin>/<txkey>/<index>/<phase>
+		if len(parts) != 5 {
 			fail("message %d: id %q", i, id)
 			return
 		}
 		if txKey == "" {
-			txKey = parts[1]
-		} else if parts[1] != txKey {
-			fail("message %d: txkey %s, want %s (one transaction)", i, parts[1], txKey)
+			txKey = parts[2]
+		} else if parts[2] != txKey {
+			fail("message %d: txkey %s, want %s (one transaction)", i, parts[2], txKey)
 		}
 		seq, phase := i, "before_commit"
 		if i >= n {
@@ -248,8 +248,8 @@ func checkLargeTx(t *testing.T, bs *bus, p *proc, bind string, n int, write func
 				fail("message %d: txtotal %q, want %s", i, tt, total)
 			}
 		}
-		if parts[2] != strconv.Itoa(seq) || parts[3] != phase {
-			fail("message %d: id %s, want txseq %d %s", i, id, seq, phase)
+		if ts := jsonField(data, `"trackerdtxseq":`); ts != strconv.Itoa(seq) || parts[4] != phase {
+			fail("message %d: id %s, txseq %s, want txseq %d %s", i, id, ts, seq, phase)
 		}
 		if row := jsonField(data, `"after":{"id":`); row != strconv.Itoa(seq+1) {
 			fail("message %d (%s): row id %s, want %d", i, id, row, seq+1)
@@ -380,12 +380,14 @@ func byRow(t *testing.T, ms []msg) (map[int]*streamedRow, []msg) {
 	return rows, rollbacks
 }
 
+// txKeyOf returns the txkey part of an event id,
+// <bind>/<origin>/<txkey>/<index>/<phase>.
 func txKeyOf(m msg) string {
 	parts := strings.Split(m.Event.ID(), "/")
-	if len(parts) != 4 {
+	if len(parts) != 5 {
 		return ""
 	}
-	return parts[1]
+	return parts[2]
 }
 
 // countWhere counts the messages of the stream that match.

@@ -108,8 +108,8 @@ func TestMariaDBChangesEndToEnd(t *testing.T) {
 		t.Fatalf("stream:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	for _, m := range ms {
-		if !regexp.MustCompile(`^my/gtid-\d+-\d+-\d+/\d+/(before|after)_commit$`).MatchString(m.Event.ID()) {
-			t.Errorf("id %q: want my/gtid-<domain>-<server>-<seq>/<seq>/<phase>", m.Event.ID())
+		if !regexp.MustCompile(`^my/[0-9a-f]{16}/gtid-\d+-\d+-\d+/\d+/(before|after)_commit$`).MatchString(m.Event.ID()) {
+			t.Errorf("id %q: want my/<origin>/gtid-<domain>-<server>-<seq>/<index>/<phase>", m.Event.ID())
 		}
 		if m.Change.Source.Kind != "mariadb" {
 			t.Errorf("source kind %q, want mariadb", m.Change.Source.Kind)

@@ -81,11 +81,11 @@ func TestPostgresChangesEndToEnd(t *testing.T) {
 				t.Errorf("message carries a %s header: structured mode must not", k)
 			}
 		}
-		if e.SpecVersion() != "1.0" || e.Source() != "/trackerd/pg" || e.DataContentType() != "application/json" {
+		if e.SpecVersion() != "1.0" || !regexp.MustCompile(`^/trackerd/pg/[0-9a-f]{16}$`).MatchString(e.Source()) || e.DataContentType() != "application/json" {
 			t.Errorf("event attributes: specversion %q source %q datacontenttype %q", e.SpecVersion(), e.Source(), e.DataContentType())
 		}
-		if !regexp.MustCompile(`^pg/lsn-[0-9A-F]{16}/\d+/(before|after)_commit$`).MatchString(e.ID()) {
-			t.Errorf("id %q does not have the form <bind>/lsn-<16 hex>/<seq>/<phase>", e.ID())
+		if !regexp.MustCompile(`^pg/[0-9a-f]{16}/lsn-[0-9A-F]{16}/\d+/(before|after)_commit$`).MatchString(e.ID()) {
+			t.Errorf("id %q does not have the form <bind>/<origin>/lsn-<16 hex>/<index>/<phase>", e.ID())
 		}
 		if e.Time().IsZero() {
 			t.Errorf("event %s has no time", e.ID())

@@ -225,6 +225,10 @@ type Change struct {
 	Bind string
 	// Source is the source kind: "postgresql", "mysql" or "mariadb".
 	Source string
+	// Origin is the stable token of the identity of the server, database
+	// and stream the change was read from (see [Origin]); the tracker sets
+	// it. It is part of the event ids and the CloudEvent source.
+	Origin string
 	// Op is what happened to the row.
 	Op Op
 	// Schema is the PostgreSQL schema, or the MySQL database.
@@ -255,8 +259,19 @@ type Change struct {
 	// SubTx is the PostgreSQL subtransaction a streamed change belongs to,
 	// empty otherwise; a rollback to a savepoint retracts by it.
 	SubTx string
-	// Seq is the change's 0-based ordinal in its transaction.
+	// Seq is the change's 0-based ordinal among the changes of its
+	// transaction that the bind publishes (after its table filters):
+	// trackerdtxseq. The tracker sets it.
 	Seq int
+	// Index is the change's place in its source transaction, counted before
+	// any of trackerd's filters, so that the same change always has the
+	// same index and two different changes of one transaction never share
+	// one, whichever tables a bind follows. The source sets it; it must
+	// grow within a transaction. PostgreSQL: derived from the change's LSN;
+	// MySQL/MariaDB: the row's ordinal among all rows of the transaction.
+	// A source that leaves it 0 gets the tracker's count of the changes it
+	// handed over. It is part of the event id.
+	Index int64
 	// CommitTime is the transaction's commit time, zero when not yet known.
 	CommitTime time.Time
 	// Pos is the replication position of the change (PostgreSQL LSN

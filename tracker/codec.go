@@ -14,17 +14,18 @@ import (
 // length-prefixed; rows are a column count, then names and values (a value
 // of length 0 with the "absent" flag is a column that was not sent).
 
-const codecVersion = 1
+const codecVersion = 2
 
 var errCodecShort = errors.New("spill record truncated")
 
 // appendChange appends c's binary encoding to b.
 func appendChange(b []byte, c *Change) []byte {
 	b = append(b, codecVersion)
-	for _, s := range [...]string{c.Bind, c.Source, string(c.Op), c.Schema, c.Table, c.TxID, c.TxKey, c.SubTx, c.Pos} {
+	for _, s := range [...]string{c.Bind, c.Source, c.Origin, string(c.Op), c.Schema, c.Table, c.TxID, c.TxKey, c.SubTx, c.Pos} {
 		b = appendStr(b, s)
 	}
 	b = binary.AppendUvarint(b, uint64(c.Seq))
+	b = binary.AppendVarint(b, c.Index)
 	if c.CommitTime.IsZero() {
 		b = binary.AppendVarint(b, 0)
 		b = append(b, 0)
@@ -188,6 +189,7 @@ func (d *decoder) decodeChange(rec []byte) (Change, error) {
 	var c Change
 	c.Bind = d.str()
 	c.Source = d.str()
+	c.Origin = d.str()
 	c.Op = Op(d.str())
 	c.Schema = d.str()
 	c.Table = d.str()
@@ -196,6 +198,7 @@ func (d *decoder) decodeChange(rec []byte) (Change, error) {
 	c.SubTx = d.str()
 	c.Pos = d.str()
 	c.Seq = int(d.uvarint())
+	c.Index = d.varint()
 	ns := d.varint()
 	if d.byte1() == 1 {
 		c.CommitTime = time.Unix(0, ns).UTC()

@@ -1,6 +1,8 @@
 package tracker
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"strconv"
 	"strings"
@@ -64,18 +66,33 @@ type SeqRange struct {
 	To   int `json:"to"`
 }
 
-// EventID builds the deterministic event id
-// <bind>/<txkey>/<txseq>/<phase>, each part escaped as a subject token is.
-func EventID(bind, txKey string, seq int, phase Phase) string {
-	b := make([]byte, 0, len(bind)+len(txKey)+len(phase)+16)
+// EventID builds the deterministic event id of DESIGN.md section 4,
+// <bind>/<origin>/<txkey>/<index>/<phase>, each part escaped as a subject
+// token is: the bind key; the origin (see [Origin]); the transaction's key;
+// the change's place in its source transaction (for a rollback event, the
+// transaction's count of earlier retractions); and the phase.
+func EventID(bind, origin, txKey string, index int64, phase Phase) string {
+	b := make([]byte, 0, len(bind)+len(origin)+len(txKey)+len(phase)+24)
 	b = AppendEscaped(b, bind)
+	b = append(b, '/')
+	b = AppendEscaped(b, origin)
 	b = append(b, '/')
 	b = AppendEscaped(b, txKey)
 	b = append(b, '/')
-	b = strconv.AppendInt(b, int64(seq), 10)
+	b = strconv.AppendInt(b, index, 10)
 	b = append(b, '/')
 	b = append(b, phase...)
 	return string(b)
+}
+
+// Origin returns the origin token of a source identity (see
+// Source.Identity): 16 lower-case hex digits, the first 64 bits of the
+// identity's SHA-256. It is part of every event id and of the CloudEvent
+// source, so that two deployments whose binds share a key but read
+// different servers, databases or slots never publish the same id.
+func Origin(identity string) string {
+	sum := sha256.Sum256([]byte(identity))
+	return hex.EncodeToString(sum[:8])
 }
 
 // Escape makes s a single NATS subject token by DESIGN.md's reversible rule:

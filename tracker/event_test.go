@@ -59,10 +59,42 @@ func FuzzEscape(f *testing.F) {
 }
 
 func TestEventID(t *testing.T) {
-	got := EventID("my.bind", "pos-mariadb-bin.000001-4", 3, PhaseAfterCommit)
-	want := "my=2Ebind/pos-mariadb-bin=2E000001-4/3/after_commit"
+	got := EventID("my.bind", "9f86d081884c7d65", "pos-mariadb-bin.000001-4", 3, PhaseAfterCommit)
+	want := "my=2Ebind/9f86d081884c7d65/pos-mariadb-bin=2E000001-4/3/after_commit"
 	if got != want {
 		t.Fatalf("EventID = %q, want %q", got, want)
+	}
+}
+
+// Two deployments that share a bind key but read different servers,
+// databases or slots never share an event id: the origin tells them apart
+// (the earlier <bind>/<txkey>/<seq>/<phase> let JetStream drop one
+// deployment's events as duplicates of the other's).
+func TestEventIDOrigins(t *testing.T) {
+	identities := []string{
+		"pg/7300000000000000001/shop/trackerd_shop_default",
+		"pg/7300000000000000001/shop/trackerd_shop_other",  // another slot
+		"pg/7300000000000000002/shop/trackerd_shop_default", // a clone's own system id
+		"pg/7300000000000000001/shop2/trackerd_shop2_default",
+		"mariadb/1/db-a:3306/app",
+		"mariadb/1/db-b:3306/app", // two servers with server_id 1
+		"mariadb/1/db-a:3306/app2",
+		"mysql/3e11fa47-71ca-11e1-9e33-c80aa9429562/app",
+	}
+	seen := map[string]string{}
+	for _, id := range identities {
+		o := Origin(id)
+		if len(o) != 16 || Escape(o) != o {
+			t.Fatalf("Origin(%q) = %q: want 16 token-safe hex digits", id, o)
+		}
+		ev := EventID("default", o, "gtid-0-1-42", 0, PhaseAfterCommit)
+		if other, dup := seen[ev]; dup {
+			t.Fatalf("%q and %q share event id %q", id, other, ev)
+		}
+		seen[ev] = id
+	}
+	if Origin(identities[0]) != Origin(identities[0]) {
+		t.Fatal("Origin is not deterministic")
 	}
 }
 
@@ -163,6 +195,6 @@ func BenchmarkChangeAppendJSON(b *testing.B) {
 func BenchmarkEventID(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
-		_ = EventID("default", "lsn-00000000016B3748", 12, PhaseAfterCommit)
+		_ = EventID("default", "9f86d081884c7d65", "lsn-00000000016B3748", 12, PhaseAfterCommit)
 	}
 }

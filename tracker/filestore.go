@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 )
@@ -155,4 +156,52 @@ func (s *FileStore) lock(exclusive bool) (func(), error) {
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
 	}, nil
+}
+
+var _ CheckpointLister = (*FileStore)(nil)
+
+// ListCheckpoints implements [CheckpointLister]: the checkpoints of bind in
+// the file, with the holder of each one's lease lock.
+func (s *FileStore) ListCheckpoints(ctx context.Context, bind string) ([]StoredCheckpoint, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	unlock, err := s.lock(false)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	all, err := s.read()
+	if err != nil {
+		return nil, err
+	}
+	prefix := Escape(bind) + "."
+	var out []StoredCheckpoint
+	for key, r := range all {
+		if !strings.HasPrefix(key, prefix) || strings.Contains(key[len(prefix):], ".") {
+			continue
+		}
+		cp := r.Checkpoint
+		cp.Revision = r.Rev
+		out = append(out, StoredCheckpoint{Key: key, Checkpoint: cp, Holder: s.leaseHolder(key)})
+	}
+	return out, nil
+}
+
+// leaseHolder returns who holds key's lease lock, empty when nobody does.
+func (s *FileStore) leaseHolder(key string) string {
+	path := s.path + "." + key + ".lease"
+	f, err := os.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		return ""
+	}
+	holder, _ := os.ReadFile(path)
+	if h := strings.TrimSpace(string(holder)); h != "" {
+		return h
+	}
+	return "another process"
 }

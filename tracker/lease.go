@@ -27,6 +27,12 @@ type Lease interface {
 	// Lost is closed if the lease was taken away (another instance took
 	// over after this one stopped renewing it): the bind must stop.
 	Lost() <-chan struct{}
+	// Held reports whether the lease is certainly still this instance's:
+	// renewed within its time to live, by this host's clock. A holder cut
+	// off from the store cannot know whether another instance took it over
+	// once that time has passed, so the tracker writes no checkpoint while
+	// Held is false (until a renewal succeeds, or Lost is closed).
+	Held() bool
 	// Release gives the lease up.
 	Release(ctx context.Context) error
 }
@@ -61,6 +67,8 @@ func (s *FileStore) Lease(_ context.Context, key, owner string) (Lease, error) {
 type fileLease struct{ f *os.File }
 
 func (l *fileLease) Lost() <-chan struct{} { return nil } // a lock held by the kernel is never lost
+
+func (l *fileLease) Held() bool { return true }
 
 func (l *fileLease) Release(context.Context) error {
 	syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)

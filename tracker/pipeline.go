@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,7 @@ type pipeline struct {
 	store    CheckpointStore
 	key      string
 	identity string
+	origin   string // the origin of event ids (Checkpoint.Origin)
 	from     string
 	lease    Lease // nil when the store does not lease
 
@@ -76,6 +78,12 @@ type openTx struct {
 	next   int
 	buf    *txBuffer
 	source string // the source kind, from its first change
+	// index is the Index of the last change, for the check that indexes
+	// grow (see Change.Index).
+	index int64
+	// retractions counts the rollback events published for the
+	// transaction: the index of the next one's id.
+	retractions int64
 }
 
 func (t *Tracker) openPipeline(ctx context.Context, b binds.Bind) (*pipeline, error) {
@@ -110,8 +118,14 @@ func (t *Tracker) openPipeline(ctx context.Context, b binds.Bind) (*pipeline, er
 	cp, err := p.store.Load(ctx, p.key)
 	switch {
 	case errors.Is(err, ErrNoCheckpoint):
-		cp = Checkpoint{Bind: b.Key, Source: p.identity}
-		log.Info("no checkpoint: starting from the source's current position", slog.String("source", p.identity))
+		cp, err = p.adopt(ctx)
+		if err != nil {
+			p.close(ctx)
+			return nil, fmt.Errorf("bind %s: %w", b.Key, err)
+		}
+		if cp.Position == "" {
+			log.Info("no checkpoint: starting from the source's current position", slog.String("source", p.identity))
+		}
 	case err != nil:
 		p.close(ctx)
 		return nil, fmt.Errorf("bind %s: load checkpoint: %w", b.Key, err)
@@ -122,9 +136,75 @@ func (t *Tracker) openPipeline(ctx context.Context, b binds.Bind) (*pipeline, er
 	default:
 		log.Info("resuming from checkpoint", slog.String("position", cp.Position), slog.Time("written", cp.Time))
 	}
+	if cp.Origin == "" {
+		cp.Origin = Origin(p.identity)
+	}
+	p.origin = cp.Origin
 	p.cp = cp
 	p.from = cp.Position
 	return p, nil
+}
+
+// adopt returns the checkpoint a bind without one under its source's
+// identity starts from: one of its checkpoints under another identity that
+// the source recognises as its own server's (see Adopter), or a new one.
+// It never starts afresh in silence beside a checkpoint of the same
+// server: the source either adopts it or says why it cannot be resumed.
+func (p *pipeline) adopt(ctx context.Context) (Checkpoint, error) {
+	fresh := Checkpoint{Bind: p.bind.Key, Source: p.identity}
+	lister, ok := p.store.(CheckpointLister)
+	if !ok {
+		return fresh, nil
+	}
+	all, err := lister.ListCheckpoints(ctx, p.bind.Key)
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("list checkpoints: %w", err)
+	}
+	var others []StoredCheckpoint
+	for _, sc := range all {
+		if sc.Key != p.key && sc.Position != "" {
+			others = append(others, sc)
+		}
+	}
+	if len(others) == 0 {
+		return fresh, nil
+	}
+	sort.Slice(others, func(i, j int) bool { return others[i].Time.After(others[j].Time) })
+	adopter, ok := p.src.(Adopter)
+	for _, sc := range others {
+		if sc.Holder != "" {
+			continue // another running instance's bind, on another server
+		}
+		if !ok {
+			break
+		}
+		err := adopter.Adopt(ctx, sc.Checkpoint)
+		switch {
+		case errors.Is(err, ErrOtherSource):
+			continue
+		case err != nil:
+			return Checkpoint{}, ConfigError(fmt.Errorf(
+				"no checkpoint for source %q, but checkpoint %s of the same server (as %q, at %s, written %s) cannot be resumed here: %w; "+
+					"starting at the server's current position would skip every change since: if that is what you want, remove checkpoint %s (trackerd reset --bind %s --to current)",
+				p.identity, sc.Key, sc.Source, sc.Position, sc.Time.Format(time.RFC3339), err, sc.Key, p.bind.Key))
+		}
+		p.log.Warn("resuming from the checkpoint of this server under its former identity",
+			slog.String("former", sc.Source), slog.String("source", p.identity),
+			slog.String("position", sc.Position), slog.String("former_key", sc.Key))
+		cp := sc.Checkpoint
+		cp.Source, cp.Revision = p.identity, 0
+		if cp.Origin == "" {
+			cp.Origin = Origin(sc.Source) // the ids it published carry its origin
+		}
+		return cp, nil
+	}
+	var names []string
+	for _, sc := range others {
+		names = append(names, fmt.Sprintf("%s (%s, at %s)", sc.Key, sc.Source, sc.Position))
+	}
+	p.log.Warn("no checkpoint for this source; the bind has checkpoints of other sources, which are left alone: starting from the source's current position",
+		slog.String("source", p.identity), slog.Any("others", names))
+	return fresh, nil
 }
 
 // close releases what openPipeline acquired, for a pipeline that will not
@@ -332,7 +412,18 @@ func (p *pipeline) change(ctx context.Context, c *Change, decode time.Duration) 
 		return err
 	}
 	c.Bind = p.bind.Key
+	c.Origin = p.origin
 	c.Seq = tx.next
+	if tx.next > 0 && c.Index <= tx.index {
+		// A source that does not number its changes (see Change.Index),
+		// or a bug: ids must stay unique within the transaction.
+		if c.Index != 0 {
+			p.log.Warn("source handed a change index that does not grow; using the next one",
+				slog.String("txkey", c.TxKey), slog.Int64("index", c.Index), slog.Int64("previous", tx.index))
+		}
+		c.Index = tx.index + 1
+	}
+	tx.index = c.Index
 	tx.next++
 	if tx.source == "" {
 		tx.source = c.Source
@@ -355,7 +446,7 @@ func (p *pipeline) change(ctx context.Context, c *Change, decode time.Duration) 
 			slog.String("data", string(data)))
 	}
 	if p.t.phases[PhaseBeforeCommit] {
-		p.ev = Event{Phase: PhaseBeforeCommit, Change: c, Data: data, ID: EventID(p.bind.Key, c.TxKey, c.Seq, PhaseBeforeCommit)}
+		p.ev = Event{Phase: PhaseBeforeCommit, Change: c, Data: data, ID: EventID(p.bind.Key, p.origin, c.TxKey, c.Index, PhaseBeforeCommit)}
 		if err := p.publish(ctx, &p.ev, t0, decode); err != nil {
 			return err
 		}
@@ -449,7 +540,7 @@ func (p *pipeline) commit(ctx context.Context, info TxInfo, pos string) error {
 			data = p.scratch // used before the next change reuses it
 		}
 		if publishAfter {
-			p.ev = Event{Phase: PhaseAfterCommit, Change: cc, Data: data, TxTotal: total, ID: EventID(p.bind.Key, cc.TxKey, cc.Seq, PhaseAfterCommit)}
+			p.ev = Event{Phase: PhaseAfterCommit, Change: cc, Data: data, TxTotal: total, ID: EventID(p.bind.Key, p.origin, cc.TxKey, cc.Index, PhaseAfterCommit)}
 			if err := p.publish(ctx, &p.ev, t0, 0); err != nil {
 				return err
 			}
@@ -492,11 +583,15 @@ func (p *pipeline) rollback(ctx context.Context, info TxInfo) error {
 	if len(ranges) == 0 || !p.t.phases[PhaseRollback] {
 		return nil
 	}
-	c := &Change{Bind: p.bind.Key, Source: tx.source, TxID: tx.info.TxID, TxKey: tx.info.TxKey, SubTx: info.SubTx, Seq: tx.next}
+	c := &Change{Bind: p.bind.Key, Source: tx.source, Origin: p.origin, TxID: tx.info.TxID, TxKey: tx.info.TxKey, SubTx: info.SubTx, Seq: tx.next}
+	// Each retraction has an id of its own: a ROLLBACK TO a savepoint
+	// followed by the whole transaction's ROLLBACK are two events.
+	index := tx.retractions
+	tx.retractions++
 	p.log.Info("transaction rolled back: retracting its before_commit events",
 		slog.String("txkey", c.TxKey), slog.String("subtx", info.SubTx), slog.Any("ranges", ranges))
 	p.ev = Event{Phase: PhaseRollback, Change: c, Retract: &Retraction{TxKey: c.TxKey, SubTx: info.SubTx, Ranges: ranges},
-		ID: EventID(p.bind.Key, c.TxKey, tx.next, PhaseRollback)}
+		ID: EventID(p.bind.Key, p.origin, c.TxKey, index, PhaseRollback)}
 	return p.publish(ctx, &p.ev, time.Now(), 0)
 }
 
@@ -536,13 +631,15 @@ func (p *pipeline) checkpointer(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-p.lost():
+			return nil // run stops the bind; not one more write
 		case <-tick.C:
 		}
 		err := p.checkpoint(ctx)
 		switch {
 		case err == nil:
 			failures = 0
-		case errors.Is(err, ErrCheckpointConflict):
+		case errors.Is(err, ErrCheckpointConflict), errors.Is(err, ErrFenced):
 			return err
 		case ctx.Err() != nil:
 			return nil
@@ -555,11 +652,27 @@ func (p *pipeline) checkpointer(ctx context.Context) error {
 	}
 }
 
+// errLeaseUncertain is why no checkpoint is written while the bind's lease
+// could not be renewed for most of its time to live.
+var errLeaseUncertain = errors.New("the bind's lease could not be renewed lately: no checkpoint until it is")
+
 // checkpoint saves the newest position whose events are all acknowledged
-// and tells the source.
+// and tells the source. It writes nothing once the bind's lease is lost,
+// nor while it is uncertain (see Lease.Held): a fenced instance must not
+// move the checkpoint under the new holder's feet.
 func (p *pipeline) checkpoint(ctx context.Context) error {
 	p.cpMu.Lock()
 	defer p.cpMu.Unlock()
+	if p.lease != nil {
+		select {
+		case <-p.lease.Lost():
+			return fmt.Errorf("%w: the bind's lease was taken over: checkpoint not written", ErrFenced)
+		default:
+		}
+		if !p.lease.Held() {
+			return errLeaseUncertain
+		}
+	}
 	acked := p.acked.Load()
 	p.mu.Lock()
 	i := 0
@@ -575,8 +688,11 @@ func (p *pipeline) checkpoint(ctx context.Context) error {
 	if ready == "" || ready == cp.Position {
 		return nil
 	}
-	cp.Position, cp.Time = ready, time.Now().UTC()
+	cp.Position, cp.Time, cp.Owner = ready, time.Now().UTC(), p.t.owner
 	saved, err := p.store.Save(ctx, p.key, cp)
+	if errors.Is(err, ErrCheckpointConflict) {
+		saved, err = p.overwriteStray(ctx, cp)
+	}
 	if errors.Is(err, ErrCheckpointConflict) {
 		return fmt.Errorf("%w: checkpoint %s was written by someone else (%w): another trackerd is running this bind; stopping",
 			ErrFenced, p.key, ErrCheckpointConflict)
@@ -590,6 +706,29 @@ func (p *pipeline) checkpoint(ctx context.Context) error {
 	p.checkpoints.Add(1)
 	p.src.Confirm(ready)
 	return nil
+}
+
+// overwriteStray handles a conflict on the first writes after this instance
+// took the bind over: the instance that held it before may have written
+// one last checkpoint after its lease expired (a paused or partitioned
+// holder stops writing once it cannot know it still holds the lease, but
+// clocks may disagree). Such a write is by another owner, while this
+// instance holds the lease: it is overwritten, which is safe, since both
+// positions are fully published and a position further back is only read
+// again with the same event ids. A write by this owner, or any conflict
+// while the lease is not held, is another instance running the bind.
+func (p *pipeline) overwriteStray(ctx context.Context, cp Checkpoint) (Checkpoint, error) {
+	if p.lease == nil || !p.lease.Held() {
+		return Checkpoint{}, ErrCheckpointConflict
+	}
+	cur, err := p.store.Load(ctx, p.key)
+	if err != nil || cur.Owner == "" || cur.Owner == p.t.owner {
+		return Checkpoint{}, ErrCheckpointConflict
+	}
+	p.log.Warn("the checkpoint was written by the bind's former holder after this instance took over: overwriting it",
+		slog.String("writer", cur.Owner), slog.String("its_position", cur.Position), slog.String("position", cp.Position))
+	cp.Revision = cur.Revision
+	return p.store.Save(ctx, p.key, cp)
 }
 
 // callChange calls per-change receivers in order, each until it succeeds.

@@ -100,14 +100,14 @@ func TestOrderIDsAndCheckpoint(t *testing.T) {
 	for _, ev := range sink.Events() {
 		got = append(got, fmt.Sprintf("%s %s total=%d seq=%d", ev.Phase, ev.ID, ev.TxTotal, ev.LaneSeq))
 	}
-	want := []string{
+	want := withOrigin(tracker.Origin("pg/1/shop/slot"),
 		"before_commit default/lsn-A/0/before_commit total=0 seq=1",
 		"before_commit default/lsn-A/1/before_commit total=0 seq=2",
 		"after_commit default/lsn-A/0/after_commit total=2 seq=3",
 		"after_commit default/lsn-A/1/after_commit total=2 seq=4",
 		"before_commit default/lsn-B/0/before_commit total=0 seq=5",
 		"after_commit default/lsn-B/0/after_commit total=1 seq=6",
-	}
+	)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
@@ -174,7 +174,8 @@ func TestReconnectResendsTransactionWithSameIDs(t *testing.T) {
 	for _, ev := range sink.Events() {
 		ids = append(ids, ev.ID)
 	}
-	want := "default/t1/0/before_commit default/t1/0/before_commit default/t1/1/before_commit default/t1/0/after_commit default/t1/1/after_commit"
+	want := strings.Join(withOrigin(tracker.Origin(src.Identity()),
+		"default/t1/0/before_commit", "default/t1/0/before_commit", "default/t1/1/before_commit", "default/t1/0/after_commit", "default/t1/1/after_commit"), " ")
 	if strings.Join(ids, " ") != want {
 		t.Fatalf("ids = %v\nwant %s", ids, want)
 	}
@@ -316,6 +317,12 @@ func TestStreamedRollbacks(t *testing.T) {
 		commit("s1", "0/30"),
 		sb("s2"), ch("s2", "", "5"),
 		{Kind: tracker.RecordRollback, Tx: tracker.TxInfo{TxKey: "s2"}},
+		// F1: ROLLBACK TO a savepoint, then ROLLBACK: two retractions,
+		// each with an id of its own (they shared one, and JetStream
+		// dropped the second as a duplicate).
+		sb("s3"), ch("s3", "", "6"), ch("s3", "702", "7"),
+		{Kind: tracker.RecordRollback, Tx: tracker.TxInfo{TxKey: "s3", SubTx: "702"}},
+		{Kind: tracker.RecordRollback, Tx: tracker.TxInfo{TxKey: "s3"}},
 	}}
 	sink := &trackertest.Sink{}
 	tr, err := tracker.New(cfg, tracker.WithSource(binds.Postgres, src.Open()), tracker.WithSink(sink), tracker.WithCheckpointStore(trackertest.NewMemStore()))
@@ -336,15 +343,18 @@ func TestStreamedRollbacks(t *testing.T) {
 		}
 		got = append(got, s)
 	}
-	want := []string{
+	want := withOrigin(tracker.Origin(src.Identity()),
 		"default/s1/0/before_commit", "default/s1/1/before_commit", "default/s1/2/before_commit",
 		"default/t2/0/before_commit", "default/t2/0/after_commit total=1",
 		"default/s1/3/before_commit",
-		"default/s1/4/rollback [{1 2}]",
+		"default/s1/0/rollback [{1 2}]",
 		"default/s1/0/after_commit total=2", "default/s1/3/after_commit total=2",
 		"default/s2/0/before_commit",
-		"default/s2/1/rollback [{0 0}]",
-	}
+		"default/s2/0/rollback [{0 0}]",
+		"default/s3/0/before_commit", "default/s3/1/before_commit",
+		"default/s3/0/rollback [{1 1}]",
+		"default/s3/1/rollback [{0 1}]",
+	)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
@@ -513,7 +523,7 @@ func TestDebugEvents(t *testing.T) {
 func TestSinkErrorStopsBind(t *testing.T) {
 	cfg := testConfig(t)
 	src := &trackertest.ScriptedSource{Records: []tracker.Record{begin("t"), insert("t", "orders", "1"), commit("t", "0/1")}}
-	sink := &trackertest.Sink{FailID: "default/t/0/after_commit", Err: errors.New("message too large")}
+	sink := &trackertest.Sink{FailID: "default/" + tracker.Origin(src.Identity()) + "/t/0/after_commit", Err: errors.New("message too large")}
 	tr, err := tracker.New(cfg, tracker.WithSource(binds.Postgres, src.Open()), tracker.WithSink(sink), tracker.WithCheckpointStore(trackertest.NewMemStore()))
 	if err != nil {
 		t.Fatal(err)
@@ -527,6 +537,15 @@ func TestSinkErrorStopsBind(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// withOrigin puts origin after the bind key "default/" of each want line.
+func withOrigin(origin string, lines ...string) []string {
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		out[i] = strings.Replace(l, "default/", "default/"+origin+"/", 1)
+	}
+	return out
+}
 
 // A source that keeps no position on the server hands its start first: the
 // tracker writes it before the source reads on, so a stop before the first

@@ -62,7 +62,7 @@ func publish(t *testing.T, lane tracker.Lane, seq *uint64, txKey string, tables 
 				Key: tracker.Row{Names: []string{"id"}, Values: []json.RawMessage{id}}, After: tracker.Row{Names: []string{"id"}, Values: []json.RawMessage{id}},
 				TxID: "tx-" + txKey, TxKey: txKey, Seq: i, Pos: "0/1"}
 			*seq++
-			ev := &tracker.Event{Phase: ph, Change: c, ID: tracker.EventID(c.Bind, txKey, i, ph), LaneSeq: *seq}
+			ev := &tracker.Event{Phase: ph, Change: c, ID: tracker.EventID(c.Bind, "o", txKey, int64(i), ph), LaneSeq: *seq}
 			if ph == tracker.PhaseAfterCommit {
 				ev.TxTotal = len(tables)
 			}

@@ -122,6 +122,30 @@ func CheckCheckpoints(ctx context.Context, nc *natsgo.Conn, bucket string, bindK
 // bindCheckpoints describes the checkpoints and lease of bind in kv. A bind
 // has one checkpoint per source identity it has followed (usually one).
 func bindCheckpoints(ctx context.Context, kv jetstream.KeyValue, bind string, now time.Time) ([]string, error) {
+	cps, err := listCheckpoints(ctx, kv, bind, now)
+	if err != nil {
+		return nil, err
+	}
+	var out, holders []string
+	for _, cp := range cps {
+		if cp.Position == "" && cp.Source == "" {
+			out = append(out, fmt.Sprintf("%s: not a checkpoint", cp.Key))
+			continue
+		}
+		out = append(out, fmt.Sprintf("at %s of %s, written %s ago", cp.Position, cp.Source, now.Sub(cp.Time).Round(time.Second)))
+		if cp.Holder != "" {
+			holders = append(holders, "held by a running trackerd ("+cp.Holder+")")
+		}
+	}
+	if len(out) == 0 {
+		out = []string{"none: starts at the server's current position"}
+	}
+	return append(out, holders...), nil
+}
+
+// listCheckpoints reads the checkpoints of bind in kv, each with the holder
+// of its live lease (one whose expiry is after now).
+func listCheckpoints(ctx context.Context, kv jetstream.KeyValue, bind string, now time.Time) ([]tracker.StoredCheckpoint, error) {
 	lister, err := kv.ListKeysFiltered(ctx, tracker.Escape(bind)+".>")
 	if err != nil {
 		return nil, err
@@ -133,7 +157,8 @@ func bindCheckpoints(ctx context.Context, kv jetstream.KeyValue, bind string, no
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("list the keys of %s: %w", bind, err)
 	}
-	var out, holders []string
+	holders := map[string]string{}
+	var out []tracker.StoredCheckpoint
 	for _, k := range keys {
 		e, err := kv.Get(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -142,22 +167,23 @@ func bindCheckpoints(ctx context.Context, kv jetstream.KeyValue, bind string, no
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", k, err)
 		}
-		if strings.HasSuffix(k, ".lease") {
+		if base, ok := strings.CutSuffix(k, ".lease"); ok {
 			var l leaseValue
 			if json.Unmarshal(e.Value(), &l) == nil && l.Expires.After(now) {
-				holders = append(holders, fmt.Sprintf("held by a running trackerd (%s, pid %d)", l.Owner, l.PID))
+				holders[base] = fmt.Sprintf("%s, pid %d", l.Owner, l.PID)
 			}
 			continue
 		}
-		var cp tracker.Checkpoint
-		if err := json.Unmarshal(e.Value(), &cp); err != nil {
-			out = append(out, fmt.Sprintf("%s: not a checkpoint (%v)", k, err))
-			continue
+		sc := tracker.StoredCheckpoint{Key: k}
+		if json.Unmarshal(e.Value(), &sc.Checkpoint) == nil {
+			sc.Revision = e.Revision()
+		} else {
+			sc.Checkpoint = tracker.Checkpoint{}
 		}
-		out = append(out, fmt.Sprintf("at %s of %s, written %s ago", cp.Position, cp.Source, now.Sub(cp.Time).Round(time.Second)))
+		out = append(out, sc)
 	}
-	if len(out) == 0 {
-		out = []string{"none: starts at the server's current position"}
+	for i := range out {
+		out[i].Holder = holders[out[i].Key]
 	}
-	return append(out, holders...), nil
+	return out, nil
 }

@@ -23,7 +23,7 @@ const (
 	// TypePrefix prefixes the phase in an event's type:
 	// trackerd.before_commit, trackerd.after_commit, trackerd.rollback.
 	TypePrefix = "trackerd."
-	// SourcePrefix prefixes the bind in an event's source.
+	// SourcePrefix prefixes the bind and origin in an event's source.
 	SourcePrefix = "/trackerd/"
 
 	// HeaderContentType and HeaderMsgID are the NATS headers of every
@@ -44,16 +44,28 @@ const (
 )
 
 // Source returns the CloudEvent source of a bind's events:
-// "/trackerd/<bind>", the bind percent-encoded as a URI path segment (as
-// url.PathEscape does). It names the bind only, never its URI.
-func Source(bind string) string {
-	return string(appendSource(make([]byte, 0, len(SourcePrefix)+len(bind)+8), bind))
+// "/trackerd/<bind>/<origin>", each percent-encoded as a URI path segment
+// (as url.PathEscape does). The origin ([tracker.Origin]) names the server,
+// database and stream the bind reads, so that two deployments whose binds
+// share a key have different sources; it never holds credentials. An empty
+// origin (events built by hand) leaves the last segment out.
+func Source(bind, origin string) string {
+	return string(appendSource(make([]byte, 0, len(SourcePrefix)+len(bind)+len(origin)+8), bind, origin))
 }
 
-func appendSource(b []byte, bind string) []byte {
+func appendSource(b []byte, bind, origin string) []byte {
 	b = append(b, SourcePrefix...)
-	for i := 0; i < len(bind); i++ {
-		c := bind[i]
+	b = appendPathSegment(b, bind)
+	if origin != "" {
+		b = append(b, '/')
+		b = appendPathSegment(b, origin)
+	}
+	return b
+}
+
+func appendPathSegment(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
 		if pathSegmentSafe(c) {
 			b = append(b, c)
 			continue
@@ -137,7 +149,7 @@ func eventData(ev *tracker.Event) []byte {
 // EncodeEvent appends the structured-mode CloudEvent JSON of ev to b (see
 // DESIGN.md section 4):
 //
-//	{"specversion":"1.0","id":"<ev.ID>","source":"/trackerd/<bind>",
+//	{"specversion":"1.0","id":"<ev.ID>","source":"/trackerd/<bind>/<origin>",
 //	 "type":"trackerd.<phase>","subject":"<schema>.<table>",
 //	 "datacontenttype":"application/json","time":"<commit time>",
 //	 "data":{...},"trackerdbind":"...","trackerdop":"...","trackerdpos":"...",
@@ -169,7 +181,7 @@ func appendEvent(b []byte, ev *tracker.Event, data []byte) []byte {
 	b = append(b, `{"specversion":"1.0","id":`...)
 	b = appendCEString(b, strings.TrimSpace(ev.ID))
 	b = append(b, `,"source":"`...)
-	b = appendSource(b, c.Bind) // never needs JSON escaping
+	b = appendSource(b, c.Bind, c.Origin) // never needs JSON escaping
 	b = append(b, `","type":`...)
 	b = appendCEString(b, TypePrefix+strings.TrimRightFunc(string(ev.Phase), unicode.IsSpace))
 	if ev.Phase != tracker.PhaseRollback || c.Schema != "" || c.Table != "" {

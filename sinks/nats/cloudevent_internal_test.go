@@ -45,7 +45,7 @@ func buildSDKEvent(ev *tracker.Event) (*event.Event, error) {
 	}
 	errs := []error{
 		ctx.SetID(valid(ev.ID)),
-		ctx.SetSource(Source(c.Bind)),
+		ctx.SetSource(Source(c.Bind, c.Origin)),
 		ctx.SetType(valid(TypePrefix + string(ev.Phase))),
 		ctx.SetDataContentType(DataContentType),
 		ctx.SetExtension(ExtBind, valid(c.Bind)),
@@ -101,45 +101,47 @@ func eventCases() []struct {
 	ev   *tracker.Event
 } {
 	insert := &tracker.Change{
-		Bind: "default", Source: "postgresql", Op: tracker.OpInsert, Schema: "public", Table: "orders",
+		Bind: "default", Source: "postgresql", Origin: "9f86d081884c7d65", Op: tracker.OpInsert, Schema: "public", Table: "orders",
 		Key:   row("id", "42"),
 		After: row("id", "42", "customer", `"Zoë"`, "total", `"19.90"`, "paid", "true", "meta", `{"tags":["a","b"]}`),
 		TxID:  "7321", TxKey: "lsn-00000000016B3748", Seq: 0, CommitTime: commit, Pos: "0/16B3748",
 	}
 	update := &tracker.Change{
-		Bind: "default", Source: "postgresql", Op: tracker.OpUpdate, Schema: "public", Table: "orders",
+		Bind: "default", Source: "postgresql", Origin: "9f86d081884c7d65", Op: tracker.OpUpdate, Schema: "public", Table: "orders",
 		Key:       row("id", "42"),
 		Before:    row("id", "42", "total", `"19.90"`),
 		After:     row("id", "42", "total", `"24.50"`, "blob", "<absent>"),
 		Unchanged: []string{"blob"},
-		TxID:      "7321", TxKey: "lsn-00000000016B3748", Seq: 1, CommitTime: commit, Pos: "0/16B3790",
+		TxID:      "7321", TxKey: "lsn-00000000016B3748", Seq: 1, Index: 1, CommitTime: commit, Pos: "0/16B3790",
 	}
 	mysqlDelete := &tracker.Change{
-		Bind: "shop eu", Source: "mariadb", Op: tracker.OpDelete, Schema: "shop-eu", Table: "order.items",
+		Bind: "shop eu", Source: "mariadb", Origin: "9f86d081884c7d65", Op: tracker.OpDelete, Schema: "shop-eu", Table: "order.items",
 		Key:    row("order_id", "7", "line", "2"),
 		Before: row("order_id", "7", "line", "2", "sku", `"X-1"`),
-		TxID:   "0-1-4711", TxKey: "gtid-0-1-4711", Seq: 3, CommitTime: time.Unix(1714566645, 0), Pos: "mysql-bin.000003:8812",
+		TxID:   "0-1-4711", TxKey: "gtid-0-1-4711", Seq: 3, Index: 3, CommitTime: time.Unix(1714566645, 0), Pos: "mysql-bin.000003:8812",
 	}
 	weird := &tracker.Change{
-		Bind: "b/ä\"\\", Source: "postgresql", Op: tracker.OpInsert, Schema: " Ünits\t", Table: "tab\u2028le\x01 ",
+		Bind: "b/ä\"\\", Source: "postgresql", Origin: "9f86d081884c7d65", Op: tracker.OpInsert, Schema: " Ünits\t", Table: "tab\u2028le\x01 ",
 		Key:   row("k", `"a\"b"`),
 		After: row("k", `"a\"b"`, "html", `"<a href=\"x\">&</a>"`),
-		TxID:  "9", TxKey: "lsn-0000000000000001", Seq: 7, Pos: "0/1\n",
+		TxID:  "9", TxKey: "lsn-0000000000000001", Seq: 7, Index: 7, Pos: "0/1\n",
 	}
 	invalid := &tracker.Change{
-		Bind: "bad\xffbind", Source: "mysql", Op: tracker.OpInsert, Schema: "s\xc3", Table: "t",
+		Bind: "bad\xffbind", Source: "mysql", Origin: "9f86d081884c7d65", Op: tracker.OpInsert, Schema: "s\xc3", Table: "t",
 		After: row("v", "1"), TxID: "x\xfe", TxKey: "pos-mysql-bin.000001-4", Pos: "p",
 	}
 	big := &tracker.Change{
-		Bind: "default", Source: "postgresql", Op: tracker.OpInsert, Schema: "public", Table: "docs",
+		Bind: "default", Source: "postgresql", Origin: "9f86d081884c7d65", Op: tracker.OpInsert, Schema: "public", Table: "docs",
 		Key:   row("id", "1"),
 		After: row("id", "1", "body", strconv.Quote(strings.Repeat("lorem ipsum ", 2000))),
 		TxID:  "1", TxKey: "lsn-0000000000000010", CommitTime: commit, Pos: "0/10",
 	}
 	rollbackTx := &tracker.Change{
-		Bind: "default", Source: "postgresql", TxID: "7400", TxKey: "xid-7400-00000000016C0000", SubTx: "7401", Seq: 12,
+		Bind: "default", Source: "postgresql", Origin: "9f86d081884c7d65", TxID: "7400", TxKey: "xid-7400-00000000016C0000", SubTx: "7401", Seq: 12, Index: 12,
 	}
-	id := func(c *tracker.Change, p tracker.Phase) string { return tracker.EventID(c.Bind, c.TxKey, c.Seq, p) }
+	id := func(c *tracker.Change, p tracker.Phase) string {
+		return tracker.EventID(c.Bind, c.Origin, c.TxKey, c.Index, p)
+	}
 	withData := func(c *tracker.Change) []byte { return c.AppendJSON(nil) }
 	return []struct {
 		name string
@@ -229,22 +231,23 @@ func FuzzEncodeEvent(f *testing.F) {
 }
 
 func TestSource(t *testing.T) {
-	tests := []struct{ bind, want string }{
-		{"default", "/trackerd/default"},
-		{"shop eu", "/trackerd/shop%20eu"},
-		{"a/b?c#d%e", "/trackerd/a%2Fb%3Fc%23d%25e"},
-		{"ä", "/trackerd/%C3%A4"},
-		{"x=1&y:@+$", "/trackerd/x=1&y:@+$"},
-		{"", "/trackerd/"},
+	tests := []struct{ bind, origin, want string }{
+		{"default", "9f86d081884c7d65", "/trackerd/default/9f86d081884c7d65"},
+		{"default", "", "/trackerd/default"},
+		{"shop eu", "o", "/trackerd/shop%20eu/o"},
+		{"a/b?c#d%e", "a/b", "/trackerd/a%2Fb%3Fc%23d%25e/a%2Fb"},
+		{"ä", "", "/trackerd/%C3%A4"},
+		{"x=1&y:@+$", "", "/trackerd/x=1&y:@+$"},
+		{"", "", "/trackerd/"},
 	}
 	for _, tc := range tests {
-		t.Run(tc.bind, func(t *testing.T) {
-			if got := Source(tc.bind); got != tc.want {
-				t.Errorf("Source(%q) = %q, want %q", tc.bind, got, tc.want)
+		t.Run(tc.bind+"/"+tc.origin, func(t *testing.T) {
+			if got := Source(tc.bind, tc.origin); got != tc.want {
+				t.Errorf("Source(%q, %q) = %q, want %q", tc.bind, tc.origin, got, tc.want)
 			}
 			// sdk-go parses and prints it back unchanged.
 			e := event.New()
-			if err := e.Context.SetSource(Source(tc.bind)); err != nil {
+			if err := e.Context.SetSource(Source(tc.bind, tc.origin)); err != nil {
 				t.Fatal(err)
 			}
 			if got := e.Source(); got != tc.want {

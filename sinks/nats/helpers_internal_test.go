@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -166,7 +167,7 @@ func (g *eventSeq) next() *tracker.Event {
 	}
 	c := testChange(g.bind, tx, seq)
 	g.n++
-	ev := &tracker.Event{Phase: phase, Change: c, ID: tracker.EventID(g.bind, c.TxKey, seq, phase), LaneSeq: g.n}
+	ev := &tracker.Event{Phase: phase, Change: c, ID: tracker.Escape(g.bind) + "/" + c.TxKey + "/" + strconv.Itoa(seq) + "/" + string(phase), LaneSeq: g.n}
 	if phase == tracker.PhaseAfterCommit {
 		ev.TxTotal = g.txSize
 	}

@@ -46,7 +46,10 @@ type KVStore struct {
 	kv jetstream.KeyValue
 }
 
-var _ tracker.CheckpointStore = (*KVStore)(nil)
+var (
+	_ tracker.CheckpointStore  = (*KVStore)(nil)
+	_ tracker.CheckpointLister = (*KVStore)(nil)
+)
 
 // KVOption is an option of NewKVStore.
 type KVOption func(*KVStore)
@@ -226,4 +229,20 @@ func (s *KVStore) Save(ctx context.Context, key string, cp tracker.Checkpoint) (
 // conflict reports a failed compare-and-set.
 func conflict(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
+}
+
+// ListCheckpoints implements [tracker.CheckpointLister]: every checkpoint of
+// bind in the bucket, whatever its source identity, with the holder of its
+// live lease.
+func (s *KVStore) ListCheckpoints(ctx context.Context, bind string) ([]tracker.StoredCheckpoint, error) {
+	var out []tracker.StoredCheckpoint
+	err := s.retry(ctx, "list", func(ctx context.Context, kv jetstream.KeyValue) error {
+		var err error
+		out, err = listCheckpoints(ctx, kv, bind, time.Now())
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("nats: list the checkpoints of %s: %w", bind, err)
+	}
+	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,6 +21,11 @@ import (
 // leaseTTL is how long a bind's lease holds without renewal; it is renewed
 // every leaseTTL/3.
 const leaseTTL = 15 * time.Second
+
+// heldMargin is how long before its expiry a holder stops counting on a
+// lease it could not renew (see kvLease.Held): room for clock skew between
+// hosts and for the renewal's own latency.
+const heldMargin = 3 * time.Second
 
 var _ tracker.Leaser = (*KVStore)(nil)
 
@@ -53,6 +59,7 @@ func (s *KVStore) Lease(ctx context.Context, key, owner string) (tracker.Lease, 
 	var (
 		seen      uint64    // revision of another owner's live lease, 0 if none
 		waitUntil time.Time // how long to watch it for a renewal
+		taken     time.Time // when the successful write was sent
 	)
 	for {
 		var (
@@ -61,6 +68,7 @@ func (s *KVStore) Lease(ctx context.Context, key, owner string) (tracker.Lease, 
 		)
 		err := s.retry(ctx, "lease", func(ctx context.Context, kv jetstream.KeyValue) error {
 			held = nil
+			taken = time.Now()
 			e, err := kv.Get(ctx, lkey)
 			if errors.Is(err, jetstream.ErrKeyNotFound) {
 				rev, err = kv.Create(ctx, lkey, value())
@@ -105,6 +113,7 @@ func (s *KVStore) Lease(ctx context.Context, key, owner string) (tracker.Lease, 
 		break
 	}
 	l := &kvLease{s: s, key: lkey, rev: rev, token: token, value: value, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	l.renewed.Store(taken.UnixNano())
 	go l.renew()
 	return l, nil
 }
@@ -122,9 +131,23 @@ type kvLease struct {
 
 	mu  sync.Mutex
 	rev uint64
+	// renewed is when the last successful write of the lease was sent
+	// (Unix nanoseconds): its expiry is at most leaseTTL later.
+	renewed atomic.Int64
 }
 
 func (l *kvLease) Lost() <-chan struct{} { return l.lost }
+
+// Held implements [tracker.Lease]: the lease was written within leaseTTL
+// less heldMargin, and not taken over since.
+func (l *kvLease) Held() bool {
+	select {
+	case <-l.lost:
+		return false
+	default:
+	}
+	return time.Since(time.Unix(0, l.renewed.Load())) < leaseTTL-heldMargin
+}
 
 // ours reports whether a stored lease value is this lease's.
 func (l *kvLease) ours(v []byte) bool {
@@ -134,7 +157,9 @@ func (l *kvLease) ours(v []byte) bool {
 
 // renew updates the lease every leaseTTL/3 with compare-and-set. A conflict
 // means another instance took it over: Lost is closed. While NATS is away
-// it keeps trying; nobody else can take the lease over then either.
+// it keeps trying; once leaseTTL has passed since the last renewal another
+// instance may have taken it over without this one knowing, which is why
+// Held turns false before then.
 func (l *kvLease) renew() {
 	defer close(l.done)
 	tick := time.NewTicker(leaseTTL / 3)
@@ -146,6 +171,7 @@ func (l *kvLease) renew() {
 		case <-tick.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), leaseTTL/3)
+		sent := time.Now()
 		kv, err := l.s.bind(ctx)
 		if err == nil {
 			l.mu.Lock()
@@ -161,6 +187,7 @@ func (l *kvLease) renew() {
 			}
 			if err == nil {
 				l.rev = rev
+				l.renewed.Store(sent.UnixNano())
 			}
 			l.mu.Unlock()
 		}

@@ -57,11 +57,57 @@ type tupleCol struct {
 }
 
 // txState is the transaction a change belongs to.
+//
+// Its key (Change.TxKey) is the LSN of its first change message, streamed
+// or not: the LSN in a Begin's XLogData header is that of the first change
+// pgoutput publishes (PostgreSQL 15 sends Begin lazily) or of the
+// transaction's first record (14 and older), and a Stream Start's is that
+// of the first record decoded, which may be a DDL's or an unpublished
+// table's. The first change message carries the same LSN in every mode and
+// version, so a transaction sent streamed once and whole after a restart
+// keeps its event ids. The Begin record is handed over at the first change,
+// once the key is known; a transaction without one hands over only its
+// commit position.
+//
+// A change's index (Change.Index) is its LSN's distance from the key's,
+// times 4096, plus its ordinal among the changes of one WAL record (a
+// multi-insert record holds at most a page's worth of rows, under 4096):
+// the same in every mode, unlike a count, which in streaming mode would
+// also count the changes of subtransactions rolled back later.
 type txState struct {
 	key        string
 	id         string
 	commitTime time.Time
 	skip       bool
+	streamed   bool
+
+	begun    bool // the key is known and the Begin record handed over
+	first    lsn  // the key's LSN
+	last     lsn  // the last change's LSN
+	sameLast int64
+}
+
+// lsnIndexShift makes room for the changes of one WAL record in an index.
+const lsnIndexShift = 12
+
+// index returns the Change.Index of a change at at, keying the transaction
+// at its first change and handing over its Begin record then.
+func (d *decoder) index(t *txState, at lsn) int64 {
+	if !t.begun {
+		t.begun = true
+		t.first, t.last, t.sameLast = at, at, 0
+		t.key = txKey(at)
+		if !t.skip {
+			d.emit(tracker.Record{Kind: tracker.RecordBegin, Tx: d.txInfo(t, t.streamed)}, 0)
+		}
+		return 0
+	}
+	if at == t.last {
+		t.sameLast++
+	} else {
+		t.last, t.sameLast = at, 0
+	}
+	return int64(at-t.first)<<lsnIndexShift + t.sameLast
 }
 
 // decoder turns the pgoutput messages of one replication connection into
@@ -166,7 +212,7 @@ func (d *decoder) decode(data []byte, walStart lsn) (err error) {
 	}
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
-		return d.begin(m, walStart)
+		return d.begin(m)
 	case *pglogrepl.CommitMessage:
 		return d.commit(m)
 	case *pglogrepl.RelationMessageV2:
@@ -181,7 +227,7 @@ func (d *decoder) decode(data []byte, walStart lsn) (err error) {
 		}
 	case *pglogrepl.OriginMessage:
 	case *pglogrepl.StreamStartMessageV2:
-		return d.streamStart(m, walStart)
+		return d.streamStart(m)
 	case *pglogrepl.StreamStopMessageV2:
 		if !d.inStream {
 			return malformed("stream stop outside a stream")
@@ -222,19 +268,15 @@ func checkTruncate(data []byte, inStream bool) error {
 	return nil
 }
 
-func (d *decoder) begin(m *pglogrepl.BeginMessage, walStart lsn) error {
+func (d *decoder) begin(m *pglogrepl.BeginMessage) error {
 	if d.inStream {
 		return malformed("begin inside a stream")
 	}
 	d.inTx = true
 	d.tx = txState{
-		key:        txKey(walStart),
 		id:         strconv.FormatUint(uint64(m.Xid), 10),
 		commitTime: m.CommitTime,
 		skip:       m.FinalLSN < d.skipBefore,
-	}
-	if !d.tx.skip {
-		d.emit(tracker.Record{Kind: tracker.RecordBegin, Tx: d.txInfo(&d.tx, false)}, 0)
 	}
 	return nil
 }
@@ -255,7 +297,7 @@ func (d *decoder) commit(m *pglogrepl.CommitMessage) error {
 	return nil
 }
 
-func (d *decoder) streamStart(m *pglogrepl.StreamStartMessageV2, walStart lsn) error {
+func (d *decoder) streamStart(m *pglogrepl.StreamStartMessageV2) error {
 	if d.inStream {
 		return malformed("stream start inside a stream")
 	}
@@ -270,9 +312,7 @@ func (d *decoder) streamStart(m *pglogrepl.StreamStartMessageV2, walStart lsn) e
 	if m.FirstSegment == 0 {
 		return malformed("stream start of unknown transaction %d", m.Xid)
 	}
-	t := &txState{key: txKey(walStart), id: strconv.FormatUint(uint64(m.Xid), 10)}
-	d.streamed[m.Xid] = t
-	d.emit(tracker.Record{Kind: tracker.RecordBegin, Tx: d.txInfo(t, true)}, 0)
+	d.streamed[m.Xid] = &txState{id: strconv.FormatUint(uint64(m.Xid), 10), streamed: true}
 	return nil
 }
 
@@ -294,6 +334,12 @@ func (d *decoder) streamAbort(m *pglogrepl.StreamAbortMessageV2) error {
 	t, ok := d.streamed[m.Xid]
 	if !ok {
 		return nil // nothing of it was handed over
+	}
+	if !t.begun {
+		if m.SubXid == m.Xid || m.SubXid == 0 {
+			delete(d.streamed, m.Xid)
+		}
+		return nil // no change of it was handed over
 	}
 	info := d.txInfo(t, true)
 	if m.SubXid != m.Xid && m.SubXid != 0 {
@@ -382,16 +428,14 @@ func (d *decoder) truncate(m *pglogrepl.TruncateMessage, xid uint32, walStart ls
 	if err != nil {
 		return err
 	}
-	if t.skip {
-		return nil
-	}
 	var pos string
 	for _, id := range m.RelationIDs {
 		r, ok := d.relations[id]
 		if !ok {
 			return malformed("truncate of unknown relation %d", id)
 		}
-		if !r.tracked {
+		index := d.index(t, walStart)
+		if t.skip || !r.tracked {
 			continue
 		}
 		if pos == "" {
@@ -400,7 +444,7 @@ func (d *decoder) truncate(m *pglogrepl.TruncateMessage, xid uint32, walStart ls
 		c := &tracker.Change{
 			Bind: d.bind, Source: sourceKind, Op: tracker.OpTruncate,
 			Schema: r.schema, Table: r.table,
-			TxID: t.id, TxKey: t.key, SubTx: subTx,
+			TxID: t.id, TxKey: t.key, SubTx: subTx, Index: index,
 			CommitTime: t.commitTime, Pos: pos,
 		}
 		d.emit(tracker.Record{Kind: tracker.RecordChange, Change: c}, 0)
@@ -518,13 +562,14 @@ func (d *decoder) decodeRow(data []byte, walStart lsn) error {
 	if op != 'D' && len(newCols) != len(r.names) || oldKind != 0 && len(oldCols) != len(r.names) {
 		return malformed("%c of %s.%s: tuple has %d/%d columns, relation %d", op, r.schema, r.table, len(oldCols), len(newCols), len(r.names))
 	}
+	index := d.index(t, walStart)
 	if t.skip || !r.tracked {
 		return nil
 	}
 	c := &tracker.Change{
 		Bind: d.bind, Source: sourceKind,
 		Schema: r.schema, Table: r.table,
-		TxID: t.id, TxKey: t.key, SubTx: subTx,
+		TxID: t.id, TxKey: t.key, SubTx: subTx, Index: index,
 		CommitTime: t.commitTime, Pos: formatLSN(walStart),
 	}
 	switch op {

@@ -164,7 +164,7 @@ func summary(r tracker.Record) string {
 		if c.SubTx != "" {
 			s += " sub=" + c.SubTx
 		}
-		return s + fmt.Sprintf(" tx=%s pos=%s", c.TxKey, c.Pos)
+		return s + fmt.Sprintf(" tx=%s idx=%d pos=%s", c.TxKey, c.Index, c.Pos)
 	}
 	return fmt.Sprintf("kind %d", r.Kind)
 }
@@ -200,9 +200,9 @@ var decodeCases = []decodeCase{
 			{0x48, mCommit(0x40, 0x48)},
 		},
 		want: []string{
-			"begin lsn-0000000000000010 xid=7",
-			`insert public.users key={"id":1} before=null after={"id":1,"name":"ann","doc":{"a": 1}} tx=lsn-0000000000000010 pos=0/20`,
-			"commit lsn-0000000000000010 xid=7 pos=0/48",
+			"begin lsn-0000000000000020 xid=7",
+			`insert public.users key={"id":1} before=null after={"id":1,"name":"ann","doc":{"a": 1}} tx=lsn-0000000000000020 idx=0 pos=0/20`,
+			"commit lsn-0000000000000020 xid=7 pos=0/48",
 		},
 	},
 	{
@@ -214,9 +214,9 @@ var decodeCases = []decodeCase{
 			{0x48, mCommit(0x40, 0x48)},
 		},
 		want: []string{
-			"begin lsn-0000000000000010 xid=7",
-			`update public.users key={"id":1} before=null after={"id":1,"name":null,"doc":null} tx=lsn-0000000000000010 pos=0/20`,
-			"commit lsn-0000000000000010 xid=7 pos=0/48",
+			"begin lsn-0000000000000020 xid=7",
+			`update public.users key={"id":1} before=null after={"id":1,"name":null,"doc":null} tx=lsn-0000000000000020 idx=0 pos=0/20`,
+			"commit lsn-0000000000000020 xid=7 pos=0/48",
 		},
 	},
 	{
@@ -228,9 +228,9 @@ var decodeCases = []decodeCase{
 			{0x48, mCommit(0x40, 0x48)},
 		},
 		want: []string{
-			"begin lsn-0000000000000010 xid=7",
-			`update public.users key={"id":1} before=null after={"id":2,"name":"ann","doc":null} tx=lsn-0000000000000010 pos=0/20`,
-			"commit lsn-0000000000000010 xid=7 pos=0/48",
+			"begin lsn-0000000000000020 xid=7",
+			`update public.users key={"id":1} before=null after={"id":2,"name":"ann","doc":null} tx=lsn-0000000000000020 idx=0 pos=0/20`,
+			"commit lsn-0000000000000020 xid=7 pos=0/48",
 		},
 	},
 	{
@@ -242,9 +242,9 @@ var decodeCases = []decodeCase{
 			{0x48, mCommit(0x40, 0x48)},
 		},
 		want: []string{
-			"begin lsn-0000000000000010 xid=7",
-			`delete public.users key={"id":1} before=null after=null tx=lsn-0000000000000010 pos=0/20`,
-			"commit lsn-0000000000000010 xid=7 pos=0/48",
+			"begin lsn-0000000000000020 xid=7",
+			`delete public.users key={"id":1} before=null after=null tx=lsn-0000000000000020 idx=0 pos=0/20`,
+			"commit lsn-0000000000000020 xid=7 pos=0/48",
 		},
 	},
 	{
@@ -256,9 +256,9 @@ var decodeCases = []decodeCase{
 			{0x48, mCommit(0x40, 0x48)},
 		},
 		want: []string{
-			"begin lsn-0000000000000010 xid=7",
-			`update public.users key={"id":1} before=null after={"id":1,"name":"bob"} unchanged=doc tx=lsn-0000000000000010 pos=0/20`,
-			"commit lsn-0000000000000010 xid=7 pos=0/48",
+			"begin lsn-0000000000000020 xid=7",
+			`update public.users key={"id":1} before=null after={"id":1,"name":"bob"} unchanged=doc tx=lsn-0000000000000020 idx=0 pos=0/20`,
+			"commit lsn-0000000000000020 xid=7 pos=0/48",
 		},
 	},
 	{
@@ -271,10 +271,10 @@ var decodeCases = []decodeCase{
 			{0x48, mCommit(0x40, 0x48)},
 		},
 		want: []string{
-			"begin lsn-0000000000000010 xid=7",
-			`update public.full key={"id":1,"big":"large"} before={"id":1,"big":"large"} after={"id":2,"big":"large"} tx=lsn-0000000000000010 pos=0/20`,
-			`delete public.full key={"id":2,"big":"large"} before={"id":2,"big":"large"} after=null tx=lsn-0000000000000010 pos=0/30`,
-			"commit lsn-0000000000000010 xid=7 pos=0/48",
+			"begin lsn-0000000000000020 xid=7",
+			`update public.full key={"id":1,"big":"large"} before={"id":1,"big":"large"} after={"id":2,"big":"large"} tx=lsn-0000000000000020 idx=0 pos=0/20`,
+			`delete public.full key={"id":2,"big":"large"} before={"id":2,"big":"large"} after=null tx=lsn-0000000000000020 idx=65536 pos=0/30`,
+			"commit lsn-0000000000000020 xid=7 pos=0/48",
 		},
 	},
 	{
@@ -287,10 +287,10 @@ var decodeCases = []decodeCase{
 			{0x48, mCommit(0x40, 0x48)},
 		},
 		want: []string{
-			"begin lsn-0000000000000010 xid=7",
-			`truncate public.users key=null before=null after=null tx=lsn-0000000000000010 pos=0/20`,
-			`truncate public.full key=null before=null after=null tx=lsn-0000000000000010 pos=0/20`,
-			"commit lsn-0000000000000010 xid=7 pos=0/48",
+			"begin lsn-0000000000000020 xid=7",
+			`truncate public.users key=null before=null after=null tx=lsn-0000000000000020 idx=0 pos=0/20`,
+			`truncate public.full key=null before=null after=null tx=lsn-0000000000000020 idx=1 pos=0/20`,
+			"commit lsn-0000000000000020 xid=7 pos=0/48",
 		},
 	},
 	{
@@ -307,7 +307,7 @@ var decodeCases = []decodeCase{
 		},
 		want: []string{
 			"begin lsn-0000000000000050 xid=8",
-			`insert public.users key={"id":2} before=null after={"id":2,"name":null,"doc":null} tx=lsn-0000000000000050 pos=0/50`,
+			`insert public.users key={"id":2} before=null after={"id":2,"name":null,"doc":null} tx=lsn-0000000000000050 idx=0 pos=0/50`,
 			"commit lsn-0000000000000050 xid=8 pos=0/68",
 		},
 	},
@@ -321,8 +321,8 @@ var decodeCases = []decodeCase{
 			{0x48, mCommit(0x40, 0x48)},
 		},
 		want: []string{
-			"begin lsn-0000000000000010 xid=7",
-			"commit lsn-0000000000000010 xid=7 pos=0/48",
+			"begin lsn-0000000000000020 xid=7",
+			"commit lsn-0000000000000020 xid=7 pos=0/48",
 		},
 	},
 	{
@@ -343,14 +343,13 @@ var decodeCases = []decodeCase{
 			{0x50, mStreamCommit(9, 0x50, 0x58)},
 		},
 		want: []string{
-			"begin lsn-0000000000000010 xid=9 streamed",
-			`insert public.users key={"id":1} before=null after={"id":1,"name":null,"doc":null} tx=lsn-0000000000000010 pos=0/20`,
-			`insert public.users key={"id":2} before=null after={"id":2,"name":null,"doc":null} sub=10 tx=lsn-0000000000000010 pos=0/28`,
-			"begin lsn-0000000000000030 xid=11",
-			"commit lsn-0000000000000030 xid=11 pos=0/3C",
-			`insert public.users key={"id":3} before=null after={"id":3,"name":null,"doc":null} tx=lsn-0000000000000010 pos=0/40`,
-			"rollback lsn-0000000000000010 xid=9 sub=10",
-			"commit lsn-0000000000000010 xid=9 pos=0/58",
+			"begin lsn-0000000000000020 xid=9 streamed",
+			`insert public.users key={"id":1} before=null after={"id":1,"name":null,"doc":null} tx=lsn-0000000000000020 idx=0 pos=0/20`,
+			`insert public.users key={"id":2} before=null after={"id":2,"name":null,"doc":null} sub=10 tx=lsn-0000000000000020 idx=32768 pos=0/28`,
+			"commit  xid=11 pos=0/3C", // no change: no key, no Begin
+			`insert public.users key={"id":3} before=null after={"id":3,"name":null,"doc":null} tx=lsn-0000000000000020 idx=131072 pos=0/40`,
+			"rollback lsn-0000000000000020 xid=9 sub=10",
+			"commit lsn-0000000000000020 xid=9 pos=0/58",
 		},
 	},
 	{
@@ -365,10 +364,101 @@ var decodeCases = []decodeCase{
 			{0x40, mStreamAbort(12, 12)}, // never streamed to us: ignored
 		},
 		want: []string{
-			"begin lsn-0000000000000010 xid=9 streamed",
-			`insert public.users key={"id":1} before=null after={"id":1,"name":null,"doc":null} tx=lsn-0000000000000010 pos=0/20`,
-			"rollback lsn-0000000000000010 xid=9 sub=",
+			"begin lsn-0000000000000020 xid=9 streamed",
+			`insert public.users key={"id":1} before=null after={"id":1,"name":null,"doc":null} tx=lsn-0000000000000020 idx=0 pos=0/20`,
+			"rollback lsn-0000000000000020 xid=9 sub=",
 		},
+	},
+	{
+		// F4: a transaction that starts with a DDL (or a write to an
+		// unpublished table) is keyed at its first change message,
+		// streamed or not: PostgreSQL's Stream Start carries the LSN of
+		// the DDL, its lazy Begin that of the first published change.
+		name:      "F4: streamed, first record a DDL",
+		streaming: true,
+		steps: []step{
+			{0x10, mStreamStart(9, true)}, // first_lsn: the DDL's record
+			{0x10, relUsers(9, 'd')},
+			{0x30, mInsert(9, 100, tup("t:1", "n", "n"))},
+			{0x38, mInsert(9, 100, tup("t:2", "n", "n"))},
+			{0x40, mStreamStop()},
+			{0x50, mStreamCommit(9, 0x50, 0x58)},
+		},
+		want: []string{
+			"begin lsn-0000000000000030 xid=9 streamed",
+			`insert public.users key={"id":1} before=null after={"id":1,"name":null,"doc":null} tx=lsn-0000000000000030 idx=0 pos=0/30`,
+			`insert public.users key={"id":2} before=null after={"id":2,"name":null,"doc":null} tx=lsn-0000000000000030 idx=32768 pos=0/38`,
+			"commit lsn-0000000000000030 xid=9 pos=0/58",
+		},
+	},
+	{
+		name: "F4: the same transaction not streamed",
+		steps: []step{
+			{0x30, mBegin(0x50, 9)}, // PostgreSQL 15: Begin at the first published change
+			{0x30, relUsers(0, 'd')},
+			{0x30, mInsert(0, 100, tup("t:1", "n", "n"))},
+			{0x38, mInsert(0, 100, tup("t:2", "n", "n"))},
+			{0x58, mCommit(0x50, 0x58)},
+		},
+		want: []string{
+			"begin lsn-0000000000000030 xid=9",
+			`insert public.users key={"id":1} before=null after={"id":1,"name":null,"doc":null} tx=lsn-0000000000000030 idx=0 pos=0/30`,
+			`insert public.users key={"id":2} before=null after={"id":2,"name":null,"doc":null} tx=lsn-0000000000000030 idx=32768 pos=0/38`,
+			"commit lsn-0000000000000030 xid=9 pos=0/58",
+		},
+	},
+	{
+		name: "F4: the same transaction not streamed, from PostgreSQL 14 (Begin at first_lsn)",
+		steps: []step{
+			{0x10, mBegin(0x50, 9)},
+			{0x10, relUsers(0, 'd')},
+			{0x30, mInsert(0, 100, tup("t:1", "n", "n"))},
+			{0x38, mInsert(0, 100, tup("t:2", "n", "n"))},
+			{0x58, mCommit(0x50, 0x58)},
+		},
+		want: []string{
+			"begin lsn-0000000000000030 xid=9",
+			`insert public.users key={"id":1} before=null after={"id":1,"name":null,"doc":null} tx=lsn-0000000000000030 idx=0 pos=0/30`,
+			`insert public.users key={"id":2} before=null after={"id":2,"name":null,"doc":null} tx=lsn-0000000000000030 idx=32768 pos=0/38`,
+			"commit lsn-0000000000000030 xid=9 pos=0/58",
+		},
+	},
+	{
+		// Changes of one WAL record (a multi-insert) share its LSN: their
+		// indexes count within it. An untracked table's change still
+		// counts, so that binds with other tables never reuse an index.
+		name:   "indexes: one record, several rows; untracked changes count",
+		tracks: func(schema, table string) bool { return table != "full" },
+		steps: []step{
+			{0x20, mBegin(0x50, 7)},
+			{0x20, relUsers(0, 'd')},
+			{0x20, relFull()},
+			{0x20, mInsert(0, 101, tup("t:0", "t:x"))},
+			{0x28, mInsert(0, 100, tup("t:1", "n", "n"))},
+			{0x28, mInsert(0, 100, tup("t:2", "n", "n"))},
+			{0x28, mInsert(0, 100, tup("t:3", "n", "n"))},
+			{0x30, mInsert(0, 100, tup("t:4", "n", "n"))},
+			{0x58, mCommit(0x50, 0x58)},
+		},
+		want: []string{
+			"begin lsn-0000000000000020 xid=7",
+			`insert public.users key={"id":1} before=null after={"id":1,"name":null,"doc":null} tx=lsn-0000000000000020 idx=32768 pos=0/28`,
+			`insert public.users key={"id":2} before=null after={"id":2,"name":null,"doc":null} tx=lsn-0000000000000020 idx=32769 pos=0/28`,
+			`insert public.users key={"id":3} before=null after={"id":3,"name":null,"doc":null} tx=lsn-0000000000000020 idx=32770 pos=0/28`,
+			`insert public.users key={"id":4} before=null after={"id":4,"name":null,"doc":null} tx=lsn-0000000000000020 idx=65536 pos=0/30`,
+			"commit lsn-0000000000000020 xid=7 pos=0/58",
+		},
+	},
+	{
+		name:      "streamed transaction with no change: only its commit position",
+		streaming: true,
+		steps: []step{
+			{0x10, mStreamStart(9, true)},
+			{0x20, mStreamStop()},
+			{0x28, mStreamAbort(9, 10)},
+			{0x50, mStreamCommit(9, 0x50, 0x58)},
+		},
+		want: []string{"commit  xid=9 pos=0/58"},
 	},
 	{
 		name:  "stray stream abort without streaming",
@@ -385,8 +475,7 @@ var decodeCases = []decodeCase{
 		},
 		want: []string{
 			"keepalive 0/10",
-			"begin lsn-0000000000000030 xid=7",
-			"commit lsn-0000000000000030 xid=7 pos=0/48",
+			"commit  xid=7 pos=0/48", // no change: no key, no Begin
 		},
 	},
 	{
@@ -398,9 +487,9 @@ var decodeCases = []decodeCase{
 			{0x48, mCommit(0x40, 0x48)},
 		},
 		want: []string{
-			"begin lsn-0000000000000010 xid=7",
-			`insert my.schema.a table* key={"the id":"9007199254740993"} before=null after={"the id":"9007199254740993"} tx=lsn-0000000000000010 pos=0/20`,
-			"commit lsn-0000000000000010 xid=7 pos=0/48",
+			"begin lsn-0000000000000020 xid=7",
+			`insert my.schema.a table* key={"the id":"9007199254740993"} before=null after={"the id":"9007199254740993"} tx=lsn-0000000000000020 idx=0 pos=0/20`,
+			"commit lsn-0000000000000020 xid=7 pos=0/48",
 		},
 	},
 	{name: "error - unknown relation", steps: []step{{0x10, mBegin(0x40, 7)}, {0x20, mInsert(0, 99, tup("t:1"))}}, wantErr: "unknown relation 99"},
@@ -460,7 +549,10 @@ func TestDecodeCommitTimeAndValues(t *testing.T) {
 	if err := d.decode(mInsert(0, 100, tup("t:1", "n", "n")), 0x20); err != nil {
 		t.Fatal(err)
 	}
-	c := d.out[0].Change
+	if len(d.out) != 2 || d.out[0].Kind != tracker.RecordBegin {
+		t.Fatalf("records %v: want the Begin, handed over at the first change, and the change", d.out)
+	}
+	c := d.out[1].Change
 	if !c.CommitTime.Equal(testEpoch) || c.TxID != "7" {
 		t.Fatalf("commit time %v, txid %q", c.CommitTime, c.TxID)
 	}

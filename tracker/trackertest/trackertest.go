@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -50,6 +51,20 @@ func (s *MemStore) Save(_ context.Context, key string, cp tracker.Checkpoint) (t
 	s.recs[key] = cp
 	s.Saves++
 	return cp, nil
+}
+
+// ListCheckpoints implements tracker.CheckpointLister.
+func (s *MemStore) ListCheckpoints(_ context.Context, bind string) ([]tracker.StoredCheckpoint, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prefix := tracker.Escape(bind) + "."
+	var out []tracker.StoredCheckpoint
+	for k, cp := range s.recs {
+		if strings.HasPrefix(k, prefix) {
+			out = append(out, tracker.StoredCheckpoint{Key: k, Checkpoint: cp})
+		}
+	}
+	return out, nil
 }
 
 // Position returns the stored position under key ("" when none).
@@ -304,6 +319,36 @@ func RunCheckpointStoreTests(t *testing.T, newStore func(t *testing.T) tracker.C
 		}
 		if _, err := s.Save(ctx, "b.k2", tracker.Checkpoint{Bind: "b", Position: "3"}); !errors.Is(err, tracker.ErrCheckpointConflict) {
 			t.Fatalf("Save of revision 0 over an existing key: err = %v, want ErrCheckpointConflict", err)
+		}
+	})
+	t.Run("list a bind's checkpoints", func(t *testing.T) {
+		s := newStore(t)
+		l, ok := s.(tracker.CheckpointLister)
+		if !ok {
+			t.Skip("the store does not list checkpoints")
+		}
+		for _, k := range []struct{ key, pos string }{{tracker.CheckpointKey("b.x", "one"), "1"}, {tracker.CheckpointKey("b.x", "two"), "2"}, {tracker.CheckpointKey("b", "one"), "3"}} {
+			if _, err := s.Save(ctx, k.key, tracker.Checkpoint{Bind: "b", Position: k.pos}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := l.ListCheckpoints(ctx, "b.x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pos []string
+		for _, sc := range got {
+			pos = append(pos, sc.Position)
+			if want, _ := s.Load(ctx, sc.Key); want.Position != sc.Position || want.Revision != sc.Revision || sc.Revision == 0 {
+				t.Fatalf("listed %+v, stored %+v", sc, want)
+			}
+		}
+		slices.Sort(pos)
+		if strings.Join(pos, ",") != "1,2" {
+			t.Fatalf("ListCheckpoints(b.x) positions %v, want 1 and 2 (not b's)", pos)
+		}
+		if got, err := l.ListCheckpoints(ctx, "none"); err != nil || len(got) != 0 {
+			t.Fatalf("ListCheckpoints of a bind without any = %v, %v", got, err)
 		}
 	})
 	t.Run("keys are independent", func(t *testing.T) {

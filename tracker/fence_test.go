@@ -1,0 +1,220 @@
+package tracker_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/trackerd/trackerd/binds"
+	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/tracker/trackertest"
+)
+
+// leaseStore is a MemStore whose binds are leased with a lease the test
+// controls.
+type leaseStore struct {
+	*trackertest.MemStore
+	lease *testLease
+}
+
+func (s *leaseStore) Lease(context.Context, string, string) (tracker.Lease, error) { return s.lease, nil }
+
+type testLease struct {
+	lost chan struct{}
+	held atomic.Bool
+	once sync.Once
+}
+
+func newTestLease() *testLease {
+	l := &testLease{lost: make(chan struct{})}
+	l.held.Store(true)
+	return l
+}
+
+func (l *testLease) Lost() <-chan struct{}         { return l.lost }
+func (l *testLease) Held() bool                    { return l.held.Load() }
+func (l *testLease) Release(context.Context) error { return nil }
+func (l *testLease) lose() {
+	l.held.Store(false)
+	l.once.Do(func() { close(l.lost) })
+}
+
+// F11: an instance that can no longer be sure of its lease (cut off from
+// NATS for most of its time to live), and then loses it, writes no
+// checkpoint: not on its ticker, not as its final one. (It went on writing,
+// and its last write stopped the new holder.)
+func TestNoCheckpointOnceTheLeaseIsUncertainOrLost(t *testing.T) {
+	cfg := testConfig(t)
+	src := &trackertest.ScriptedSource{Records: []tracker.Record{begin("t1"), insert("t1", "orders", "1"), commit("t1", "0/10")}}
+	sink := &trackertest.Sink{Manual: true}
+	store := &leaseStore{MemStore: trackertest.NewMemStore(), lease: newTestLease()}
+	tr, err := tracker.New(cfg, tracker.WithSource(binds.Postgres, src.Open()), tracker.WithSink(sink), tracker.WithCheckpointStore(store))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(t.Context()) }()
+	<-src.Done()
+	store.lease.held.Store(false) // renewals fail: another instance may take over
+	sink.Ack("default")
+	time.Sleep(100 * time.Millisecond) // 20 checkpoint intervals
+	if store.Saves != 0 {
+		t.Fatalf("%d checkpoints written while the lease was uncertain", store.Saves)
+	}
+	store.lease.lose()
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not stop after the lease was lost")
+	}
+	if !errors.Is(err, tracker.ErrFenced) {
+		t.Fatalf("Run = %v, want ErrFenced", err)
+	}
+	if store.Saves != 0 {
+		t.Fatalf("%d checkpoints written after the lease was lost", store.Saves)
+	}
+}
+
+// F11: the holder that took a bind over is not stopped by its former
+// holder's stray last write: it overwrites it. A write of its own owner,
+// though, is another instance running the bind.
+func TestNewHolderOverwritesTheFormerHoldersStrayCheckpoint(t *testing.T) {
+	for _, tc := range []struct {
+		name, writer string
+		fenced       bool
+	}{
+		{"former holder", "old-instance", false},
+		{"same owner", "new-instance", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			src := &trackertest.ScriptedSource{ID: "pg/1/shop/slot", Records: []tracker.Record{
+				begin("t1"), insert("t1", "orders", "1"), commit("t1", "0/10"),
+				begin("t2"), insert("t2", "orders", "2"), commit("t2", "0/20"),
+			}}
+			sink := &trackertest.Sink{Manual: true}
+			store := &leaseStore{MemStore: trackertest.NewMemStore(), lease: newTestLease()}
+			tr, err := tracker.New(cfg, tracker.WithSource(binds.Postgres, src.Open()), tracker.WithSink(sink),
+				tracker.WithCheckpointStore(store), tracker.WithOwner("new-instance"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- tr.Run(ctx) }()
+			<-src.Done()
+			key := tracker.CheckpointKey("default", src.Identity())
+			// The former holder's last write, after this instance loaded
+			// the (missing) checkpoint.
+			if _, err := store.Save(ctx, key, tracker.Checkpoint{Bind: "default", Source: src.Identity(), Position: "0/5", Owner: tc.writer}); err != nil {
+				t.Fatal(err)
+			}
+			sink.Ack("default")
+			if tc.fenced {
+				select {
+				case err := <-done:
+					if !errors.Is(err, tracker.ErrFenced) {
+						t.Fatalf("Run = %v, want ErrFenced", err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("Run went on beside a checkpoint written by its own owner")
+				}
+				return
+			}
+			trackertest.Eventually(t, 5*time.Second, "checkpoint at 0/20", func() bool { return store.Position(key) == "0/20" })
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if cp, _ := store.Load(t.Context(), key); cp.Owner != "new-instance" {
+				t.Fatalf("checkpoint owner %q, want new-instance", cp.Owner)
+			}
+		})
+	}
+}
+
+// adopterSource is a scripted source that recognises checkpoints of its
+// server under another identity.
+type adopterSource struct {
+	*trackertest.ScriptedSource
+	adopt func(tracker.Checkpoint) error
+}
+
+func (s *adopterSource) Adopt(_ context.Context, cp tracker.Checkpoint) error { return s.adopt(cp) }
+
+func (s *adopterSource) open() tracker.OpenSourceFunc {
+	return func(context.Context, binds.Bind, tracker.SourceOptions) (tracker.Source, error) { return s, nil }
+}
+
+// F6: a bind with no checkpoint under its source's identity, but one of the
+// same server under a former identity (MariaDB's host name changes with a
+// recreated container), resumes from it, with its event-id origin, or stops
+// with the way out when it cannot be resumed here; it never starts at the
+// server's current position in silence.
+func TestCheckpointOfAFormerIdentity(t *testing.T) {
+	const former, now = "mariadb/1/old-host:3306/shop", "mariadb/1/new-host:3306/shop"
+	errNotHere := errors.New("GTID 0-1-7 is not in this server's binlog")
+	for _, tc := range []struct {
+		name     string
+		adopt    error
+		wantFrom string
+		wantErr  string
+	}{
+		{"same server", nil, "pos-7", ""},
+		{"same server, position gone", errNotHere, "", "cannot be resumed here: GTID 0-1-7 is not in this server's binlog"},
+		{"another server", tracker.ErrOtherSource, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			store := trackertest.NewMemStore()
+			if _, err := store.Save(t.Context(), tracker.CheckpointKey("default", former), tracker.Checkpoint{
+				Bind: "default", Source: former, Position: "pos-7", Time: time.Now().UTC(), Origin: tracker.Origin(former)}); err != nil {
+				t.Fatal(err)
+			}
+			var offered []string
+			src := &adopterSource{
+				ScriptedSource: &trackertest.ScriptedSource{ID: now, Records: []tracker.Record{begin("t8"), insert("t8", "orders", "8"), commit("t8", "pos-8")}},
+				adopt: func(cp tracker.Checkpoint) error {
+					offered = append(offered, cp.Source+"@"+cp.Position)
+					return tc.adopt
+				},
+			}
+			sink := &trackertest.Sink{}
+			tr, err := tracker.New(cfg, tracker.WithSource(binds.Postgres, src.open()), tracker.WithSink(sink), tracker.WithCheckpointStore(store))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = runTracker(t, tr, src.ScriptedSource, nil)
+			if strings.Join(offered, ",") != former+"@pos-7" {
+				t.Fatalf("offered %v, want the former identity's checkpoint", offered)
+			}
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "trackerd reset --bind default") || !errors.Is(err, tracker.ErrConfig) {
+					t.Fatalf("Run = %v, want a configuration error containing %q and the way out", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if from := src.From(); len(from) != 1 || from[0] != tc.wantFrom {
+				t.Fatalf("Run started from %q, want %q", from, tc.wantFrom)
+			}
+			origin := tracker.Origin(now)
+			if tc.adopt == nil {
+				origin = tracker.Origin(former) // ids go on as before
+				if got := store.Position(tracker.CheckpointKey("default", now)); got != "pos-8" {
+					t.Fatalf("checkpoint under the new identity at %q, want pos-8", got)
+				}
+			}
+			if ev := sink.Events()[0]; !strings.HasPrefix(ev.ID, "default/"+origin+"/") {
+				t.Fatalf("event id %s, want origin %s", ev.ID, origin)
+			}
+		})
+	}
+}
