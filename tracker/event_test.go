@@ -73,7 +73,7 @@ func TestEventID(t *testing.T) {
 func TestEventIDOrigins(t *testing.T) {
 	identities := []string{
 		"pg/7300000000000000001/shop/trackerd_shop_default",
-		"pg/7300000000000000001/shop/trackerd_shop_other",  // another slot
+		"pg/7300000000000000001/shop/trackerd_shop_other",   // another slot
 		"pg/7300000000000000002/shop/trackerd_shop_default", // a clone's own system id
 		"pg/7300000000000000001/shop2/trackerd_shop2_default",
 		"mariadb/1/db-a:3306/app",

@@ -21,7 +21,9 @@ type leaseStore struct {
 	lease *testLease
 }
 
-func (s *leaseStore) Lease(context.Context, string, string) (tracker.Lease, error) { return s.lease, nil }
+func (s *leaseStore) Lease(context.Context, string, string) (tracker.Lease, error) {
+	return s.lease, nil
+}
 
 type testLease struct {
 	lost chan struct{}
