@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -47,6 +48,11 @@ func loadConfig(name string, args []string, lookup env, stderr io.Writer, extra 
 	cfg, err := config.Load(config.Options{File: *file, Flags: flags, LookupEnv: lookup})
 	if err != nil {
 		return nil, nil, err
+	}
+	if secret := config.SecretFlags(flags); len(secret) > 0 {
+		// Named, never shown: the value is the very thing to keep quiet.
+		newLogger(cfg, stderr).Warn("a password or token is given on the command line, which every local user can read (ps, /proc/PID/cmdline): set it in the environment (TRACKER_<KEY>) or the --config file instead",
+			slog.String("flags", strings.Join(secret, " ")))
 	}
 	return cfg, fs, nil
 }
