@@ -172,7 +172,8 @@ published, one per line. Without --from, new events on core NATS; with
 --from, the JetStream stream from that position. Filters are exact names, as
 in the database; PATTERN is a raw NATS subject pattern (the filters still
 apply). NATS is NATS_URL, else the embedded server of a running
-"trackerd run" with the same DATA_DIR.
+"trackerd run" with the same DATA_DIR, with the credentials it keeps there
+(run tail as the same user).
 
 Examples:
   trackerd tail --table orders --signal after_commit
