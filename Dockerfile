@@ -5,10 +5,11 @@
 #   docker run --rm -e TRACKER_DATABASE_URI=postgresql://user:pass@db/app \
 #     -e TRACKER_NATS_URL=nats://nats:4222 -e TRACKER_TRACK_MODIFICATIONS=true trackerd
 #
-# Without TRACKER_NATS_URL trackerd runs its embedded NATS server; publish
-# its port (EMBEDDED_NATS_ADDR=0.0.0.0:4223 is refused: the embedded server has
-# no authentication, so it only listens on loopback) — use a real NATS server
-# in containers. The base images are build arguments, for registries of your
+# Without TRACKER_NATS_URL trackerd runs its embedded NATS server, which
+# cannot be published (EMBEDDED_NATS_ADDR=0.0.0.0:4223 is refused: it has no
+# TLS, so it only listens on loopback) — use a real NATS server in
+# containers. HTTP_ADDR below serves /healthz, /readyz and /metrics on every
+# interface; the debug endpoints stay on loopback (DEBUG_ADDR). The base images are build arguments, for registries of your
 # own (scripts/test-images.sh builds local equivalents for offline machines).
 ARG GO_IMAGE=golang:1.26-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot

@@ -92,6 +92,10 @@ type Config struct {
 
 	// HTTPAddr is HTTP_ADDR, default "127.0.0.1:9187"; "off" disables it.
 	HTTPAddr string
+	// DebugAddr is DEBUG_ADDR: the loopback host:port of /debug/events and
+	// /debug/pprof/; "off" serves neither. Empty: on HTTPAddr when it is
+	// loopback, else on 127.0.0.1:0 (none when HTTPAddr is "off").
+	DebugAddr string
 	// LogFormat is LOG_FORMAT: "text" (default) or "json".
 	LogFormat string
 	// LogLevel is LOG_LEVEL: "debug", "info" (default), "warn", "error".

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"flag"
 	"strings"
 )
@@ -45,3 +46,51 @@ func (f *flagValue) Set(s string) error {
 
 // IsBoolFlag lets boolean keys be given bare (flag.boolFlag).
 func (f *flagValue) IsBoolFlag() bool { return f.isBool }
+
+// SecretFlags returns the flags, as "--database-uri", whose value in flags
+// (as filled by BindFlags) holds a password or token: --database-uri or
+// --binds with a password in a URI, --nats-url with user information,
+// --nats-password, --nats-token. A command line is visible to every local
+// user (ps, /proc/PID/cmdline), so trackerd warns about them; the values are
+// never returned.
+func SecretFlags(flags map[string]string) []string {
+	var out []string
+	for _, s := range specs() {
+		v, ok := flags[s.Name]
+		if !ok || strings.TrimSpace(v) == "" || s.secret == public {
+			continue
+		}
+		if holdsSecret(s, v) {
+			out = append(out, "--"+s.Flag())
+		}
+	}
+	return out
+}
+
+// holdsSecret reports whether a key's raw value holds a password or token.
+func holdsSecret(s keySpec, v string) bool {
+	switch {
+	case s.secret == secretValue:
+		return true
+	case s.secret == secretNATS:
+		// nats://user:password@host or nats://token@host, in any of the
+		// comma-separated URLs.
+		return strings.Contains(v, "@")
+	case s.Name == "BINDS":
+		var m map[string]any
+		if json.Unmarshal([]byte(v), &m) != nil {
+			return RedactURI(v) != v
+		}
+		for _, b := range m {
+			uri, _ := b.(string)
+			if t, ok := b.(map[string]any); ok {
+				uri, _ = t["uri"].(string)
+			}
+			if RedactURI(uri) != uri {
+				return true
+			}
+		}
+		return false
+	}
+	return RedactURI(v) != v
+}

@@ -227,6 +227,9 @@ func finish(st *state, lookupEnv func(string) (string, bool)) {
 	if strings.EqualFold(c.HTTPAddr, "off") {
 		c.HTTPAddr = "off"
 	}
+	if strings.EqualFold(c.DebugAddr, "off") {
+		c.DebugAddr = "off"
+	}
 
 	home := getenv(lookupEnv, "HOME")
 	for _, p := range pathKeys(c) {

@@ -79,6 +79,15 @@ func (c *Config) validate() []error {
 			v.fail("HTTP_ADDR", c.HTTPAddr, `host:port (port 0 picks a free one), or "off"`, err)
 		}
 	}
+	if c.DebugAddr != "" && !strings.EqualFold(c.DebugAddr, "off") {
+		err := checkHostPort(c.DebugAddr)
+		if host, _, _ := net.SplitHostPort(c.DebugAddr); err == nil && !IsLoopbackHost(host) {
+			err = fmt.Errorf("%q is not a loopback host: the debug endpoints show internal state and profiles, so they are served on loopback only", host)
+		}
+		if err != nil {
+			v.fail("DEBUG_ADDR", c.DebugAddr, `a loopback host:port such as 127.0.0.1:9188 (port 0 picks a free one), or "off"`, err)
+		}
+	}
 	if c.NATSURL == "" {
 		if err := checkHostPort(c.EmbeddedNATSAddr); err != nil {
 			v.fail("EMBEDDED_NATS_ADDR", c.EmbeddedNATSAddr, "host:port (port 0 picks a free one)", err)
@@ -275,6 +284,16 @@ func checkStreamName(s string) error {
 
 // checkHostPort accepts host:port with a numeric port 0..65535 (an empty
 // host means every interface).
+// IsLoopbackHost reports whether host, from a host:port, names the
+// loopback interface: "localhost" or a loopback IP address.
+func IsLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 func checkHostPort(s string) error {
 	_, port, err := net.SplitHostPort(s)
 	if err != nil {

@@ -305,7 +305,7 @@ func TestEmbeddedNATSAndOversizedValue(t *testing.T) {
 		t.Fatalf("embedded server URL file: %v", err)
 	}
 	bs := &bus{url: strings.TrimSpace(string(raw)), stream: "TRACKERD", prefix: "trackerd"}
-	nc, err := natsgo.Connect(bs.url)
+	nc, err := natsgo.Connect(bs.url, embeddedAuth(t, data))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -67,5 +68,70 @@ func TestHTTPEndpoints(t *testing.T) {
 		if e.Table != "t" || e.Ack <= 0 {
 			t.Errorf("debug event %+v: want table t and an ack time", e)
 		}
+	}
+}
+
+// nonLoopbackIP returns an IPv4 address of this machine that is not
+// loopback, or skips the test.
+func nonLoopbackIP(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Skipf("cannot list the interfaces' addresses (%v): the test needs a non-loopback address", err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			return n.IP.String()
+		}
+	}
+	t.Skip("this machine has no non-loopback IPv4 address: cannot check what a remote client sees")
+	return ""
+}
+
+// TestHTTPDebugLoopbackOnly is F8: with HTTP_ADDR on every interface, as
+// in the Docker image, a remote client gets /healthz and /metrics but not
+// the debug endpoints; those are on a loopback listener of their own, and
+// /debug/pprof/cmdline (the command line, with its passwords) is nowhere.
+func TestHTTPDebugLoopbackOnly(t *testing.T) {
+	ip := nonLoopbackIP(t)
+	bs := newBus(t)
+	b := newPGBind(t, map[string]string{"t": "id int PRIMARY KEY"})
+	p := startPG(t, bs, b, map[string]string{"TRACKER_HTTP_ADDR": "0.0.0.0:0", "TRACKER_DEBUG": "true"}, "t")
+	main := p.waitLog(`HTTP endpoints listening" addr=http://(\S+)`, 10*time.Second)[1]
+	_, port, _ := net.SplitHostPort(main)
+	remote := "http://" + net.JoinHostPort(ip, port)
+	get := func(url string) int {
+		c := &http.Client{Timeout: 30 * time.Second}
+		resp, err := c.Get(url)
+		if err != nil {
+			return 0
+		}
+		defer resp.Body.Close()
+		io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode
+	}
+	type probe struct {
+		path string
+		want int
+	}
+	for _, pr := range []probe{{"/healthz", 200}, {"/metrics", 200}, {"/debug/pprof/", 404},
+		{"/debug/pprof/cmdline", 404}, {"/debug/pprof/goroutine", 404}, {"/debug/events", 404}} {
+		if got := get(remote + pr.path); got != pr.want {
+			t.Errorf("GET %s%s = %d, want %d", remote, pr.path, got, pr.want)
+		}
+	}
+	debug := "http://" + p.waitLog(`debug endpoints listening" addr=http://(\S+)`, 10*time.Second)[1]
+	for _, pr := range []probe{{"/debug/events", 200}, {"/debug/pprof/", 200}, {"/debug/pprof/goroutine", 200},
+		{"/debug/pprof/cmdline", 404}, {"/healthz", 404}} {
+		if got := get(debug + pr.path); got != pr.want {
+			t.Errorf("GET %s%s = %d, want %d", debug, pr.path, got, pr.want)
+		}
+	}
+	if !strings.HasPrefix(debug, "http://127.0.0.1:") {
+		t.Errorf("debug endpoints on %s, want 127.0.0.1", debug)
+	}
+	_, dport, _ := net.SplitHostPort(strings.TrimPrefix(debug, "http://"))
+	if got := get("http://" + net.JoinHostPort(ip, dport) + "/debug/events"); got != 0 {
+		t.Errorf("the debug listener answers on %s: %d", ip, got)
 	}
 }

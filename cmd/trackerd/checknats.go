@@ -2,13 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,10 +23,15 @@ import (
 // checkpoints there.
 func checkNATS(ctx context.Context, cfg *config.Config, bindKeys []string) []tracker.CheckResult {
 	if cfg.NATSURL == "" {
-		if url, err := os.ReadFile(filepath.Join(cfg.DataDir, "nats.url")); err == nil {
-			if rs, ok := checkRunningEmbedded(ctx, cfg, strings.TrimSpace(string(url)), bindKeys); ok {
+		url, co, err := embeddedTarget(cfg, "trackerd check", slog.New(slog.DiscardHandler))
+		switch {
+		case err == nil:
+			if rs, ok := checkRunningEmbedded(ctx, cfg, url, co, bindKeys); ok {
 				return rs
 			}
+		case !errors.Is(err, fs.ErrNotExist):
+			return []tracker.CheckResult{{Name: "embedded NATS", Detail: fmt.Sprintf("DATA_DIR %s: %v", cfg.DataDir, err),
+				Fix: "run `trackerd check` as the user that runs `trackerd run` (DATA_DIR's nats.url and nats.auth are theirs alone), or set NATS_URL"}}
 		}
 		r := tracker.CheckResult{Name: "embedded NATS address", OK: true,
 			Detail: fmt.Sprintf("NATS_URL is not set: `trackerd run` starts an embedded server on %s (its checkpoints can be read while it runs)", cfg.EmbeddedNATSAddr)}
@@ -54,18 +58,19 @@ func checkNATS(ctx context.Context, cfg *config.Config, bindKeys []string) []tra
 }
 
 // checkRunningEmbedded reads the checkpoints of a running trackerd's
-// embedded server at url; ok is false when nothing answers there (a
-// leftover nats.url).
-func checkRunningEmbedded(ctx context.Context, cfg *config.Config, url string, bindKeys []string) (rs []tracker.CheckResult, ok bool) {
+// embedded server at url, connecting with co (its credentials); ok is false
+// when nothing answers there (a leftover nats.url).
+func checkRunningEmbedded(ctx context.Context, cfg *config.Config, url string, co natssink.ConnectOptions, bindKeys []string) (rs []tracker.CheckResult, ok bool) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	co := connectOptions(cfg, slog.New(slog.DiscardHandler))
-	co.Name = "trackerd check"
 	nc, err := natssink.Connect(cctx, url, co)
-	if err != nil || !nc.IsConnected() {
-		if nc != nil {
-			nc.Close()
-		}
+	if err != nil {
+		// It answers, but refuses: credentials that are not its own.
+		return []tracker.CheckResult{{Name: "embedded NATS", Detail: err.Error(),
+			Fix: "the running trackerd's server refuses the credentials in DATA_DIR's nats.auth: run `trackerd check` with that trackerd's DATA_DIR"}}, true
+	}
+	if !nc.IsConnected() {
+		nc.Close()
 		return nil, false
 	}
 	defer nc.Close()

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,25 +20,97 @@ import (
 	"github.com/trackerd/trackerd/tracker"
 )
 
-// serveHTTP starts /healthz, /readyz, /metrics and /debug/events on
-// HTTP_ADDR (loopback by default; "off" disables it) and returns a function
-// that stops the server.
+// serveHTTP starts /healthz, /readyz and /metrics on HTTP_ADDR ("off"
+// disables it), and the debug endpoints — /debug/events and, with DEBUG,
+// /debug/pprof/ — on a loopback address only: on HTTP_ADDR when it is
+// loopback, else on DEBUG_ADDR (default 127.0.0.1:0, logged). It returns a
+// function that stops the servers.
+//
+// /debug/pprof/cmdline is never served: it shows the command line, which
+// may hold a password.
 func serveHTTP(ctx context.Context, cfg *config.Config, tr *tracker.Tracker, b *bus, log *slog.Logger) (func(), error) {
-	if cfg.HTTPAddr == "" || cfg.HTTPAddr == "off" {
-		return func() {}, nil
+	var servers []*http.Server
+	stop := func() {
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		for _, srv := range servers {
+			srv.Shutdown(c)
+		}
 	}
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return nil, tracker.ConfigError(fmt.Errorf("HTTP_ADDR %s: %w (set HTTP_ADDR to a free address, port 0 for any, or off)", cfg.HTTPAddr, err))
+	serve := func(ln net.Listener, mux *http.ServeMux) {
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		servers = append(servers, srv)
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("HTTP server", slog.Any("err", err))
+			}
+		}()
 	}
-	log.Info("HTTP endpoints listening", slog.String("addr", "http://"+ln.Addr().String()),
-		slog.String("paths", "/healthz /readyz /metrics /debug/events"))
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(&metrics{tr: tr, bus: b})
+	var main net.Listener
+	if cfg.HTTPAddr != "" && cfg.HTTPAddr != "off" {
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			return nil, tracker.ConfigError(fmt.Errorf("HTTP_ADDR %s: %w (set HTTP_ADDR to a free address, port 0 for any, or off)", cfg.HTTPAddr, err))
+		}
+		main = ln
+	}
+	var debugLn net.Listener
+	debugOnMain := false
+	switch {
+	case cfg.DebugAddr == "off":
+	case cfg.DebugAddr == "" && main == nil:
+		// HTTP_ADDR is off: no HTTP at all, unless DEBUG_ADDR asks.
+	case main != nil && isLoopback(main.Addr()) && (cfg.DebugAddr == "" || sameFixedAddr(cfg.DebugAddr, cfg.HTTPAddr)):
+		debugOnMain = true
+	default:
+		addr := cfg.DebugAddr
+		if addr == "" {
+			addr = "127.0.0.1:0"
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err == nil && !isLoopback(ln.Addr()) {
+			ln.Close()
+			err = fmt.Errorf("it listens on %s, which is not loopback", ln.Addr())
+		}
+		if err != nil {
+			if main != nil {
+				main.Close()
+			}
+			return nil, tracker.ConfigError(fmt.Errorf("DEBUG_ADDR %s: %w (set DEBUG_ADDR to a free loopback address such as 127.0.0.1:9188, port 0 for any, or off)", addr, err))
+		}
+		debugLn = ln
+	}
 
-	mux := http.NewServeMux()
+	if main != nil {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg.MustRegister(&metrics{tr: tr, bus: b})
+		mux := http.NewServeMux()
+		mountHealth(mux, tr, b, reg)
+		paths := []string{"/healthz", "/readyz", "/metrics"}
+		if debugOnMain {
+			paths = append(paths, mountDebug(mux, cfg, tr)...)
+		}
+		log.Info("HTTP endpoints listening", slog.String("addr", "http://"+main.Addr().String()),
+			slog.String("paths", strings.Join(paths, " ")))
+		serve(main, mux)
+	}
+	if debugLn != nil {
+		mux := http.NewServeMux()
+		paths := mountDebug(mux, cfg, tr)
+		log.Info("debug endpoints listening", slog.String("addr", "http://"+debugLn.Addr().String()),
+			slog.String("paths", strings.Join(paths, " ")))
+		serve(debugLn, mux)
+	}
+	if cfg.Debug && debugLn == nil && !debugOnMain {
+		log.Info("DEBUG is set, but no debug endpoints are served (DEBUG_ADDR or HTTP_ADDR is off)")
+	}
+	return stop, nil
+}
+
+// mountHealth adds /healthz, /readyz and /metrics to mux.
+func mountHealth(mux *http.ServeMux, tr *tracker.Tracker, b *bus, reg *prometheus.Registry) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -60,6 +133,11 @@ func serveHTTP(ctx context.Context, cfg *config.Config, tr *tracker.Tracker, b *
 		json.NewEncoder(w).Encode(out)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+}
+
+// mountDebug adds /debug/events and, with DEBUG, the profiles to mux, which
+// must listen on loopback only, and returns the paths it serves.
+func mountDebug(mux *http.ServeMux, cfg *config.Config, tr *tracker.Tracker) []string {
 	mux.HandleFunc("GET /debug/events", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		evs := tr.DebugEvents()
@@ -68,25 +146,29 @@ func serveHTTP(ctx context.Context, cfg *config.Config, tr *tracker.Tracker, b *
 		}
 		json.NewEncoder(w).Encode(map[string]any{"record_queries": cfg.RecordQueriesEnabled(), "events": evs})
 	})
-	if cfg.Debug {
-		// Profiling on the loopback address, as DEBUG asks for.
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if !cfg.Debug {
+		return []string{"/debug/events"}
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("HTTP server", slog.Any("err", err))
-		}
-	}()
-	return func() {
-		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(c)
-	}, nil
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	// Never the command line: it may hold a password (--database-uri).
+	mux.Handle("/debug/pprof/cmdline", http.NotFoundHandler())
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return []string{"/debug/events", "/debug/pprof/"}
+}
+
+// sameFixedAddr reports whether a and b are the same host:port with a
+// port other than 0 (which picks a new free port on every listen).
+func sameFixedAddr(a, b string) bool {
+	_, port, err := net.SplitHostPort(a)
+	return err == nil && port != "0" && a == b
+}
+
+// isLoopback reports whether a listener's address is a loopback address.
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 // metrics exports the tracker's and the sink's counters at scrape time.

@@ -6,10 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -47,6 +49,11 @@ func loadConfig(name string, args []string, lookup env, stderr io.Writer, extra 
 	cfg, err := config.Load(config.Options{File: *file, Flags: flags, LookupEnv: lookup})
 	if err != nil {
 		return nil, nil, err
+	}
+	if secret := config.SecretFlags(flags); len(secret) > 0 {
+		// Named, never shown: the value is the very thing to keep quiet.
+		newLogger(cfg, stderr).Warn("a password or token is given on the command line, which every local user can read (ps, /proc/PID/cmdline): set it in the environment (TRACKER_<KEY>) or the --config file instead",
+			slog.String("flags", strings.Join(secret, " ")))
 	}
 	return cfg, fs, nil
 }
@@ -110,25 +117,37 @@ type bus struct {
 func startBus(ctx context.Context, cfg *config.Config, log *slog.Logger) (*bus, error) {
 	b := &bus{}
 	url := cfg.NATSURL
+	co := connectOptions(cfg, log)
 	if url == "" {
+		if cfg.DataDir == "" {
+			return nil, tracker.ConfigError(errors.New("DATA_DIR is unset and there is no HOME to place it: set DATA_DIR, where the embedded NATS server keeps its data and credentials, or set NATS_URL"))
+		}
 		dir := cfg.NATSStoreDir
 		if dir == "" {
 			dir = filepath.Join(cfg.DataDir, "nats")
 		}
-		e, err := natsserver.Start(ctx, natsserver.Options{Addr: cfg.EmbeddedNATSAddr, StoreDir: dir, Logger: log.With(slog.String("component", "nats-server"))})
+		credFile := filepath.Join(cfg.DataDir, natsserver.CredentialsFile)
+		creds, err := natsserver.LoadOrCreateCredentials(credFile, log)
+		if err != nil {
+			return nil, err
+		}
+		e, err := natsserver.Start(ctx, natsserver.Options{Addr: cfg.EmbeddedNATSAddr, StoreDir: dir, User: creds.User, Password: creds.Password,
+			Logger: log.With(slog.String("component", "nats-server"))})
 		if err != nil {
 			return nil, err
 		}
 		b.embedded = e
 		url = e.ClientURL()
-		log.Info("embedded NATS server started (NATS_URL is not set)", slog.String("url", url), slog.String("store_dir", dir))
+		co = embeddedConnectOptions("trackerd", creds, log)
+		log.Info("embedded NATS server started (NATS_URL is not set)", slog.String("url", url), slog.String("store_dir", dir),
+			slog.String("credentials", credFile))
 		b.urlFile = filepath.Join(cfg.DataDir, "nats.url")
 		if err := os.WriteFile(b.urlFile, []byte(url+"\n"), 0o600); err != nil {
 			log.Warn("cannot write the embedded server's URL for `trackerd tail`", slog.Any("err", err))
 			b.urlFile = ""
 		}
 	}
-	nc, err := natssink.Connect(ctx, url, connectOptions(cfg, log))
+	nc, err := natssink.Connect(ctx, url, co)
 	if err != nil {
 		b.close(log)
 		return nil, err
@@ -194,6 +213,36 @@ func connectOptions(cfg *config.Config, log *slog.Logger) natssink.ConnectOption
 		Name: "trackerd", User: a.User, Password: a.Password, Token: a.Token, Creds: a.Creds, NKey: a.NKey,
 		TLSCert: a.TLSCert, TLSKey: a.TLSKey, TLSCA: a.TLSCA, Logger: log.With(slog.String("component", "nats")),
 	}
+}
+
+// embeddedConnectOptions connect to the embedded server with the
+// credentials it requires; NATS_USER and the other NATS_* keys are for
+// NATS_URL only.
+func embeddedConnectOptions(name string, c natsserver.Credentials, log *slog.Logger) natssink.ConnectOptions {
+	return natssink.ConnectOptions{Name: name, User: c.User, Password: c.Password, Logger: log.With(slog.String("component", "nats"))}
+}
+
+// embeddedTarget is the URL and connect options of the embedded server a
+// running `trackerd run` with the same DATA_DIR announces in nats.url,
+// with the credentials of nats.auth. The error matches fs.ErrNotExist when
+// no trackerd announces one there.
+func embeddedTarget(cfg *config.Config, name string, log *slog.Logger) (string, natssink.ConnectOptions, error) {
+	data, err := os.ReadFile(filepath.Join(cfg.DataDir, "nats.url"))
+	if err != nil {
+		return "", natssink.ConnectOptions{}, err
+	}
+	url := strings.TrimSpace(string(data))
+	creds, err := natsserver.ReadCredentials(filepath.Join(cfg.DataDir, natsserver.CredentialsFile))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// The server of a trackerd from before credentials: none needed.
+		co := natssink.ConnectOptions{Name: name, Logger: log.With(slog.String("component", "nats"))}
+		return url, co, nil
+	case err != nil:
+		// Not fs.ErrNotExist, whatever the cause: the server is there.
+		return "", natssink.ConnectOptions{}, fmt.Errorf("the embedded NATS server's credentials: %v", err)
+	}
+	return url, embeddedConnectOptions(name, creds, log), nil
 }
 
 func sinkOptions(cfg *config.Config, log *slog.Logger) natssink.Options {

@@ -3,12 +3,12 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -77,13 +77,11 @@ func cmdTail(ctx context.Context, args []string, lookup env, stdout, stderr io.W
 			return err
 		}
 	}
-	url, err := tailURL(cfg)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	url, co, err := tailTarget(cfg, log)
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	co := connectOptions(cfg, log)
-	co.Name = "trackerd tail"
 	nc, err := natssink.Connect(ctx, url, co)
 	if err != nil {
 		return err
@@ -174,7 +172,8 @@ published, one per line. Without --from, new events on core NATS; with
 --from, the JetStream stream from that position. Filters are exact names, as
 in the database; PATTERN is a raw NATS subject pattern (the filters still
 apply). NATS is NATS_URL, else the embedded server of a running
-"trackerd run" with the same DATA_DIR.
+"trackerd run" with the same DATA_DIR, with the credentials it keeps there
+(run tail as the same user).
 
 Examples:
   trackerd tail --table orders --signal after_commit
@@ -200,18 +199,23 @@ func printFlags(fs *flag.FlagSet, w io.Writer, names []string) {
 	sub.PrintDefaults()
 }
 
-// tailURL is NATS_URL, or the URL a running `trackerd run` with an embedded
-// server wrote to DATA_DIR/nats.url.
-func tailURL(cfg *config.Config) (string, error) {
+// tailTarget is NATS_URL with the NATS_* credentials, or the embedded
+// server of a running `trackerd run` with the same DATA_DIR (nats.url),
+// with its credentials (nats.auth).
+func tailTarget(cfg *config.Config, log *slog.Logger) (string, natssink.ConnectOptions, error) {
 	if cfg.NATSURL != "" {
-		return cfg.NATSURL, nil
+		co := connectOptions(cfg, log)
+		co.Name = "trackerd tail"
+		return cfg.NATSURL, co, nil
 	}
-	file := filepath.Join(cfg.DataDir, "nats.url")
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return "", usageError{fmt.Sprintf("NATS_URL is not set and no embedded server is running (%s: %v); set NATS_URL, or start `trackerd run` with the same DATA_DIR", file, err)}
+	url, co, err := embeddedTarget(cfg, "trackerd tail", log)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", co, usageError{fmt.Sprintf("NATS_URL is not set and no embedded server is running (%v); set NATS_URL, or start `trackerd run` with the same DATA_DIR", err)}
+	case err != nil:
+		return "", co, usageError{fmt.Sprintf("NATS_URL is not set, and the embedded server of DATA_DIR %s cannot be used: %v; run tail as the user that runs `trackerd run`, or set NATS_URL", cfg.DataDir, err)}
 	}
-	return strings.TrimSpace(string(data)), nil
+	return url, co, nil
 }
 
 func isDigits(s string) bool {

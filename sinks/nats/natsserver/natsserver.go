@@ -2,6 +2,12 @@
 // process, for when NATS_URL is not set, so that `trackerd run` needs
 // nothing but a database. It is a package of its own so that programs that
 // only consume trackerd's events (changefeed) do not link nats-server.
+//
+// The server listens on loopback only. `trackerd run` also makes it require
+// a user and password (Options.User and Options.Password), generated on the
+// first start and kept in DATA_DIR/nats.auth, mode 0600 (see
+// LoadOrCreateCredentials), so that other local users can neither read the
+// events nor touch the checkpoints.
 package natsserver
 
 import (
@@ -38,11 +44,14 @@ type Options struct {
 	// Logger receives the server's logs: notices and debug at debug level,
 	// warnings and errors at warn.
 	Logger *slog.Logger
+	// User and Password, when set, are required from every client (see
+	// LoadOrCreateCredentials). Empty: any local user may connect, which
+	// suits tests and single-user machines only.
+	User, Password string
 }
 
 // Server is a NATS server with JetStream running in this process, for
-// when NATS_URL is not set. It has no authentication, so it listens on
-// loopback only.
+// when NATS_URL is not set. It has no TLS, so it listens on loopback only.
 type Server struct {
 	srv *server.Server
 	log *serverLog
@@ -66,7 +75,10 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		return nil, addrError(o.Addr, "want a port from 0 to 65535")
 	}
 	if !loopback(host) {
-		return nil, addrError(o.Addr, "the embedded server has no authentication, so it listens on loopback only (127.0.0.1, ::1 or localhost)")
+		return nil, addrError(o.Addr, "the embedded server has no TLS, so it listens on loopback only (127.0.0.1, ::1 or localhost)")
+	}
+	if (o.User == "") != (o.Password == "") {
+		return nil, configErr("nats: the embedded server's user and password go together: set both or neither")
 	}
 	if o.StoreDir == "" {
 		return nil, configErr("nats: NATS_STORE_DIR is empty: the embedded server needs a directory for JetStream")
@@ -97,6 +109,8 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		MaxPayload: o.MaxPayload,
 		NoSigs:     true,
 		HTTPPort:   0,
+		Username:   o.User,
+		Password:   o.Password,
 	}
 	srv, err := server.NewServer(sopts)
 	if err != nil {

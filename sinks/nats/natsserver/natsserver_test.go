@@ -2,14 +2,19 @@ package natsserver
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // syncBuffer collects a logger's output.
@@ -87,5 +92,120 @@ func TestEmbeddedServes(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "embedded NATS server started") {
 		t.Errorf("start not logged:\n%s", logs.String())
+	}
+}
+
+// TestEmbeddedRequiresCredentials: with User and Password the server
+// refuses every client without them (F9), and never logs the password.
+func TestEmbeddedRequiresCredentials(t *testing.T) {
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	const password, wrong = "Corr3ctHorseBattery", "Wr0ngPassw0rdGuess"
+	e, err := Start(t.Context(), Options{Addr: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: log, User: "trackerd", Password: password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown(t.Context())
+	for _, tc := range []struct {
+		name string
+		opts []natsgo.Option
+	}{
+		{"no credentials", nil},
+		{"wrong password", []natsgo.Option{natsgo.UserInfo("trackerd", wrong)}},
+		{"wrong user", []natsgo.Option{natsgo.UserInfo("admin", password)}},
+		{"a token", []natsgo.Option{natsgo.Token(password)}},
+	} {
+		nc, err := natsgo.Connect(e.ClientURL(), tc.opts...)
+		if err == nil {
+			nc.Close()
+			t.Errorf("%s: connected", tc.name)
+		} else if !errors.Is(err, natsgo.ErrAuthorization) {
+			t.Errorf("%s: err = %v, want an authorization violation", tc.name, err)
+		}
+	}
+	nc, err := natsgo.Connect(e.ClientURL(), natsgo.UserInfo("trackerd", password))
+	if err != nil {
+		t.Fatalf("with the credentials: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.AccountInfo(t.Context()); err != nil {
+		t.Fatalf("JetStream with the credentials: %v", err)
+	}
+	nc.Close()
+	if s := logs.String(); strings.Contains(s, password) || strings.Contains(s, wrong) {
+		t.Errorf("the server's logs show a password:\n%s", s)
+	}
+	if _, err := Start(t.Context(), Options{Addr: "127.0.0.1:0", StoreDir: t.TempDir(), Password: password}); err == nil || !strings.Contains(err.Error(), "go together") {
+		t.Errorf("a password without a user: err = %v", err)
+	}
+}
+
+func TestCredentialsFile(t *testing.T) {
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	dir := filepath.Join(t.TempDir(), "data")
+	file := filepath.Join(dir, CredentialsFile)
+
+	c, err := LoadOrCreateCredentials(file, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.User != "trackerd" || len(c.Password) < 20 {
+		t.Fatalf("generated credentials: user %q, a password of %d characters", c.User, len(c.Password))
+	}
+	for path, want := range map[string]os.FileMode{dir: 0o700, file: 0o600} {
+		if st, err := os.Stat(path); err != nil || st.Mode().Perm() != want {
+			t.Errorf("%s: mode %v (%v), want %04o", path, st.Mode().Perm(), err, want)
+		}
+	}
+	if strings.Contains(logs.String(), c.Password) {
+		t.Errorf("the password is logged:\n%s", logs.String())
+	}
+	// Later starts reuse them; so do readers.
+	again, err := LoadOrCreateCredentials(file, log)
+	if err != nil || again != c {
+		t.Fatalf("second start: %v, same credentials %v", err, again == c)
+	}
+	if read, err := ReadCredentials(file); err != nil || read != c {
+		t.Fatalf("ReadCredentials: %v, same credentials %v", err, read == c)
+	}
+	// Another directory: other credentials.
+	other, err := LoadOrCreateCredentials(filepath.Join(t.TempDir(), CredentialsFile), log)
+	if err != nil || other.Password == c.Password {
+		t.Fatalf("another DATA_DIR: %v, same password %v", err, other.Password == c.Password)
+	}
+
+	// A file open to others is closed again, with a warning.
+	if err := os.Chmod(file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := LoadOrCreateCredentials(file, log); err != nil || again != c {
+		t.Fatalf("0644 file: %v", err)
+	}
+	if st, _ := os.Stat(file); st.Mode().Perm() != 0o600 {
+		t.Errorf("0644 file left %04o", st.Mode().Perm())
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "was=0644") {
+		t.Errorf("no warning for a 0644 file:\n%s", logs.String())
+	}
+
+	// Bad files are refused without showing their content.
+	for name, content := range map[string]string{
+		"no password": "NATS_USER=trackerd\n",
+		"not KEY=VAL": "NATS_USER=trackerd\nsecret-looking-line\n",
+	} {
+		bad := filepath.Join(t.TempDir(), CredentialsFile)
+		os.WriteFile(bad, []byte(content), 0o600)
+		_, err := LoadOrCreateCredentials(bad, log)
+		if err == nil || strings.Contains(err.Error(), "secret-looking") || !strings.Contains(err.Error(), "delete the file") {
+			t.Errorf("%s: err = %v", name, err)
+		}
+	}
+	if _, err := ReadCredentials(filepath.Join(t.TempDir(), CredentialsFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: err = %v, want fs.ErrNotExist", err)
 	}
 }
