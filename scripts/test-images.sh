@@ -27,6 +27,10 @@
 # pins; ~50 s the first time, 1 s once Go's build cache has it).
 #
 # Usage:  scripts/test-images.sh [pg] [maria] [nats]     (default: all three)
+#         scripts/test-images.sh --check [pg] [maria] [nats]
+#                 as any user who may use Docker: exit 0 when every image is
+#                 present, 3 when one is missing (scripts/test.sh asks for
+#                 sudo only then)
 # Env:    PREFIX (tc-local), TEST_IMAGES_FROM (auto), FORCE=1, WORK
 #         (/var/tmp/trackerd-test-images), MIRROR (the apt sources' mirror),
 #         NATS_VERSION (go.mod's), KEEP_LLVM=1 (keep PostgreSQL's JIT).
@@ -317,10 +321,22 @@ variant() { # host-binary
   esac
 }
 
-[ "$(id -u)" = 0 ] || die "run as root (chroot, mknod and debootstrap need it)"
+CHECK=0
+[ "${1:-}" != --check ] || { CHECK=1; shift; }
+[ $CHECK = 1 ] || [ "$(id -u)" = 0 ] || die "run as root (chroot, mknod and debootstrap need it)"
 docker info >/dev/null 2>&1 || die "no Docker engine answers: run scripts/docker-engine.sh first"
-mkdir -p "$WORK"
 targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(pg maria nats)
+if [ $CHECK = 1 ]; then
+  missing=0
+  for t in "${targets[@]}"; do
+    case $t in pg) image=$PG_IMAGE ;; maria) image=$MARIA_IMAGE ;; nats) image=$NATS_IMAGE ;;
+      *) die "unknown image $t: want pg, maria or nats" ;; esac
+    if have_image "$image"; then log "$image is present"; else log "would build $image"; missing=1; fi
+  done
+  [ $missing = 0 ] || exit 3
+  exit 0
+fi
+mkdir -p "$WORK"
 for t in "${targets[@]}"; do
   case $t in
     pg) image=$PG_IMAGE; build="build_pg_$(variant $PGBIN/postgres)" ;;

@@ -1,10 +1,23 @@
 #!/usr/bin/env bash
 # test.sh: run every test of trackerd — unit, integration and end-to-end —
 # against the servers named by TRACKERD_TEST_*_URL, defaulting to this
-# machine's PostgreSQL, MariaDB and NATS (prepared by scripts/setup-servers.sh).
+# machine's PostgreSQL, MariaDB and NATS.
 #
-#   scripts/test.sh              everything
-#   scripts/test.sh ./tracker/   one package (extra arguments go to go test)
+#   scripts/test.sh              prepare this machine, then run everything
+#                                (README.md's test command; .ci/run runs it)
+#   scripts/test.sh ./tracker/   one package, nothing prepared (extra
+#                                arguments go to go test)
+#
+# Preparing, each step idempotent and quick once done (a second run changes
+# and restarts nothing):
+#   1. scripts/setup-servers.sh  PostgreSQL wal_level=logical, MariaDB's row
+#                                binlog and TLS, NATS with JetStream
+#   2. scripts/docker-engine.sh  a Docker engine, for the container fault tests
+#   3. scripts/test-images.sh    their images, built locally
+#   4. scripts/install-tools.sh  the nats CLI
+# Steps 1 and 3 need root. As root they just run; otherwise each runs with
+# --check first, which lists what it would change, and only then asks sudo.
+# PREPARE=0 skips preparing.
 #
 # FUZZTIME (default 10s) is how long each fuzz target runs; 0 skips fuzzing.
 set -euo pipefail
@@ -18,10 +31,43 @@ export TRACKERD_TEST_NATS_URL=${TRACKERD_TEST_NATS_URL:-nats://127.0.0.1:4222}
 export TRACKERD_TEST_MYSQL_TLS_CA=${TRACKERD_TEST_MYSQL_TLS_CA-/etc/mysql/trackerd-tls/ca.pem}
 FUZZTIME=${FUZZTIME:-10s}
 
+# The tools install-tools.sh puts in Go's bin directory (the nats CLI).
+PATH="$(go env GOPATH | cut -d: -f1)/bin:$PATH"
+
 step() { printf '\n== %s\n' "$*" >&2; }
 
 if [ $# -gt 0 ]; then
   exec go test -count=1 "$@"
+fi
+
+# as_root SCRIPT: run scripts/SCRIPT as root: directly when we are root,
+# else, when `SCRIPT --check` lists changes (exit 3), through sudo.
+as_root() {
+  if [ "$(id -u)" = 0 ]; then bash "scripts/$1"; return; fi
+  local rc=0
+  bash "scripts/$1" --check || rc=$?
+  case $rc in
+    0) return 0 ;;
+    3) ;;
+    *) echo "test.sh: scripts/$1 --check failed (exit $rc)" >&2; exit 1 ;;
+  esac
+  if ! command -v sudo >/dev/null; then
+    echo "test.sh: the changes listed above need root: run scripts/$1 as root, then scripts/test.sh again" >&2
+    exit 1
+  fi
+  echo "test.sh: the changes listed above need root: sudo scripts/$1" >&2
+  sudo env "PATH=$PATH" bash "scripts/$1"
+}
+
+if [ "${PREPARE:-1}" != 0 ]; then
+  step "servers: PostgreSQL, MariaDB, NATS (scripts/setup-servers.sh)"
+  as_root setup-servers.sh
+  step "Docker engine (scripts/docker-engine.sh)"
+  bash scripts/docker-engine.sh
+  step "container images of the fault tests (scripts/test-images.sh)"
+  as_root test-images.sh
+  step "tools (scripts/install-tools.sh)"
+  bash scripts/install-tools.sh
 fi
 
 step "gofmt"
@@ -31,7 +77,7 @@ if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted" >&2; exit
 step "go vet"
 go vet ./...
 
-step "go test (unit, integration, e2e)"
+step "go test (unit, integration, e2e; $(go version))"
 go test -count=1 -timeout 40m ./...
 
 if [ "$FUZZTIME" != 0 ]; then
