@@ -3,7 +3,8 @@
 # trackerd's tests and for running trackerd against them. Idempotent: a second
 # run changes nothing and restarts nothing.
 #
-#   PostgreSQL 15: wal_level=logical, room for test slots, and a role group
+#   PostgreSQL 15: wal_level=logical, room for test slots,
+#                  max_prepared_transactions (two-phase commit), and a role group
 #                  `trackerd_pwauth` whose members log in with a password over
 #                  TCP (the rest of the host keeps its trust auth), so tests can
 #                  check that passwords never leak.
@@ -109,6 +110,9 @@ setup_postgres() {
   want wal_level logical
   want max_replication_slots 40
   want max_wal_senders 40
+  # Two-phase commit (PREPARE TRANSACTION), which trackerd publishes as true
+  # before_commit events; 0, PostgreSQL's default, disables it.
+  want max_prepared_transactions 10
   # Let tests see slow standby updates fail quickly enough, but keep the default.
   want wal_sender_timeout 60000
 
