@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -107,6 +108,13 @@ type Config struct {
 	// sources maps a key to where Load found it ("env TRACKER_ECHO"); nil
 	// for a Config built in code. See SourceOf.
 	sources map[string]string
+	// file is the config file Load read ("" for none).
+	file string
+	// skipped are the file's keys that are not trackerd's, as written.
+	skipped []string
+	// databaseURLSet is true when neither DATABASE_URI nor BINDS is set
+	// and the environment has DATABASE_URL (Heroku's spelling).
+	databaseURLSet bool
 }
 
 // BindConfig is one entry of BINDS.
@@ -193,6 +201,85 @@ func (c *Config) SourceOf(key string) string {
 	return "default"
 }
 
+// SkippedKeys returns the config file's keys that Load skipped because
+// they are not trackerd's (a Flask application's SECRET_KEY, say), as
+// written in the file, sorted; the caller logs them at debug level.
+func (c *Config) SkippedKeys() []string { return slices.Clone(c.skipped) }
+
+// LookedFor says where Load looked for the given keys, strongest first, for
+// messages about a key that is not set: "flag --nats-url, env
+// TRACKER_NATS_URL, SQLALCHEMY_NATS_URL, FLASK_SQLALCHEMY_NATS_URL, file
+// trackerd.toml, env NATS_URL". It returns "" for a Config not made by
+// Load.
+func (c *Config) LookedFor(keys ...string) string {
+	if c.sources == nil {
+		return ""
+	}
+	var flags, env, bare []string
+	for _, key := range keys {
+		k := KeyInfo{Name: key}
+		flags = append(flags, "--"+k.Flag())
+		env = append(env, k.EnvNames()...)
+		if slices.Contains(bareNATSKeys, key) {
+			bare = append(bare, key)
+		}
+	}
+	out := "flag " + strings.Join(flags, ", ") + "; env " + strings.Join(env, ", ") + "; "
+	if c.file == "" {
+		out += "no --config file"
+	} else {
+		out += "file " + c.file
+	}
+	if len(bare) > 0 {
+		out += "; env " + strings.Join(bare, ", ")
+	}
+	return out
+}
+
+// ErrNoBinds is wrapped by the error of a configuration with no bind: see
+// NoBindsError.
+var ErrNoBinds = errors.New("set DATABASE_URI or BINDS")
+
+// NoBindsError is the error for a configuration without DATABASE_URI and
+// BINDS: it wraps ErrNoBinds and says where Load looked, and that
+// DATABASE_URL is not read when the environment has it.
+func (c *Config) NoBindsError() *FieldError {
+	e := &FieldError{Key: "DATABASE_URI", Err: ErrNoBinds}
+	var more []string
+	if where := c.LookedFor("DATABASE_URI", "BINDS"); where != "" {
+		more = append(more, "neither is set (looked at "+where+")")
+	}
+	if c.databaseURLSet {
+		more = append(more, `DATABASE_URL is set, but trackerd reads DATABASE_URI: set TRACKER_DATABASE_URI="$DATABASE_URL"`)
+	}
+	if len(more) > 0 {
+		e.Err = fmt.Errorf("%w: %s", ErrNoBinds, strings.Join(more, "; "))
+	}
+	return e
+}
+
+// TrackingDisabled returns the line to log (at WARN) when
+// TRACK_MODIFICATIONS is false: where the value came from and how to
+// override it. A Flask application often sets it false to silence
+// Flask-SQLAlchemy, so its environment can stop trackerd unawares.
+func (c *Config) TrackingDisabled() string {
+	src := c.SourceOf("TRACK_MODIFICATIONS")
+	msg := "TRACK_MODIFICATIONS is false"
+	if src != "" {
+		msg += " (" + src + ")"
+	}
+	msg += ": tracking is disabled and no bind is followed"
+	switch {
+	case strings.HasPrefix(src, "flag "):
+		msg += "; to track, drop --track-modifications=false"
+	case src == "env TRACKER_TRACK_MODIFICATIONS":
+		msg += "; to track, set TRACKER_TRACK_MODIFICATIONS=true or pass --track-modifications"
+	default:
+		msg += "; to track whatever the application's own setting, set TRACKER_TRACK_MODIFICATIONS=true (it wins over SQLALCHEMY_ and FLASK_SQLALCHEMY_ variables and the config file) or pass --track-modifications"
+	}
+	return msg
+}
+
 // UserTokens returns NAMING_CONVENTION's user-defined static tokens: every
 // key but "subject", "before_commit", "after_commit" and "rollback", with
 // its value (which a renderer escapes like any token value).
@@ -225,6 +312,27 @@ func (c *Config) SubjectTemplate(phase string) (Template, error) {
 	}
 	return t, nil
 }
+
+// DefaultBind is the key of DATABASE_URI's bind. A BINDS entry of this key
+// without a URI holds that bind's options.
+const DefaultBind = "default"
+
+// The re-send horizon of a JetStream publish: the sink waits this long for
+// an acknowledgement (sinks/nats DefaultAckTimeout), as long again for the
+// messages in flight to settle, and up to its longest back-off before it
+// sends the message again. A test in sinks/nats keeps these in step.
+const (
+	publishAckTimeout = 5 * time.Second
+	publishMaxBackoff = 5 * time.Second
+	maxResendDelay    = 2*publishAckTimeout + publishMaxBackoff
+	resendDelayParts  = "5s acknowledgement timeout, 5s for the messages in flight to settle, up to 5s of back-off"
+)
+
+// MinDuplicateWindow is the shortest DUPLICATE_WINDOW accepted: twice the
+// longest delay before a publish whose acknowledgement was lost is sent
+// again, so that the re-send is dropped as a duplicate instead of stored
+// twice.
+const MinDuplicateWindow = 2 * maxResendDelay
 
 // Warnings returns advice about values that are allowed but unwise, for
 // the caller to log at start-up (config has no logger): a DUPLICATE_WINDOW

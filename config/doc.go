@@ -2,9 +2,11 @@
 // (DATABASE_URI, BINDS, TRACK_MODIFICATIONS, ECHO, RECORD_QUERIES,
 // NATIVE_UNICODE, POOL_*, MAX_OVERFLOW, ENGINE_OPTIONS, NAMING_CONVENTION)
 // and trackerd's own, from command-line flags, the environment
-// (TRACKER_<KEY>, then SQLALCHEMY_<KEY>), a TOML file and defaults, strongest
-// first. Every bad value is refused with the key, the value (secrets hidden)
-// and what is allowed.
+// (TRACKER_<KEY>, SQLALCHEMY_<KEY>, then Flask's FLASK_SQLALCHEMY_<KEY>), a
+// TOML file, the NATS tools' bare NATS_URL, NATS_CREDS, NATS_USER,
+// NATS_PASSWORD and NATS_TOKEN, and defaults, strongest first. Every bad
+// value is refused with the key, the value (secrets hidden) and what is
+// allowed.
 //
 // # Loading
 //
@@ -14,8 +16,10 @@
 // its strongest source; only that value is parsed, so a Flask
 // application's SQLALCHEMY_ value that trackerd cannot read is harmless once
 // a TRACKER_ variable overrides it. An empty environment variable is unset.
-// The file's keys may carry SQLALCHEMY_ and any case; unknown ones are
-// errors with a "did you mean" suggestion, while unknown TRACKER_ variables
+// The file's keys may carry SQLALCHEMY_ and any case; keys that are not
+// trackerd's are skipped (a Flask application's config file loads as it
+// is, see Config.SkippedKeys), except near-misses of trackerd's keys, which
+// are errors with a "did you mean" suggestion; unknown TRACKER_ variables
 // are ignored. Load reports every problem at once, as *FieldError values
 // joined with errors.Join, and returns no Config then. Validate runs the
 // same checks on a Config built in code.
@@ -41,5 +45,8 @@
 // NAMING_CONVENTION's templates use SQLAlchemy's %(name)s syntax.
 // ParseTemplate checks them and exposes their parts, so the NATS sink can
 // render subjects without parsing again; the renderer escapes token values,
-// never the template's literal text.
+// never the template's literal text. Load and Validate also refuse templates
+// that let two tables, ops, binds or phases share a subject (DESIGN.md
+// section 4): the tokens each template needs, a separator between tokens,
+// no '=' in literal text, and phases apart.
 package config

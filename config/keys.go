@@ -26,10 +26,13 @@ type KeyInfo struct {
 	Secret bool
 }
 
-// EnvNames returns the environment variables that set the key, strongest
-// first: TRACKER_<KEY>, SQLALCHEMY_<KEY>.
+// EnvNames returns the environment variables that set the key above the
+// config file, strongest first: TRACKER_<KEY>, SQLALCHEMY_<KEY> and
+// FLASK_SQLALCHEMY_<KEY> (Flask's from_prefixed_env). NATS_URL,
+// NATS_CREDS, NATS_USER, NATS_PASSWORD and NATS_TOKEN are also read from
+// the bare variable of that name, below the file (see Load).
 func (k KeyInfo) EnvNames() []string {
-	return []string{"TRACKER_" + k.Name, "SQLALCHEMY_" + k.Name}
+	return []string{"TRACKER_" + k.Name, "SQLALCHEMY_" + k.Name, "FLASK_SQLALCHEMY_" + k.Name}
 }
 
 // Flag returns the command-line flag's name: the key in kebab case,
@@ -55,7 +58,7 @@ func Keys() []KeyInfo {
 // meaning, Flask-SQLAlchemy keys first.
 func Markdown() string {
 	var b strings.Builder
-	b.WriteString("Every key is read, strongest first, from a command-line flag (`--kebab-case-key`), the environment (`TRACKER_<KEY>`, then `SQLALCHEMY_<KEY>`; an empty variable counts as unset), the TOML file given with `--config` (keys with or without `SQLALCHEMY_`), and the default.\n\n")
+	b.WriteString("Every key is read, strongest first, from a command-line flag (`--kebab-case-key`), the environment (`TRACKER_<KEY>`, then `SQLALCHEMY_<KEY>`, then Flask's `FLASK_SQLALCHEMY_<KEY>`; an empty variable counts as unset), the TOML file given with `--config` (keys with or without `SQLALCHEMY_`), and the default. `NATS_URL`, `NATS_CREDS`, `NATS_USER`, `NATS_PASSWORD` and `NATS_TOKEN` are also read from the NATS tools' bare variables of those names, below every other source.\n\n")
 	for _, flask := range []bool{true, false} {
 		if flask {
 			b.WriteString("Flask-SQLAlchemy keys:\n\n")
@@ -216,7 +219,7 @@ func specs() []keySpec {
 			true, secretURI, func(c *Config) *string { return &c.DatabaseURI }),
 		{
 			KeyInfo: KeyInfo{Name: "BINDS", Type: "table", Flask: true, Secret: true,
-				Doc: "More binds, bind key -> URI or table `{uri, tables, exclude_tables, track, slot, publication, server_id, streaming, heartbeat, engine_options, pool_size, max_overflow, pool_timeout, pool_recycle}`. A JSON object in the environment or a flag."},
+				Doc: "More binds, bind key -> URI or table `{uri, tables, exclude_tables, track, slot, publication, server_id, streaming, heartbeat, engine_options, pool_size, max_overflow, pool_timeout, pool_recycle}`. A JSON object in the environment or a flag. `default` without `uri` gives options to `DATABASE_URI`'s bind."},
 			secret: secretURI,
 			set:    setBinds,
 		},
@@ -269,7 +272,7 @@ func specs() []keySpec {
 			set: setNamingConvention,
 		},
 		stringKey("NATS_URL", "URL", "",
-			"NATS server URL(s), comma-separated. Unset: start an embedded NATS server with JetStream.",
+			"NATS server URL(s), comma-separated. Unset: start an embedded NATS server with JetStream. The bare `NATS_URL` variable counts too, below every other source; `--nats-url=` (empty) starts the embedded server whatever it says.",
 			true, secretNATS, func(c *Config) *string { return &c.NATSURL }),
 		stringKey("SUBJECT_PREFIX", "string", "trackerd",
 			"First subject token(s): dot-separated tokens of letters, digits, `_` and `-`.",
@@ -296,7 +299,7 @@ func specs() []keySpec {
 			"The JetStream stream, created when missing with subjects `<SUBJECT_PREFIX>.>`.",
 			false, public, func(c *Config) *string { return &c.StreamName }),
 		durationKey("DUPLICATE_WINDOW", "10m",
-			"The stream's de-duplication window; at least 1s, and minutes are advised so that a restart's re-sent events are dropped.",
+			"The stream's de-duplication window: at least 30s (twice the longest a publish waits before it is sent again), so that a publish re-sent after a lost acknowledgement is dropped, not stored twice; minutes are advised, so that a restart's re-sent events are dropped too.",
 			func(c *Config) *time.Duration { return &c.DuplicateWindow }),
 		durationKey("STREAM_MAX_AGE", "0", "Longest age of a stored event; 0 means unlimited.",
 			func(c *Config) *time.Duration { return &c.StreamMaxAge }),
@@ -340,7 +343,7 @@ func specs() []keySpec {
 			func(c *Config) *bool { return &c.Debug }),
 		boolKey("TESTING", "false", "As in Flask; turns `RECORD_QUERIES` on.", false,
 			func(c *Config) *bool { return &c.Testing }),
-		stringKey("NATS_USER", "string", "", "NATS user name (with `NATS_PASSWORD`).",
+		stringKey("NATS_USER", "string", "", "NATS user name (with `NATS_PASSWORD`). The bare `NATS_CREDS`, `NATS_USER`, `NATS_PASSWORD` and `NATS_TOKEN` variables are read as a group, only with a `NATS_URL` and when no other source sets a NATS credential.",
 			false, public, func(c *Config) *string { return &c.NATS.User }),
 		stringKey("NATS_PASSWORD", "string", "", "NATS password.",
 			false, secretValue, func(c *Config) *string { return &c.NATS.Password }),

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -83,8 +84,11 @@ func getenv(lookupEnv func(string) (string, bool), name string) string {
 }
 
 // Load builds the configuration from, strongest first, o.Flags, the
-// environment (TRACKER_<KEY>, then SQLALCHEMY_<KEY>; an empty variable is
-// unset), o.File and the defaults, and validates it.
+// environment (TRACKER_<KEY>, SQLALCHEMY_<KEY>, then Flask's
+// FLASK_SQLALCHEMY_<KEY>; an empty variable is unset), o.File, the bare
+// variables of the NATS tools (NATS_URL, NATS_CREDS, NATS_USER,
+// NATS_PASSWORD, NATS_TOKEN; see bareNATS) and the defaults, and validates
+// it.
 //
 // Each key takes its whole value from the strongest source that sets it:
 // tables such as BINDS are not merged across sources, and only that value
@@ -92,18 +96,26 @@ func getenv(lookupEnv func(string) (string, bool), name string) string {
 // MAX_OVERFLOW, POOL_TIMEOUT and POOL_RECYCLE (as in Flask-SQLAlchemy),
 // whatever their sources, and the merged result is Config.Engine.
 //
-// Unknown keys in the file are errors; unknown TRACKER_* variables are
-// ignored, since the environment is shared. The error, if any, joins one
-// *FieldError per problem, and the Config is nil. Database URIs are only
-// checked for type here: binds.FromConfig parses them.
+// A FLASK_SQLALCHEMY_ value is read as Flask's from_prefixed_env reads it:
+// a JSON string literal ("\"...\"") is unquoted and null means unset; other
+// JSON (numbers, booleans, objects, arrays) is what trackerd reads anyway.
+// Flask's nested FLASK_SQLALCHEMY_<KEY>__<name> variables are not read.
+//
+// File keys that are not trackerd's are skipped (Config.SkippedKeys), unless
+// they look like a mistake for one of trackerd's keys (see readFile);
+// unknown TRACKER_* variables are ignored, since the environment is
+// shared. The error, if any, joins one *FieldError per problem, and the
+// Config is nil. Database URIs are only checked for type here:
+// binds.FromConfig parses them.
 func Load(o Options) (*Config, error) {
 	c := Default()
 	c.sources = make(map[string]string)
+	c.file = o.File
 	st := &state{c: &c}
 	var p problems
 	specs := specs()
 
-	file := readFile(o, keyNames(specs), &p)
+	file := readFile(o, keyNames(specs), &p, &c.skipped)
 	for _, k := range sortedKeys(o.Flags) {
 		if specByName(specs, k) == nil {
 			unknownKey(field{key: k, source: "flag --" + flagName(k), p: &p}, keyNames(specs), false)
@@ -118,6 +130,12 @@ func Load(o Options) (*Config, error) {
 		c.sources[s.Name] = source
 		s.set(st, field{key: s.Name, source: source, secret: s.secret, p: &p}, v)
 	}
+	bareNATS(o, st, specs, &p)
+	if c.DatabaseURI == "" && c.Binds == nil {
+		if v := getenv(o.LookupEnv, "DATABASE_URL"); v != "" {
+			c.databaseURLSet = true
+		}
+	}
 	finish(st, o.LookupEnv)
 	p.list = append(p.list, c.validate()...)
 	if err := p.err(); err != nil {
@@ -126,16 +144,25 @@ func Load(o Options) (*Config, error) {
 	return &c, nil
 }
 
-// lookup finds a key's strongest value and names its source.
+// lookup finds a key's strongest value and names its source; the bare
+// NATS variables are bareNATS's.
 func lookup(o Options, k KeyInfo, file map[string]fileValue) (any, string, bool) {
 	if v, ok := o.Flags[k.Name]; ok {
 		return v, "flag --" + k.Flag(), true
 	}
 	if o.LookupEnv != nil {
 		for _, name := range k.EnvNames() {
-			if v, ok := o.LookupEnv(name); ok && v != "" {
-				return v, "env " + name, true
+			v, ok := o.LookupEnv(name)
+			if !ok || v == "" {
+				continue
 			}
+			if strings.HasPrefix(name, "FLASK_") {
+				var ok bool
+				if v, ok = flaskEnvValue(v); !ok {
+					continue
+				}
+			}
+			return v, "env " + name, true
 		}
 	}
 	if fv, ok := file[k.Name]; ok {
@@ -144,14 +171,77 @@ func lookup(o Options, k KeyInfo, file map[string]fileValue) (any, string, bool)
 	return nil, "", false
 }
 
+// flaskEnvValue reads a FLASK_ variable as Flask's from_prefixed_env does
+// (json.loads, else the text): a JSON string literal is unquoted, and null
+// is None, which Flask-SQLAlchemy takes as unset (ok false).
+func flaskEnvValue(v string) (string, bool) {
+	t := strings.TrimSpace(v)
+	switch {
+	case t == "null":
+		return "", false
+	case strings.HasPrefix(t, `"`):
+		var s string
+		if err := json.Unmarshal([]byte(t), &s); err == nil {
+			return s, s != ""
+		}
+	}
+	return v, true
+}
+
+// bareNATSKeys are the keys also read from the NATS tools' own variables
+// (natscli, nats.go examples, nats-server docs), named as the keys are.
+var bareNATSKeys = []string{"NATS_URL", "NATS_CREDS", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN"}
+
+// natsCredentialKeys are the keys that say how to authenticate to NATS.
+var natsCredentialKeys = []string{"NATS_CREDS", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_NKEY"}
+
+// bareNATS reads the bare NATS_URL, NATS_CREDS, NATS_USER, NATS_PASSWORD
+// and NATS_TOKEN variables at the lowest precedence: a key set by a flag,
+// TRACKER_, SQLALCHEMY_, FLASK_SQLALCHEMY_ or the file keeps that value.
+// The credentials come as a group and only for a NATS_URL: they are read
+// when NATS_URL is set (anywhere) and no stronger source sets any NATS
+// credential, so that a shell's NATS_USER never joins a token from the
+// config file, and the embedded server (no NATS_URL) is never sent them.
+func bareNATS(o Options, st *state, specs []keySpec, p *problems) {
+	c := st.c
+	read := func(name string) {
+		v := getenv(o.LookupEnv, name)
+		if v == "" {
+			return
+		}
+		s := specByName(specs, name)
+		c.sources[name] = "env " + name
+		s.set(st, field{key: name, source: "env " + name, secret: s.secret, p: p}, v)
+	}
+	if _, set := c.sources["NATS_URL"]; !set {
+		read("NATS_URL")
+	}
+	if c.NATSURL == "" {
+		return
+	}
+	for _, k := range natsCredentialKeys {
+		if _, set := c.sources[k]; set {
+			return
+		}
+	}
+	for _, k := range bareNATSKeys[1:] {
+		read(k)
+	}
+}
+
 type fileValue struct {
 	v      any
 	source string
 }
 
 // readFile reads and decodes o.File into canonical key -> value. Keys may
-// carry the SQLALCHEMY_ prefix and any case; unknown keys are problems.
-func readFile(o Options, known []string, p *problems) map[string]fileValue {
+// carry the SQLALCHEMY_ prefix and any case. A key that is not trackerd's is
+// skipped (see Config.SkippedKeys), so that a Flask application's config
+// file loads as it is, unless it looks like a mistake for one of trackerd's:
+// a SQLALCHEMY_ or TRACKER_ prefix on a key trackerd does not know, or a
+// small edit distance to a key it knows. Those are problems, with a
+// suggestion where there is one.
+func readFile(o Options, known []string, p *problems, skipped *[]string) map[string]fileValue {
 	if o.File == "" {
 		return nil
 	}
@@ -174,17 +264,16 @@ func readFile(o Options, known []string, p *problems) map[string]fileValue {
 	spelled := make(map[string]string, len(raw))
 	for _, k := range sortedKeys(raw) {
 		canon := strings.ToUpper(k)
-		if rest, ok := strings.CutPrefix(canon, "SQLALCHEMY_"); ok {
+		rest, flask := strings.CutPrefix(canon, "SQLALCHEMY_")
+		if flask {
 			canon = rest
 		}
-		f := field{key: k, source: source, p: p}
 		if !slices.Contains(known, canon) {
-			if rest, ok := strings.CutPrefix(canon, "TRACKER_"); ok && slices.Contains(known, rest) {
-				p.add(&FieldError{Key: k, Source: source,
-					Err: fmt.Errorf("%w; did you mean %q? (the file takes keys without TRACKER_)", ErrUnknownKey, rest)})
-				continue
+			if err := foreignKey(k, canon, flask, known); err != nil {
+				p.add(&FieldError{Key: k, Source: source, Err: err})
+			} else {
+				*skipped = append(*skipped, k)
 			}
-			unknownKey(f, known, false)
 			continue
 		}
 		if first, dup := spelled[canon]; dup {
@@ -196,6 +285,35 @@ func readFile(o Options, known []string, p *problems) map[string]fileValue {
 		out[canon] = fileValue{v: raw[k], source: source}
 	}
 	return out
+}
+
+// ignoredFlaskKeys are Flask-SQLAlchemy keys that mean nothing to trackerd
+// (without their SQLALCHEMY_ prefix); a Flask config file may hold them.
+var ignoredFlaskKeys = []string{"COMMIT_ON_TEARDOWN"}
+
+// foreignKey decides about a file key that is not trackerd's: nil to skip
+// it, or an error wrapping ErrUnknownKey when it looks meant for trackerd.
+// key is the key as written, canon its upper-case form without
+// SQLALCHEMY_, flask whether it had that prefix.
+func foreignKey(key, canon string, flask bool, known []string) error {
+	if flask && slices.Contains(ignoredFlaskKeys, canon) {
+		return nil
+	}
+	if rest, ok := strings.CutPrefix(canon, "TRACKER_"); ok {
+		if slices.Contains(known, rest) {
+			return fmt.Errorf("%w; did you mean %q? (the file takes keys without TRACKER_)", ErrUnknownKey, rest)
+		}
+		canon, flask = rest, true // meant for trackerd all the same
+	}
+	// Two edits at most: three would take Flask-Mail's MAIL_PASSWORD for
+	// NATS_PASSWORD.
+	if s := suggestWithin(canon, known, 2); s != "" {
+		return fmt.Errorf("%w; did you mean %q?", ErrUnknownKey, s)
+	}
+	if flask {
+		return fmt.Errorf("%w: %s is not a trackerd key, and its prefix says it is meant for one (the keys are listed in the README and by `trackerd run -h`); if it is your application's own, give trackerd a file without it", ErrUnknownKey, key)
+	}
+	return nil
 }
 
 // tomlProblem reports a TOML syntax error by line and column. The parser's

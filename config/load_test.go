@@ -236,19 +236,19 @@ heartbeat = -1
 		// NAMING_CONVENTION
 		{name: "NAMING_CONVENTION with a user token", in: input{file: `
 [NAMING_CONVENTION]
-subject = "%(prefix)s.%(region)s.%(table)s.%(key_0)s"
-after_commit = "%(prefix)s.done.%(table)s"
+subject = "%(prefix)s.%(region)s.%(signal)s.%(bind)s.%(schema)s.%(table)s.%(op)s.%(key_0)s"
+after_commit = "%(prefix)s.done.%(schema)s.%(table)s.%(op)s"
 region = "eu-west"`},
 			check: func(c *Config) string {
 				t, err := c.SubjectTemplate("before_commit")
 				if err != nil {
 					return err.Error()
 				}
-				if s := eq(t.String(), "%(prefix)s.%(region)s.%(table)s.%(key_0)s"); s != "" {
+				if s := eq(t.String(), "%(prefix)s.%(region)s.%(signal)s.%(bind)s.%(schema)s.%(table)s.%(op)s.%(key_0)s"); s != "" {
 					return s
 				}
 				t, _ = c.SubjectTemplate("after_commit")
-				if s := eq(t.String(), "%(prefix)s.done.%(table)s"); s != "" {
+				if s := eq(t.String(), "%(prefix)s.done.%(schema)s.%(table)s.%(op)s"); s != "" {
 					return s
 				}
 				return deepEq(c.UserTokens(), map[string]string{"region": "eu-west"})
@@ -336,6 +336,12 @@ region = "eu-west"`},
 			check: func(c *Config) string { return eq(c.DuplicateWindow, 10*time.Minute) }},
 		{name: "DUPLICATE_WINDOW too short", in: input{env: env("TRACKER_DUPLICATE_WINDOW", "500ms")},
 			err: &wantErr{key: "DUPLICATE_WINDOW", value: "500ms", says: "minutes are advised"}},
+		{name: "DUPLICATE_WINDOW at the ack timeout", in: input{env: env("TRACKER_DUPLICATE_WINDOW", "5")},
+			err: &wantErr{key: "DUPLICATE_WINDOW", value: "5s", says: "stores every re-send that comes after the window a second time; want at least 30s"}},
+		{name: "DUPLICATE_WINDOW below twice the re-send delay", in: input{file: `DUPLICATE_WINDOW = "29s"`},
+			err: &wantErr{key: "DUPLICATE_WINDOW", value: "29s", says: "sent again up to 15s later"}},
+		{name: "DUPLICATE_WINDOW 30s", in: input{file: `DUPLICATE_WINDOW = "30s"`},
+			check: func(c *Config) string { return eq(c.DuplicateWindow, 30*time.Second) }},
 		{name: "DUPLICATE_WINDOW longer than STREAM_MAX_AGE", in: input{file: "DUPLICATE_WINDOW = \"2h\"\nSTREAM_MAX_AGE = \"1h\""},
 			err: &wantErr{key: "DUPLICATE_WINDOW", value: "2h0m0s", says: "at most STREAM_MAX_AGE"}},
 		{name: "STREAM_MAX_AGE", in: input{env: env("TRACKER_STREAM_MAX_AGE", "24h")}, check: func(c *Config) string { return eq(c.StreamMaxAge, d("24h")) }},
@@ -410,8 +416,8 @@ region = "eu-west"`},
 			err: &wantErr{key: "DATABSE_URI", source: fileSrc, says: `did you mean "DATABASE_URI"?`, hidden: "hunter22", is: ErrUnknownKey}},
 		{name: "unknown file key with TRACKER_ prefix", in: input{file: `TRACKER_ECHO = true`},
 			err: &wantErr{key: "TRACKER_ECHO", source: fileSrc, says: `did you mean "ECHO"? (the file takes keys without TRACKER_)`, is: ErrUnknownKey}},
-		{name: "unknown file key far from any", in: input{file: `COLOUR = "blue"`},
-			err: &wantErr{key: "COLOUR", source: fileSrc, says: "unknown key", is: ErrUnknownKey}},
+		{name: "unknown file key far from any is skipped", in: input{file: `COLOUR = "blue"`},
+			check: func(c *Config) string { return deepEq(c.SkippedKeys(), []string{"COLOUR"}) }},
 		{name: "unknown env key ignored", in: input{env: env("TRACKER_COLOUR", "blue")},
 			check: func(c *Config) string { return "" }},
 		{name: "unknown flag key", in: input{flags: env("COLOUR", "blue")},
@@ -582,14 +588,14 @@ func TestAllProblemsAtOnce(t *testing.T) {
 	t.Parallel()
 	_, err := Load(input{
 		env:  env("TRACKER_ECHO", "loud", "TRACKER_MAX_INFLIGHT", "0"),
-		file: "POOL_SIZE = -3\nCOLOUR = 1\nSTREAM_REPLICAS = 9\n",
+		file: "POOL_SIZE = -3\nPOOLSIZE = 1\nCOLOUR = 1\nSTREAM_REPLICAS = 9\n",
 	}.options())
 	var keys []string
 	for _, fe := range fieldErrors(t, err) {
 		keys = append(keys, fe.Key)
 	}
 	slices.Sort(keys)
-	if want := []string{"COLOUR", "ECHO", "MAX_INFLIGHT", "POOL_SIZE", "STREAM_REPLICAS"}; !slices.Equal(keys, want) {
+	if want := []string{"ECHO", "MAX_INFLIGHT", "POOLSIZE", "POOL_SIZE", "STREAM_REPLICAS"}; !slices.Equal(keys, want) {
 		t.Errorf("errors on %v, want %v", keys, want)
 	}
 }
@@ -796,7 +802,7 @@ func TestKeysDocumented(t *testing.T) {
 			t.Errorf("key %s: empty doc or type, or listed twice", k.Name)
 		}
 		seen[k.Name] = true
-		if got := k.EnvNames(); !slices.Equal(got, []string{"TRACKER_" + k.Name, "SQLALCHEMY_" + k.Name}) {
+		if got := k.EnvNames(); !slices.Equal(got, []string{"TRACKER_" + k.Name, "SQLALCHEMY_" + k.Name, "FLASK_SQLALCHEMY_" + k.Name}) {
 			t.Errorf("EnvNames() = %v", got)
 		}
 	}

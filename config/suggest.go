@@ -3,8 +3,18 @@ package config
 import "strings"
 
 // suggest returns the candidate closest to name (case-insensitive edit
-// distance), or "" when none is close enough to be a likely typo.
+// distance), or "" when none is close enough to be a likely typo: at most
+// 2 edits, 3 for names of 12 bytes or more.
 func suggest(name string, candidates []string) string {
+	limit := 2
+	if len(name) >= 12 {
+		limit = 3
+	}
+	return suggestWithin(name, candidates, limit)
+}
+
+// suggestWithin is suggest with an edit limit.
+func suggestWithin(name string, candidates []string, limit int) string {
 	n := strings.ToUpper(name)
 	best, bestDist := "", 0
 	for _, c := range candidates {
@@ -12,10 +22,6 @@ func suggest(name string, candidates []string) string {
 		if best == "" || d < bestDist {
 			best, bestDist = c, d
 		}
-	}
-	limit := 2
-	if len(n) >= 12 {
-		limit = 3
 	}
 	if best == "" || bestDist > limit || bestDist >= len(n) {
 		return ""

@@ -129,7 +129,7 @@ func setBinds(st *state, f field, v any) {
 		case string:
 			bc.URI = x
 		case map[string]any:
-			bc = parseBind(bf, x)
+			bc = parseBind(bf, x, key == DefaultBind)
 		default:
 			bf.bad(x, "a URI string or a table with uri", gotKind(x))
 			continue
@@ -139,8 +139,10 @@ func setBinds(st *state, f field, v any) {
 	st.c.Binds = binds
 }
 
-// parseBind reads one BINDS entry given as a table.
-func parseBind(f field, m map[string]any) BindConfig {
+// parseBind reads one BINDS entry given as a table. The default bind's may
+// lack a URI: it may hold options for DATABASE_URI's bind, which validate
+// checks once every key is read.
+func parseBind(f field, m map[string]any, isDefault bool) BindConfig {
 	var bc BindConfig
 	var direct EngineOptions // pool_size etc. given beside uri
 	uriFrom := ""
@@ -192,7 +194,7 @@ func parseBind(f field, m map[string]any) BindConfig {
 			}
 		}
 	}
-	if uriFrom == "" {
+	if uriFrom == "" && !isDefault {
 		f.at("uri").bad(nil, "the bind's URI", fmt.Errorf("missing"))
 	}
 	// A setting given both directly and in engine_options is ambiguous.

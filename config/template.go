@@ -242,3 +242,226 @@ func isBuiltinToken(name string) bool {
 	return slices.Contains(BuiltinTokens(), name) || keyIndex(name) >= 0 ||
 		strings.HasPrefix(name, "key_")
 }
+
+// How key tokens render beside the escaping of values (the NATS sink's
+// renderer follows these): key_0_N joins the escaped values with KeyJoin,
+// and a null or missing value renders as KeyNone, while an empty string is
+// "=" as any empty value. Neither byte is ever part of an escaped value, so
+// ("a_b", "c") and ("a", "b_c"), or "" and null, never share a subject.
+const (
+	KeyJoin = ","
+	KeyNone = "~"
+)
+
+// variableToken reports whether a template part renders a value that
+// differs between events: the signal, bind, schema, table, op and key
+// tokens. The prefix and user tokens are fixed text.
+func variableToken(p Part) bool {
+	switch p.Token {
+	case TokenSignal, TokenBind, TokenSchema, TokenTable, TokenOp, TokenAllKeys:
+		return true
+	}
+	return p.Key >= 0
+}
+
+// separatorByte reports whether c, in a template's literal text, ends the
+// value of the token before it: no escaped value and no key token holds it.
+func separatorByte(c byte) bool {
+	switch {
+	case c == '_' || c == '-' || c == '=' || c == KeyJoin[0] || c == KeyNone[0]:
+		return false
+	case c >= '0' && c <= '9', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+		return false
+	}
+	return true
+}
+
+// subjectNeeds says which tokens a subject template must hold so that no
+// two tables, ops or binds share a subject.
+type subjectNeeds struct {
+	bind    bool // several binds publish
+	changes bool // the template serves change events, not only rollbacks
+}
+
+// checkSubjectTemplate reports why t could give two events that differ in
+// their bind, schema, table or op the same subject (DESIGN.md section 4):
+// a literal '=' (which reads as an escape), a required token missing
+// (schema, table and op in a template of change events; bind with several
+// binds), or two tokens in one subject token with nothing between them that
+// a value cannot hold. A template of rollback events alone needs no
+// schema, table or op: a rollback retracts a transaction. Each error says
+// how to fix the template.
+func checkSubjectTemplate(t Template, needs subjectNeeds) error {
+	for _, p := range t.parts {
+		if p.Token == "" && strings.Contains(p.Literal, "=") {
+			return fmt.Errorf("the literal text %q holds '=', which reads as an escaped value (=2E is an escaped '.', a lone = an empty value), so a literal could pass for a value; write the text without '='", p.Literal)
+		}
+	}
+	tokens := t.Tokens()
+	required := []struct {
+		name string
+		need bool
+		why  string
+	}{
+		{TokenSchema, needs.changes, "two tables of one name in different schemas (MySQL: databases) would share a subject"},
+		{TokenTable, needs.changes, "every table of a schema would share one subject"},
+		{TokenOp, needs.changes, "an insert and a delete of one table would share a subject"},
+		{TokenBind, needs.bind, "there are several binds, and the same table of two binds would share a subject"},
+	}
+	for _, r := range required {
+		if r.need && !slices.Contains(tokens, r.name) {
+			return fmt.Errorf("no %%(%s)s: %s; add %%(%s)s, as in the default %s", r.name, r.why, r.name, DefaultSubjectTemplate)
+		}
+	}
+	var (
+		last      string // the variable token earlier in this subject token
+		separated bool   // a separator byte since last
+		between   strings.Builder
+	)
+	for _, p := range t.parts {
+		switch {
+		case p.Token == "":
+			for i := 0; i < len(p.Literal); i++ {
+				c := p.Literal[i]
+				if c == '.' {
+					last = ""
+					continue
+				}
+				if separatorByte(c) {
+					separated = true
+				}
+				between.WriteByte(c)
+			}
+		case variableToken(p):
+			if last != "" && !separated {
+				return sideBySide(last, p.Token, between.String())
+			}
+			last, separated = p.Token, false
+			between.Reset()
+		}
+	}
+	return nil
+}
+
+// sideBySide is the error for two tokens whose values can run together.
+func sideBySide(a, b, between string) error {
+	what := "side by side"
+	if between != "" {
+		what = fmt.Sprintf("with only %q between them", between)
+	}
+	example := ""
+	if !strings.ContainsAny(between, KeyJoin+KeyNone) {
+		example = fmt.Sprintf(" (%s %q with %s %q, and %s %q with %s %q, give one subject)",
+			a, "a", b, "b"+between+"c", a, "a"+between+"b", b, "c")
+	}
+	return fmt.Errorf("%%(%s)s and %%(%s)s are in one subject token %s, so their values can run together%s; put a '.' between them, or another character no value holds (anything but letters, digits and \"_-=%s%s\")",
+		a, b, what, example, KeyJoin, KeyNone)
+}
+
+// phaseTokens returns the subject tokens t renders in phase: for each, the
+// texts it can take, or nil when it depends on the change (bind, schema,
+// table, key). prefix is SUBJECT_PREFIX and user the user tokens.
+func phaseTokens(t Template, phase, prefix string, user map[string]string) [][]string {
+	const most = 256 // more alternatives than this count as any text
+	var (
+		out []([]string)
+		cur = []string{""}
+	)
+	add := func(alts ...string) {
+		if cur == nil {
+			return
+		}
+		if len(cur)*len(alts) > most {
+			cur = nil
+			return
+		}
+		next := make([]string, 0, len(cur)*len(alts))
+		for _, c := range cur {
+			for _, a := range alts {
+				next = append(next, c+a)
+			}
+		}
+		cur = next
+	}
+	text := func(s string) {
+		for {
+			i := strings.IndexByte(s, '.')
+			if i < 0 {
+				add(s)
+				return
+			}
+			add(s[:i])
+			out = append(out, cur)
+			cur = []string{""}
+			s = s[i+1:]
+		}
+	}
+	for _, p := range t.parts {
+		switch {
+		case p.Token == "":
+			text(p.Literal)
+		case p.Token == TokenPrefix:
+			text(prefix)
+		case p.Token == TokenSignal:
+			add(phase)
+		case p.Token == TokenOp && phase == "rollback":
+			add("rollback")
+		case p.Token == TokenOp:
+			add("insert", "update", "delete", "truncate", "snapshot")
+		case variableToken(p):
+			cur = nil
+		default:
+			add(escapeValue(user[p.Token]))
+		}
+	}
+	return append(out, cur)
+}
+
+// phasesApart reports whether template a in phase pa and template b in
+// phase pb can never render the same subject: one template holding
+// %(signal)s (or, with one phase the rollback, %(op)s, whose value is then
+// "rollback"), which checkSubjectTemplate makes readable back; or
+// different numbers of subject tokens; or a subject token whose possible
+// texts differ in the two.
+func phasesApart(a Template, pa string, b Template, pb, prefix string, user map[string]string) bool {
+	if a.src == b.src {
+		tokens := a.Tokens()
+		return slices.Contains(tokens, TokenSignal) ||
+			(pa == "rollback" || pb == "rollback") && slices.Contains(tokens, TokenOp)
+	}
+	ta, tb := phaseTokens(a, pa, prefix, user), phaseTokens(b, pb, prefix, user)
+	if len(ta) != len(tb) {
+		return true
+	}
+	for i := range ta {
+		if ta[i] == nil || tb[i] == nil {
+			continue
+		}
+		if !slices.ContainsFunc(ta[i], func(s string) bool { return slices.Contains(tb[i], s) }) {
+			return true
+		}
+	}
+	return false
+}
+
+// escapeValue escapes a token value as tracker.Escape does (DESIGN.md
+// section 4): [A-Za-z0-9_-] stay, every other byte is =XX, and "" is "=".
+// config cannot import tracker; a test keeps the two equal.
+func escapeValue(s string) string {
+	if s == "" {
+		return "="
+	}
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '_' || c == '-' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('=')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
+}

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -48,8 +47,11 @@ func (c *Config) validate() []error {
 		v.fail("STREAM_NAME", c.StreamName, "a JetStream stream name: no white space, '.', '*', '>', '/' or '\\'", err)
 	}
 	switch {
-	case c.DuplicateWindow < time.Second:
-		v.fail("DUPLICATE_WINDOW", c.DuplicateWindow.String(), "at least 1s; minutes are advised, so that events re-sent after a restart are still recognised as duplicates", nil)
+	case c.DuplicateWindow < MinDuplicateWindow:
+		v.fail("DUPLICATE_WINDOW", c.DuplicateWindow.String(),
+			fmt.Sprintf("at least %s; minutes are advised, so that events re-sent after a restart are dropped too", MinDuplicateWindow),
+			fmt.Errorf("a publish whose acknowledgement is lost is sent again up to %s later (%s), and JetStream stores every re-send that comes after the window a second time",
+				maxResendDelay, resendDelayParts))
 	case c.StreamMaxAge > 0 && c.DuplicateWindow > c.StreamMaxAge:
 		v.fail("DUPLICATE_WINDOW", c.DuplicateWindow.String(), fmt.Sprintf("at most STREAM_MAX_AGE (%s), as JetStream requires", c.StreamMaxAge), nil)
 	}
@@ -154,7 +156,13 @@ func (v *validator) engine(prefix string, o EngineOptions) {
 
 func (v *validator) bind(key string, b BindConfig) {
 	p := "BINDS." + key + "."
-	if strings.TrimSpace(b.URI) == "" {
+	switch {
+	case strings.TrimSpace(b.URI) != "":
+	case key == DefaultBind && v.c.DatabaseURI != "":
+		// Options for DATABASE_URI's bind.
+	case key == DefaultBind:
+		v.fail(p+"uri", "", "the bind's URI, or DATABASE_URI (then BINDS.default holds only its options)", fmt.Errorf("missing"))
+	default:
 		v.fail(p+"uri", "", "the bind's URI", fmt.Errorf("empty"))
 	}
 	for _, l := range []struct {
@@ -200,6 +208,100 @@ func (v *validator) namingConvention() {
 				fmt.Errorf("subjects must lie under SUBJECT_PREFIX, which the stream captures as <prefix>.>"))
 		}
 	}
+	v.distinctSubjects(user)
+}
+
+// distinctSubjects refuses templates that let two events share a subject
+// (DESIGN.md section 4: no two tables, and no two ops, share one): each
+// template a published phase uses must hold what checkSubjectTemplate
+// asks, and two published phases must never render the same subject.
+func (v *validator) distinctSubjects(userNames []string) {
+	nc := v.c.NamingConvention
+	var phases []string // published, in publishing order
+	if slices.Contains(v.c.Signals, "before_commit") {
+		phases = append(phases, "before_commit")
+	}
+	if slices.Contains(v.c.Signals, "after_commit") {
+		phases = append(phases, "after_commit")
+	}
+	if slices.Contains(v.c.Signals, "before_commit") {
+		phases = append(phases, "rollback") // retractions go with before_commit
+	}
+	type use struct {
+		key, src string
+		t        Template
+	}
+	uses := make(map[string]use, len(phases))
+	serves := make(map[string][]string) // template key -> phases using it
+	for _, ph := range phases {
+		key := ph
+		src, ok := nc[ph]
+		if !ok {
+			key = "subject"
+			if src, ok = nc[key]; !ok {
+				src = DefaultSubjectTemplate
+			}
+		}
+		t, err := ParseTemplate(src, userNames)
+		if err != nil {
+			continue // reported by namingConvention
+		}
+		uses[ph] = use{key, src, t}
+		serves[key] = append(serves[key], ph)
+	}
+	needBind := v.trackedBinds() > 1
+	bad := make(map[string]bool)
+	for _, ph := range phases {
+		u, ok := uses[ph]
+		if !ok || bad[u.key] || serves[u.key][0] != ph {
+			continue // reported, or checked for an earlier phase
+		}
+		needs := subjectNeeds{bind: needBind, changes: slices.ContainsFunc(serves[u.key], func(p string) bool { return p != "rollback" })}
+		if err := checkSubjectTemplate(u.t, needs); err != nil {
+			bad[u.key] = true
+			v.fail("NAMING_CONVENTION."+u.key, u.src, "", err)
+		}
+	}
+	user := v.c.UserTokens()
+	for i, pa := range phases {
+		for _, pb := range phases[i+1:] {
+			a, okA := uses[pa]
+			b, okB := uses[pb]
+			if !okA || !okB || bad[a.key] || bad[b.key] ||
+				phasesApart(a.t, pa, b.t, pb, v.c.SubjectPrefix, user) {
+				continue
+			}
+			bad[b.key] = true
+			what := fmt.Sprintf("it renders the same subjects for %s events as", pb)
+			if a.key == b.key {
+				what += fmt.Sprintf(" for %s events", pa)
+			} else {
+				what += fmt.Sprintf(" NAMING_CONVENTION.%s for %s events", a.key, pa)
+			}
+			v.fail("NAMING_CONVENTION."+b.key, b.src, "",
+				fmt.Errorf("%s, so a subscriber cannot tell the phases apart; put %%(signal)s in the template (as the default does), or give each phase a different literal token at the same place", what))
+		}
+	}
+}
+
+// trackedBinds counts the binds that will publish: DATABASE_URI's and every
+// BINDS entry whose track is not false (a BINDS.default without a URI only
+// gives DATABASE_URI's bind options).
+func (v *validator) trackedBinds() int {
+	tracked := make(map[string]bool)
+	if v.c.DatabaseURI != "" {
+		tracked[DefaultBind] = true
+	}
+	for k, b := range v.c.Binds {
+		tracked[k] = b.Track == nil || *b.Track
+	}
+	n := 0
+	for _, t := range tracked {
+		if t {
+			n++
+		}
+	}
+	return n
 }
 
 func (v *validator) natsURL() {

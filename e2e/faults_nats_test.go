@@ -207,7 +207,10 @@ func TestNATSDownLongerThanDuplicateWindow(t *testing.T) {
 	ns := startNATSBox(t)
 	bs := busAt(t, ns.url())
 	b := newPGBind(t, map[string]string{"t": "id int PRIMARY KEY, payload text"})
-	p := startPG(t, bs, b, map[string]string{"TRACKER_DUPLICATE_WINDOW": "5s", "TRACKER_MAX_INFLIGHT": strconv.Itoa(maxInflight)}, "t")
+	// DUPLICATE_WINDOW takes no less than 30 s: the stream is made
+	// beforehand with a 5 s window, which trackerd uses as it finds it.
+	bs.createStream(t, 5*time.Second)
+	p := startPG(t, bs, b, map[string]string{"TRACKER_MAX_INFLIGHT": strconv.Itoa(maxInflight)}, "t")
 	tbl := fmt.Sprintf("%q.t", b.schema)
 	w := startRowWriter(t, 10, 0, 5*time.Millisecond, pgTxWriter(t, b.uri, tbl))
 

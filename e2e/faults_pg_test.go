@@ -163,7 +163,7 @@ func TestPGSlotRewindAfterCrash(t *testing.T) {
 	b := pg.bind(map[string]string{"t": "id int PRIMARY KEY, payload text"})
 	env := bs.env(t)
 	env["TRACKER_BINDS"] = b.bindsJSON(t, "t")
-	env["TRACKER_DUPLICATE_WINDOW"] = "1s"
+	bs.createStream(t, time.Second) // DUPLICATE_WINDOW takes no less than 30 s
 	p := start(t, env, "run")
 	p.waitLog(`msg=streaming bind=`+b.key, 60*time.Second)
 	tbl := fmt.Sprintf("%q.t", b.schema)

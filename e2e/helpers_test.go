@@ -74,6 +74,20 @@ func newBus(t testing.TB) *bus {
 	return b
 }
 
+// createStream makes the bus's stream before trackerd does, with a
+// duplicate window shorter than DUPLICATE_WINDOW accepts (30 s), for tests
+// that must see what JetStream would otherwise drop; trackerd uses an
+// existing stream as it is.
+func (b *bus) createStream(t testing.TB, window time.Duration) {
+	t.Helper()
+	_, err := b.js.CreateStream(ctxT(t, 30*time.Second), jetstream.StreamConfig{
+		Name: b.stream, Subjects: []string{b.prefix + ".>"}, Storage: jetstream.FileStorage, Duplicates: window,
+	})
+	if err != nil {
+		t.Fatalf("create stream %s: %v", b.stream, err)
+	}
+}
+
 // env returns trackerd's environment for this bus.
 func (b *bus) env(t testing.TB) map[string]string {
 	return map[string]string{

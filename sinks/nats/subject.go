@@ -45,8 +45,11 @@ const opRollback = "rollback"
 //     "=") unless the retraction concerns one table:
 //     trackerd.rollback.default.=.=.rollback;
 //   - key_<N> is the Nth primary-key value (a JSON string without its
-//     quotes, anything else as its JSON text; empty when missing or null)
-//     and key_0_N all of them joined with "_";
+//     quotes, anything else as its JSON text), escaped, and "~"
+//     ([config.KeyNone]) when it is null or missing; key_0_N is all of them
+//     joined with "," ([config.KeyJoin]). Neither byte is ever part of an
+//     escaped value, so ("a_b", "c") and ("a", "b_c") render apart, as do
+//     "" ("=") and null ("~");
 //   - user tokens are their configured text.
 //
 // Every value but the prefix is escaped with [tracker.AppendEscaped], so a
@@ -69,7 +72,7 @@ const (
 	kindTable
 	kindOp
 	kindKey     // the key-th primary-key value
-	kindAllKeys // every primary-key value, joined with "_"
+	kindAllKeys // every primary-key value, joined with config.KeyJoin
 )
 
 type part struct {
@@ -247,42 +250,35 @@ func (s *Subjects) Append(b []byte, phase tracker.Phase, c *tracker.Change) []by
 	return b
 }
 
-// appendKeyToken appends the escaped key values [from, to) of key joined
-// with "_"; no value at all renders as "=".
+// appendKeyToken appends the key values [from, to) of key, each escaped,
+// joined with config.KeyJoin; no value at all renders as config.KeyNone.
 func appendKeyToken(b []byte, key tracker.Row, from, to int) []byte {
 	to = min(to, len(key.Values))
 	if from >= to {
-		return append(b, '=')
+		return append(b, config.KeyNone...)
 	}
-	start := len(b)
 	for i := from; i < to; i++ {
 		if i > from {
-			b = append(b, '_')
+			b = append(b, config.KeyJoin...)
 		}
 		b = appendKeyValue(b, key.Values[i])
-	}
-	if len(b) == start {
-		return append(b, '=') // every value empty (a single empty string, say)
 	}
 	return b
 }
 
-// appendKeyValue appends a key value's escaped text, empty for a missing
-// or null value. An escape of "" would be "=", which joined values must not
-// get, so empty values append nothing here.
+// appendKeyValue appends a key value's escaped text: a string's, "=" for
+// "", its JSON text for any other value, and config.KeyNone for a null or
+// missing one.
 func appendKeyValue(b []byte, v json.RawMessage) []byte {
 	switch {
 	case len(v) == 0 || string(v) == "null":
-		return b
+		return append(b, config.KeyNone...)
 	case v[0] == '"':
 		var s string
 		if !slices.Contains(v, '\\') && len(v) >= 2 {
 			s = string(v[1 : len(v)-1])
 		} else if err := json.Unmarshal(v, &s); err != nil {
 			s = string(v)
-		}
-		if s == "" {
-			return b
 		}
 		return tracker.AppendEscaped(b, s)
 	}

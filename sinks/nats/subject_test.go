@@ -50,9 +50,11 @@ func TestSubjects(t *testing.T) {
 		{"ok - per-phase template, other phase", "t", map[string]string{"subject": "%(prefix)s.%(signal)s.%(table)s", "rollback": "%(prefix)s.rb.%(bind)s"},
 			tracker.PhaseBeforeCommit, orders, "t.before_commit.orders"},
 		{"ok - key tokens", "t", map[string]string{"subject": "%(prefix)s.%(table)s.%(key_0)s.%(key_1)s.%(key_0_N)s"},
-			tracker.PhaseAfterCommit, change("b", "s", "tab", tracker.OpInsert, `"a.b"`, "7", `"x\"y"`), "t.tab.a=2Eb.7.a=2Eb_7_x=22y"},
+			tracker.PhaseAfterCommit, change("b", "s", "tab", tracker.OpInsert, `"a.b"`, "7", `"x\"y"`), "t.tab.a=2Eb.7.a=2Eb,7,x=22y"},
 		{"ok - key tokens missing", "t", map[string]string{"subject": "%(prefix)s.%(key_0)s.%(key_3)s.%(key_0_N)s"},
-			tracker.PhaseAfterCommit, change("b", "s", "tab", tracker.OpInsert, "null"), "t.=.=.="},
+			tracker.PhaseAfterCommit, change("b", "s", "tab", tracker.OpInsert, "null"), "t.~.~.~"},
+		{"ok - empty string key", "t", map[string]string{"subject": "%(prefix)s.%(key_0)s.%(key_0_N)s"},
+			tracker.PhaseAfterCommit, change("b", "s", "tab", tracker.OpInsert, `""`, "null", "<absent>"), "t.=.=,~,~"},
 		{"ok - percent literal", "t", map[string]string{"subject": "%(prefix)s.100%%.%(table)s"},
 			tracker.PhaseAfterCommit, orders, "t.100%.orders"},
 	}
@@ -66,6 +68,31 @@ func TestSubjects(t *testing.T) {
 				t.Errorf("subject = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestKeyTokensApart: different keys of one table never render the same
+// key token (fault review F12: "_" joined values, and "" and null, did).
+func TestKeyTokensApart(t *testing.T) {
+	s, err := natssink.NewSubjects("t", map[string]string{"subject": "%(prefix)s.%(key_0_N)s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pair := range [][2][]string{
+		{{`"a_b"`, `"c"`}, {`"a"`, `"b_c"`}},
+		{{`""`}, {"null"}},
+		{{`""`}, {"<absent>"}},
+		{{`"a"`, `""`}, {`"a"`, "null"}},
+		{{`"a,b"`}, {`"a"`, `"b"`}},
+		{{`"~"`}, {"null"}},
+		{{`"="`}, {`""`}},
+		{{`"a"`, `""`, `"b"`}, {`"a"`, `"b"`}},
+	} {
+		a := string(s.Append(nil, tracker.PhaseAfterCommit, change("b", "s", "t", tracker.OpInsert, pair[0]...)))
+		b := string(s.Append(nil, tracker.PhaseAfterCommit, change("b", "s", "t", tracker.OpInsert, pair[1]...)))
+		if a == b {
+			t.Errorf("keys %v and %v share the subject %q", pair[0], pair[1], a)
+		}
 	}
 }
 

@@ -1,0 +1,4 @@
+package config
+
+// EscapeValue exposes escapeValue to the external tests.
+var EscapeValue = escapeValue
