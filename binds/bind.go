@@ -53,13 +53,24 @@ type Bind struct {
 type Pool struct {
 	// Size is the number of idle connections kept (POOL_SIZE).
 	Size int
-	// MaxOverflow is how many more may be opened under load (MAX_OVERFLOW).
+	// MaxOverflow is how many more may be opened under load (MAX_OVERFLOW);
+	// -1 means no limit (see MaxOpen).
 	MaxOverflow int
 	// Timeout is how long to wait for a connection (POOL_TIMEOUT).
 	Timeout time.Duration
 	// Recycle is the longest life of a connection; 0 means unlimited
 	// (POOL_RECYCLE).
 	Recycle time.Duration
+}
+
+// MaxOpen returns how many query connections the pool may hold open at
+// once: Size + MaxOverflow, at least 1, or 0 for no limit when MaxOverflow
+// is -1 (or below), as SQLAlchemy's max_overflow=-1 means.
+func (p Pool) MaxOpen() int {
+	if p.MaxOverflow < 0 {
+		return 0
+	}
+	return max(p.Size+p.MaxOverflow, 1)
 }
 
 // LogValue renders the bind for log/slog without its password.

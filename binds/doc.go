@@ -11,7 +11,9 @@
 // text. URIError messages are built from the redacted text only.
 //
 // FromConfig resolves every bind of a loaded config.Config: DATABASE_URI as
-// the bind "default", then BINDS, with derived slot, publication and
-// server_id names and the pool precedence bind > global > dialect default.
+// the bind "default" (with the options of a BINDS.default that has no URI),
+// then BINDS, with derived slot, publication and server_id names and the
+// pool precedence bind > global > dialect default. A PostgreSQL URI must
+// name its database.
 // Configuration errors are *URIError or *config.FieldError, all at once.
 package binds

@@ -12,7 +12,7 @@ import (
 )
 
 // ErrNoBinds is wrapped by FromConfig's error when no bind is configured.
-var ErrNoBinds = errors.New("set DATABASE_URI or BINDS")
+var ErrNoBinds = config.ErrNoBinds
 
 // DefaultHeartbeat is the idle heartbeat interval of PostgreSQL binds that
 // do not set one.
@@ -46,24 +46,29 @@ func DefaultPool(k Kind) Pool {
 // resolves the options:
 //
 //   - Track: the bind's track, true when unset;
-//   - PostgreSQL: Slot, default trackerd_<database>_<key> (the user name
-//     when the URI has no database, as libpq does), and Publication,
-//     default trackerd_<key>, both lower-cased with every character outside
-//     [a-z0-9_] turned into '_' and cut to 63 bytes; a configured slot must
-//     match ^[a-z0-9_]{1,63}$, a configured publication be 1 to 63 bytes
-//     without NUL; Heartbeat 0 becomes DefaultHeartbeat, negative 0 (off);
-//   - MySQL/MariaDB: ServerID, when not configured, is derived from the key
-//     alone (FNV-1a of "trackerd/"+key, mapped into [1000000, 4294967295]),
-//     so it is stable across restarts and hosts and never random; slot,
-//     publication and streaming are refused (PostgreSQL options);
-//     Heartbeat as configured, negative meaning 0 (off);
+//   - PostgreSQL: the URI must name its database (in the path, or a dbname
+//     option): without one, libpq would follow the database named after the
+//     user, and trackerd would leave a permanent slot there. Slot, default
+//     trackerd_<database>_<key>, and Publication, default trackerd_<key>,
+//     both lower-cased with every character outside [a-z0-9_] turned into
+//     '_' and cut to 63 bytes; a configured slot must match
+//     ^[a-z0-9_]{1,63}$, a configured publication be 1 to 63 bytes without
+//     NUL; Heartbeat 0 becomes DefaultHeartbeat, negative 0 (off);
+//   - MySQL/MariaDB: ServerID, when not configured, is derived from the
+//     key, the server and the database (DeriveServerID), so it is stable
+//     across restarts, never random, and differs between two deployments
+//     on one server; slot, publication and streaming are refused
+//     (PostgreSQL options); Heartbeat as configured, negative meaning 0
+//     (off);
 //   - Pool: the bind's own pool settings, else the global ones
 //     (cfg.Engine), else DefaultPool for its kind; POOL_RECYCLE 0 or
 //     negative means unlimited (0).
 //
 // Two binds on the same server may not share a slot (PostgreSQL) or a
-// server_id (MySQL). DATABASE_URI and a BINDS entry "default" together are
-// refused. With no bind at all the error wraps ErrNoBinds.
+// server_id (MySQL). A BINDS entry "default" without a URI holds the
+// options of DATABASE_URI's bind; with a URI it conflicts with
+// DATABASE_URI and is refused. With no bind at all the error wraps
+// ErrNoBinds and says where the configuration was looked for.
 //
 // Every problem is reported, joined: *URIError for URIs (Key names the
 // setting: "DATABASE_URI", "BINDS.orders.uri") and *config.FieldError for
@@ -72,6 +77,7 @@ func FromConfig(cfg *config.Config) ([]Bind, error) {
 	if cfg == nil {
 		return nil, &config.FieldError{Key: "DATABASE_URI", Err: ErrNoBinds}
 	}
+	def, hasDef := cfg.Binds[config.DefaultBind]
 	var errs []error
 	type entry struct {
 		key    string
@@ -80,18 +86,26 @@ func FromConfig(cfg *config.Config) ([]Bind, error) {
 	}
 	var entries []entry
 	if cfg.DatabaseURI != "" {
-		if _, dup := cfg.Binds["default"]; dup {
-			errs = append(errs, &config.FieldError{Key: "BINDS.default", Source: cfg.SourceOf("BINDS"),
-				Err: errors.New("conflicts with DATABASE_URI, which is the bind \"default\""), Allowed: "one of DATABASE_URI and BINDS.default"})
-		} else {
-			entries = append(entries, entry{"default", "DATABASE_URI", config.BindConfig{URI: cfg.DatabaseURI}})
+		switch {
+		case hasDef && def.URI != "":
+			errs = append(errs, &config.FieldError{Key: "BINDS.default.uri", Source: cfg.SourceOf("BINDS"),
+				Err:     errors.New("conflicts with DATABASE_URI, which is the bind \"default\""),
+				Allowed: "one of DATABASE_URI and BINDS.default.uri (BINDS.default without uri gives DATABASE_URI's bind its options)"})
+		case hasDef:
+			def.URI = cfg.DatabaseURI
+			entries = append(entries, entry{config.DefaultBind, "DATABASE_URI", def})
+		default:
+			entries = append(entries, entry{config.DefaultBind, "DATABASE_URI", config.BindConfig{URI: cfg.DatabaseURI}})
 		}
 	}
 	for key, bc := range cfg.Binds {
+		if key == config.DefaultBind && cfg.DatabaseURI != "" {
+			continue
+		}
 		entries = append(entries, entry{key, "BINDS." + key + ".uri", bc})
 	}
 	if len(entries) == 0 && len(errs) == 0 {
-		return nil, &config.FieldError{Key: "DATABASE_URI", Err: ErrNoBinds}
+		return nil, cfg.NoBindsError()
 	}
 	slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.key, b.key) })
 
@@ -157,12 +171,15 @@ func (r *resolver) resolve(uriKey string, bc config.BindConfig) (Bind, bool) {
 
 	switch b.Kind {
 	case Postgres:
+		db := PostgresDatabase(u)
+		if db == "" {
+			r.errs = append(r.errs, &URIError{Key: uriKey, Source: r.cfg.SourceOf(uriKey), URI: u.String(),
+				Problem: "names no database",
+				Hint:    "add /dbname, as in postgresql://user@host/app: without one PostgreSQL follows the database named after the user, and trackerd would create a permanent replication slot there"})
+			return Bind{}, false
+		}
 		b.Slot = bc.Slot
 		if b.Slot == "" {
-			db := u.Database
-			if db == "" {
-				db = u.User
-			}
 			b.Slot = SanitizeName("trackerd_" + db + "_" + r.key)
 		} else if !isSlotName(b.Slot) {
 			r.fail("slot", b.Slot, "1 to 63 of a-z, 0-9 and _ (a PostgreSQL replication slot name)", nil)
@@ -194,7 +211,7 @@ func (r *resolver) resolve(uriKey string, bc config.BindConfig) (Bind, bool) {
 		}
 		b.ServerID = bc.ServerID
 		if b.ServerID == 0 {
-			b.ServerID = DeriveServerID(r.key)
+			b.ServerID = DeriveServerID(r.key, u)
 		}
 		b.Heartbeat = max(bc.Heartbeat, 0)
 	}
@@ -301,14 +318,32 @@ func isSlotName(s string) bool {
 }
 
 // DeriveServerID returns the MySQL/MariaDB replica server_id of a bind that
-// does not configure one: FNV-1a (32-bit) of "trackerd/"+key, mapped into
-// [1000000, 4294967295]. It depends on the key only, so it survives
-// restarts and moves, and is never 0.
-func DeriveServerID(key string) uint32 {
-	h := fnv.New32a()
-	h.Write([]byte("trackerd/" + key))
+// does not configure one: FNV-1a (64-bit) of the bind key, the server the
+// URI points at (host:port, lower-cased, and the socket of a host option)
+// and its database, mapped into [1000000, 4294967295]. It depends on the
+// configuration only, so it is the same after every restart and never 0,
+// and two deployments whose default binds follow two databases of one
+// server get different ids, instead of taking each other for a stale
+// reader.
+func DeriveServerID(key string, u URI) uint32 {
+	h := fnv.New64a()
+	for _, part := range []string{"trackerd", key, serverOf(u, 3306), u.Database} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
 	const span = uint64(maxDerivedServerID - minDerivedServerID + 1)
-	return uint32(uint64(h.Sum32())%span + minDerivedServerID)
+	return uint32(h.Sum64()%span + minDerivedServerID)
+}
+
+// PostgresDatabase returns the database a PostgreSQL URI names: its last
+// dbname option, which the connection string lists after the path and so
+// wins, else its path, else "" (libpq would then take PGDATABASE or the
+// user name).
+func PostgresDatabase(u URI) string {
+	if vs := u.Query["dbname"]; len(vs) > 0 && vs[len(vs)-1] != "" {
+		return vs[len(vs)-1]
+	}
+	return u.Database
 }
 
 // Tracks reports whether the bind's table filters let a table through:

@@ -50,8 +50,8 @@ func TestFromConfigDefaults(t *testing.T) {
 	if my.Kind != MySQL || my.Pool != wantMy || my.Slot != "" || my.Publication != "" || my.Heartbeat != 0 {
 		t.Errorf("mysql bind: %+v", my)
 	}
-	if my.ServerID != DeriveServerID("orders") || my.ServerID < 1_000_000 {
-		t.Errorf("mysql server_id %d, want the derived %d", my.ServerID, DeriveServerID("orders"))
+	if my.ServerID != DeriveServerID("orders", my.URI) || my.ServerID < 1_000_000 {
+		t.Errorf("mysql server_id %d, want the derived %d", my.ServerID, DeriveServerID("orders", my.URI))
 	}
 	if ma := byKey["archive"]; ma.Kind != MySQL || ma.Pool != wantMy || ma.ServerID == my.ServerID {
 		t.Errorf("mariadb bind: %+v", ma)
@@ -65,24 +65,48 @@ func TestFromConfigDefaults(t *testing.T) {
 
 func TestDeriveServerIDStable(t *testing.T) {
 	t.Parallel()
-	// Pinned: a change here moves every MySQL reader to a new server_id.
-	tests := map[string]uint32{"default": DeriveServerID("default"), "orders": DeriveServerID("orders")}
-	for key, want := range tests {
-		for range 3 {
-			if got := DeriveServerID(key); got != want || got < 1_000_000 {
-				t.Fatalf("DeriveServerID(%q) = %d, then %d", key, want, got)
-			}
+	uri := func(raw string) URI {
+		u, err := Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	a := uri("mysql://root:pw@db.example:3306/app_a")
+	got := DeriveServerID("default", a)
+	for range 3 {
+		if again := DeriveServerID("default", uri("mysql://other:pw2@DB.example/app_a")); again != got {
+			t.Fatalf("DeriveServerID changed: %d, then %d (same key, server and database)", got, again)
 		}
 	}
-	// FNV-1a, written out: offset basis 2166136261, prime 16777619.
-	h := uint32(2166136261)
-	for _, c := range []byte("trackerd/default") {
-		h ^= uint32(c)
-		h *= 16777619
+	// FNV-1a 64, written out: offset basis 14695981039346656037, prime
+	// 1099511628211, over "trackerd", key, server, database, each ended by
+	// a NUL. Pinned: a change here moves every MySQL reader to a new
+	// server_id.
+	h := uint64(14695981039346656037)
+	for _, c := range []byte("trackerd\x00default\x00db.example:3306|\x00app_a\x00") {
+		h ^= uint64(c)
+		h *= 1099511628211
 	}
-	want := uint32(uint64(h)%(4_294_967_295-1_000_000+1) + 1_000_000)
-	if got := DeriveServerID("default"); got != want || got != 3336758491 {
-		t.Errorf("DeriveServerID(default) = %d, want %d", got, want)
+	want := uint32(h%(4_294_967_295-1_000_000+1) + 1_000_000)
+	if got != want || got < 1_000_000 {
+		t.Errorf("DeriveServerID = %d, want %d", got, want)
+	}
+	// Operator review row 13b: two deployments with the default bind key on
+	// one server must not collide by default.
+	for _, other := range []struct {
+		key string
+		u   URI
+	}{
+		{"default", uri("mysql://root@db.example:3306/app_b")},
+		{"default", uri("mysql://root@db2.example:3306/app_a")},
+		{"default", uri("mysql://root@db.example:3307/app_a")},
+		{"default", uri("mysql://root@/app_a?unix_socket=/run/mysqld.sock")},
+		{"orders", a},
+	} {
+		if id := DeriveServerID(other.key, other.u); id == got || id < 1_000_000 {
+			t.Errorf("DeriveServerID(%q, %s) = %d, beside %d", other.key, other.u, id, got)
+		}
 	}
 }
 
@@ -137,8 +161,8 @@ func TestFromConfigNames(t *testing.T) {
 			wantSlot: ("trackerd_db_" + long)[:63], wantPublication: ("trackerd_" + long)[:63], wantHeartbeat: 10 * time.Second},
 		{name: "non-ASCII", key: "bestellungen_ü", uri: "postgresql://u@h/db",
 			wantSlot: "trackerd_db_bestellungen__", wantPublication: "trackerd_bestellungen__", wantHeartbeat: 10 * time.Second},
-		{name: "user name when no database", key: "k", uri: "postgresql://alice@h",
-			wantSlot: "trackerd_alice_k", wantPublication: "trackerd_k", wantHeartbeat: 10 * time.Second},
+		{name: "dbname option", key: "k", uri: "postgresql://alice@h?dbname=Shop",
+			wantSlot: "trackerd_shop_k", wantPublication: "trackerd_k", wantHeartbeat: 10 * time.Second},
 		{name: "configured", key: "k", uri: "postgresql://u@h/db", slot: "my_slot", publication: "My Publication", heartbeat: -1,
 			wantSlot: "my_slot", wantPublication: "My Publication", wantHeartbeat: 0},
 		{name: "heartbeat set", key: "k", uri: "postgresql://u@h/db", heartbeat: 3 * time.Second,
@@ -191,7 +215,13 @@ func TestFromConfigErrors(t *testing.T) {
 			"BINDS.c.publication", "BINDS.d.tables", "BINDS.d.publication"},
 			wantText: []string{"only PostgreSQL streams in-progress transactions", `dialect "oracle" is not supported`}, uriErr: true},
 		{name: "default twice", uri: "postgresql://h/db", binds: map[string]config.BindConfig{"default": {URI: "postgresql://h/db2"}},
-			wantKeys: []string{"BINDS.default"}, wantText: []string{"conflicts with DATABASE_URI"}},
+			wantKeys: []string{"BINDS.default.uri"}, wantText: []string{"conflicts with DATABASE_URI", "BINDS.default without uri gives DATABASE_URI's bind its options"}},
+		// Operator review row 2: no database means the user's, with a
+		// permanent slot; refused.
+		{name: "PostgreSQL without a database", uri: "postgresql://postgres:" + pw + "@127.0.0.1:5432",
+			wantKeys: []string{"DATABASE_URI"}, wantText: []string{`invalid URI "postgresql://postgres:***@127.0.0.1:5432": names no database; add /dbname`}, uriErr: true},
+		{name: "PostgreSQL with an empty path", binds: map[string]config.BindConfig{"b": {URI: "postgres://u@h/?sslmode=disable"}},
+			wantKeys: []string{"BINDS.b.uri"}, wantText: []string{"names no database"}, uriErr: true},
 		{name: "shared slot on one server", binds: map[string]config.BindConfig{
 			"a": {URI: "postgresql://u:" + pw + "@h/db1", Slot: "same"},
 			"b": {URI: "postgresql://u:" + pw + "@H:5432/db2", Slot: "same"},
@@ -238,6 +268,47 @@ func TestFromConfigErrors(t *testing.T) {
 				t.Errorf("error is not a *config.FieldError: %v", err)
 			}
 		})
+	}
+}
+
+// TestDefaultBindOptions: BINDS.default without a URI gives DATABASE_URI's
+// bind its options (operator review row 13), instead of a conflict.
+func TestDefaultBindOptions(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default()
+	cfg.DatabaseURI = "mysql://root@h/app"
+	cfg.Binds = map[string]config.BindConfig{
+		"default": {ServerID: 4242002, Tables: []string{"orders"}, Engine: config.EngineOptions{PoolSize: ptr(2)}},
+		"other":   {URI: "postgresql://h/other"},
+	}
+	got, err := FromConfig(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d binds, want 2: %+v", len(got), got)
+	}
+	d := got[0]
+	if d.Key != "default" || d.URI.String() != "mysql://root@h/app" || d.ServerID != 4242002 ||
+		len(d.Tables) != 1 || d.Tables[0] != "orders" || d.Pool.Size != 2 {
+		t.Errorf("default bind %+v", d)
+	}
+}
+
+// TestNoBindsNamesWhereItLooked: the error says where trackerd looked
+// (operator review row 11).
+func TestNoBindsNamesWhereItLooked(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Load(config.Options{LookupEnv: func(k string) (string, bool) {
+		v, ok := map[string]string{"FLASK_SQLALCHEMY_ECHO": "true"}[k]
+		return v, ok
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = FromConfig(cfg)
+	if !errors.Is(err, ErrNoBinds) || !strings.Contains(err.Error(), "looked at flag --database-uri, --binds; env TRACKER_DATABASE_URI") {
+		t.Fatalf("got %v", err)
 	}
 }
 
@@ -314,5 +385,21 @@ func BenchmarkParse(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_, _ = Parse("postgresql+psycopg2://scott:tiger%40x@db.example:5432/app?sslmode=require&application_name=trackerd")
+	}
+}
+
+func TestPoolMaxOpen(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		p    Pool
+		want int
+	}{
+		{Pool{Size: 5, MaxOverflow: 10}, 15},
+		{Pool{Size: 0, MaxOverflow: 0}, 1},
+		{Pool{Size: 5, MaxOverflow: -1}, 0},
+	} {
+		if got := tc.p.MaxOpen(); got != tc.want {
+			t.Errorf("%+v.MaxOpen() = %d, want %d", tc.p, got, tc.want)
+		}
 	}
 }

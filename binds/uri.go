@@ -173,7 +173,11 @@ func (u URI) Kind() Kind {
 // '@' in the host (a password with a raw '@'), brackets or white space in a
 // host, a database name ending in white space, and text after an IPv6
 // host's ']' that is not a port, database or query are refused; white
-// space around the whole URI is trimmed. Percent-decoding keeps bytes
+// space around the whole URI is trimmed. And a raw '@' anywhere after a
+// password is refused: "u:ab@c/dpw9@h/db" is, to SQLAlchemy, password
+// "ab", host "c" and database "dpw9@h/db", but it is a password "ab@c/dpw9"
+// whose '@' was not written %40, and accepting it would print that
+// password's tail as the host and database in every message. Percent-decoding keeps bytes
 // as they are (Python would turn invalid UTF-8 into U+FFFD), and a '%' not
 // followed by two hex digits stays a literal '%', as in Python.
 //
@@ -229,6 +233,11 @@ func Parse(raw string) (URI, error) {
 			u.Password = Secret(unquote(rest[k+1 : at]))
 			rest = rest[at+1:]
 			k = -1
+			if strings.ContainsRune(rest, '@') {
+				// The error shows s through RedactURI, which hides
+				// everything up to the last '@'.
+				return fail("an '@' follows the password", "an '@' in the password must be written %40 (and one in a query value too)")
+			}
 		}
 	}
 	if k >= 0 {

@@ -96,6 +96,14 @@ func uriCases() []uriCase {
 		{name: "error - empty brackets", raw: "postgresql://u:secretpw@[]/db", wantErr: "unclosed or empty [", secret: "secretpw"},
 		{name: "error - text after IPv6 host", raw: "postgresql://u:secretpw@[::1]x/db", wantErr: "unexpected text after the host", secret: "secretpw"},
 		{name: "error - bracket in host", raw: "postgresql://u:secretpw@a]b/db", wantErr: "'[' or ']'", secret: "secretpw"},
+		// Fault review M1: a raw password "ab@c/dpw9" is, to SQLAlchemy,
+		// password "ab", host "c" and database "dpw9@h/db".
+		{name: "error - raw @ then / in password", raw: "postgresql://root:ab@c/dpw9@h/db", wantErr: "an '@' follows the password", secret: "dpw9"},
+		{name: "error - raw @ then : in password", raw: "postgresql://root:ab@c:5432/dpw9@h/db", wantErr: "%40", secret: "dpw9"},
+		{name: "error - raw @ then ? in password", raw: "mysql://root:ab@c?dpw9@h/db", wantErr: "%40", secret: "dpw9"},
+		{name: "error - raw @ in a query value after a password", raw: "postgresql://u:secretpw@h/db?application_name=a@b", wantErr: "%40", secret: "secretpw"},
+		{name: "ok - @ in the database without a password", raw: "postgresql://u@h/db@x",
+			want: URI{Dialect: "postgresql", User: "u", Host: "h", Database: "db@x"}},
 	}
 }
 
@@ -446,4 +454,18 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestRawAtPasswordNeverShown: the fault review's M1 example, whose error
+// printed "c:5432/dpw9@h.invalid:5432/db", shows no part of the password.
+func TestRawAtPasswordNeverShown(t *testing.T) {
+	t.Parallel()
+	_, err := Parse("postgresql://root:ab@c/dpw9@h.invalid/db")
+	if err == nil {
+		t.Fatal("Parse accepted a password with a raw '@' followed by '/'")
+	}
+	const want = `binds: invalid URI "postgresql://root:***@h.invalid/db": an '@' follows the password; an '@' in the password must be written %40 (and one in a query value too)`
+	if err.Error() != want {
+		t.Fatalf("error %q, want %q", err, want)
+	}
 }

@@ -270,9 +270,7 @@ func openPool(c *connConfig, p binds.Pool, log *slog.Logger) (*sql.DB, error) {
 	if p.Size > 0 {
 		db.SetMaxIdleConns(p.Size)
 	}
-	if p.Size > 0 || p.MaxOverflow > 0 {
-		db.SetMaxOpenConns(max(p.Size, 1) + max(p.MaxOverflow, 0))
-	}
+	db.SetMaxOpenConns(p.MaxOpen()) // 0 (MAX_OVERFLOW -1): no limit
 	recycle := p.Recycle
 	if recycle <= 0 {
 		recycle = defaultRecycle

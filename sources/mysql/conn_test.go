@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -182,5 +183,33 @@ func TestPrerequisites(t *testing.T) {
 	si = good()
 	if f := failed(si, binds.Bind{ServerID: 99, URI: binds.URI{Dialect: "mysql"}}); len(f) != 0 {
 		t.Errorf("mysql:// at MariaDB fails %v", f)
+	}
+}
+
+// TestOpenPoolLimits: POOL_SIZE + MAX_OVERFLOW bound the query pool, and
+// MAX_OVERFLOW -1 means no limit, as SQLAlchemy's max_overflow=-1 (fault
+// review F13; it used to mean no overflow at all).
+func TestOpenPoolLimits(t *testing.T) {
+	c, err := newConnConfig(binds.URI{User: "u", Host: "db.invalid"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		pool binds.Pool
+		want int // 0: no limit
+	}{
+		{binds.Pool{Size: 10, MaxOverflow: 10}, 20},
+		{binds.Pool{Size: 3, MaxOverflow: 0}, 3},
+		{binds.Pool{Size: 0, MaxOverflow: 4}, 4},
+		{binds.Pool{Size: 3, MaxOverflow: -1}, 0},
+	} {
+		db, err := openPool(c, tc.pool, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := db.Stats().MaxOpenConnections; got != tc.want {
+			t.Errorf("pool %+v: at most %d connections, want %d", tc.pool, got, tc.want)
+		}
+		db.Close()
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"regexp"
 	"slices"
 	"sort"
@@ -165,11 +166,10 @@ func newConnSettings(b binds.Bind, extra map[string]string) (*connSettings, erro
 		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: 5 * time.Second}
 	}
 
-	maxConns := b.Pool.Size + b.Pool.MaxOverflow
-	if maxConns < 1 {
-		maxConns = 1
+	pool.MaxConns = math.MaxInt32 // MAX_OVERFLOW -1: no limit
+	if n := b.Pool.MaxOpen(); n > 0 {
+		pool.MaxConns = int32(min(n, math.MaxInt32))
 	}
-	pool.MaxConns = int32(maxConns)
 	pool.MinConns = 0
 	if b.Pool.Recycle > 0 {
 		pool.MaxConnLifetime = b.Pool.Recycle

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +80,32 @@ func TestConnSettings(t *testing.T) {
 	} {
 		if fmt.Sprint(tc.got) != fmt.Sprint(tc.want) {
 			t.Errorf("%s = %v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+}
+
+// TestConnSettingsPoolLimit: MAX_OVERFLOW -1 means no limit, as
+// SQLAlchemy's max_overflow=-1 (fault review F13; it used to mean
+// POOL_SIZE - 1).
+func TestConnSettingsPoolLimit(t *testing.T) {
+	clearPGEnv(t)
+	for _, tc := range []struct {
+		pool binds.Pool
+		want int32
+	}{
+		{binds.Pool{Size: 5, MaxOverflow: 10}, 15},
+		{binds.Pool{Size: 5, MaxOverflow: 0}, 5},
+		{binds.Pool{Size: 0, MaxOverflow: 0}, 1},
+		{binds.Pool{Size: 5, MaxOverflow: -1}, math.MaxInt32},
+	} {
+		b := testBind(nil)
+		b.Pool = tc.pool
+		cs, err := newConnSettings(b, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cs.pool.MaxConns != tc.want {
+			t.Errorf("pool %+v: MaxConns %d, want %d", tc.pool, cs.pool.MaxConns, tc.want)
 		}
 	}
 }
