@@ -119,6 +119,7 @@ func TestPasswordNeverLeaks(t *testing.T) {
 
 func TestBadInput(t *testing.T) {
 	pg := server(t, "TRACKERD_TEST_POSTGRES_URL")
+	const deadPG = "postgresql://postgres@127.0.0.1:1/test"
 	bs := newBus(t)
 	for _, tc := range []struct {
 		name string
@@ -129,7 +130,20 @@ func TestBadInput(t *testing.T) {
 		{"invalid URI", map[string]string{"TRACKER_DATABASE_URI": "postgresql://u:pw-hidden@host:notaport/db"}, 2, []string{"DATABASE_URI", "port"}},
 		{"unknown dialect", map[string]string{"TRACKER_DATABASE_URI": "oracle://u@host/db"}, 2, []string{"oracle", "postgresql"}},
 		{"sqlite", map[string]string{"TRACKER_DATABASE_URI": "sqlite:///app.db"}, 2, []string{"SQLite has no replication stream"}},
-		{"no bind", map[string]string{}, 2, []string{"DATABASE_URI", "BINDS"}},
+		{"no bind", map[string]string{}, 2, []string{"DATABASE_URI", "BINDS", "looked at flag --database-uri, --binds; env TRACKER_DATABASE_URI"}},
+		// The next cases name a server that does not answer: were the
+		// check gone, trackerd would exit 1 instead of following a real
+		// database with a slot left behind.
+		{"templates that let tables share a subject", map[string]string{"TRACKER_DATABASE_URI": deadPG,
+			"TRACKER_NAMING_CONVENTION": `{"subject":"%(prefix)s.%(signal)s.%(schema)s%(table)s.%(op)s"}`}, 2,
+			[]string{"NAMING_CONVENTION.subject", "%(schema)s and %(table)s are in one subject token side by side", "put a '.' between them"}},
+		{"PostgreSQL URI without a database", map[string]string{"TRACKER_DATABASE_URI": strings.TrimSuffix(deadPG, "/test")}, 2,
+			[]string{"DATABASE_URI", "names no database", "add /dbname"}},
+		{"raw @ and / in a password", map[string]string{"TRACKER_DATABASE_URI": "postgresql://root:pw-hidden@c/pw-hidden@h.invalid/db"}, 2,
+			[]string{`"postgresql://root:***@h.invalid/db"`, "%40"}},
+		{"MAX_OVERFLOW below -1", map[string]string{"TRACKER_DATABASE_URI": deadPG, "TRACKER_MAX_OVERFLOW": "-2"}, 2, []string{"MAX_OVERFLOW", "-1 for no limit"}},
+		{"DUPLICATE_WINDOW at the ack timeout", map[string]string{"TRACKER_DATABASE_URI": deadPG, "TRACKER_DUPLICATE_WINDOW": "5"}, 2,
+			[]string{"DUPLICATE_WINDOW", "stores every re-send", "at least 30s"}},
 		{"bad signal", map[string]string{"TRACKER_DATABASE_URI": pg, "TRACKER_SIGNALS": "on_commit"}, 2, []string{"SIGNALS", "on_commit", "before_commit"}},
 		{"bad bool", map[string]string{"TRACKER_DATABASE_URI": pg, "SQLALCHEMY_TRACK_MODIFICATIONS": "maybe"}, 2, []string{"TRACK_MODIFICATIONS", "maybe"}},
 		{"unknown template token", map[string]string{"TRACKER_DATABASE_URI": pg, "TRACKER_NAMING_CONVENTION": `{"subject":"%(prefix)s.%(colour)s"}`}, 2, []string{"colour"}},
@@ -158,6 +172,53 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("a password appears in the output:\n%s", p.out.String())
 			}
 		})
+	}
+}
+
+// TestFlaskApplicationConfig runs trackerd on a Flask application's own
+// configuration (operator review rows 3, 10, 11 and 13): its config file,
+// with keys of Flask's and its extensions, its FLASK_SQLALCHEMY_ variables,
+// options for the default bind without moving its URI, and the NATS tools'
+// bare NATS_URL.
+func TestFlaskApplicationConfig(t *testing.T) {
+	bs := newBus(t)
+	b := newPGBind(t, map[string]string{"t": "id int PRIMARY KEY"})
+	file := filepath.Join(t.TempDir(), "config.toml")
+	toml := fmt.Sprintf("SECRET_KEY = %q\nMAIL_SERVER = %q\nSESSION_COOKIE_SECURE = true\nSQLALCHEMY_DATABASE_URI = %q\n",
+		"dev-secret", "smtp.example.com", b.uri)
+	if err := os.WriteFile(file, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := bs.env(t)
+	env["NATS_URL"] = env["TRACKER_NATS_URL"]
+	delete(env, "TRACKER_NATS_URL")
+	delete(env, "TRACKER_TRACK_MODIFICATIONS")
+	env["FLASK_SQLALCHEMY_TRACK_MODIFICATIONS"] = "true"
+	defaultOptions, _ := json.Marshal(map[string]any{"default": map[string]any{
+		"slot": b.slot, "publication": b.pub, "tables": []string{b.schema + ".t"}}})
+	env["FLASK_SQLALCHEMY_BINDS"] = string(defaultOptions)
+	env["TRACKER_LOG_LEVEL"] = "debug"
+	p := start(t, env, "run", "--config", file)
+	p.waitLog(`msg=streaming bind=default`, 60*time.Second)
+	pgExec(t, pgAdmin(t), fmt.Sprintf(`INSERT INTO %q.t VALUES (1)`, b.schema))
+	bs.waitCount(t, 2, 30*time.Second)
+	out := p.out.String()
+	if strings.Contains(out, "embedded NATS") || strings.Contains(out, "NATS_URL is not set") {
+		t.Errorf("trackerd did not use NATS_URL:\n%s", out)
+	}
+	for _, k := range []string{"SECRET_KEY", "MAIL_SERVER", "SESSION_COOKIE_SECURE"} {
+		if !strings.Contains(out, `msg="config file key skipped: not a trackerd key" key=`+k) {
+			t.Errorf("no debug line for the skipped key %s:\n%s", k, out)
+		}
+	}
+	for _, m := range bs.read(t) {
+		if !strings.HasPrefix(m.Subject, bs.prefix+".") || !strings.Contains(m.Subject, ".default."+b.schema+".t.insert") {
+			t.Errorf("subject %s", m.Subject)
+		}
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.exitCode(30 * time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
 	}
 }
 
@@ -225,6 +286,24 @@ func TestTrackModifications(t *testing.T) {
 		}
 		if !strings.Contains(p.out.String(), "disabled") || strings.Contains(p.out.String(), warning) {
 			t.Fatalf("output:\n%s", p.out.String())
+		}
+	})
+	// Operator review row 12: a Flask app's own setting stops trackerd
+	// loudly, saying where it came from and how to override it.
+	t.Run("a Flask app's False warns", func(t *testing.T) {
+		bs := newBus(t)
+		env := bs.env(t)
+		delete(env, "TRACKER_TRACK_MODIFICATIONS")
+		env["SQLALCHEMY_DATABASE_URI"] = pg
+		env["SQLALCHEMY_TRACK_MODIFICATIONS"] = "False"
+		p := start(t, env, "run")
+		if code := p.exitCode(30 * time.Second); code != 0 {
+			t.Fatalf("exit code %d, want 0", code)
+		}
+		for _, w := range []string{"level=WARN", "TRACK_MODIFICATIONS is false (env SQLALCHEMY_TRACK_MODIFICATIONS)", "set TRACKER_TRACK_MODIFICATIONS=true"} {
+			if !strings.Contains(p.out.String(), w) {
+				t.Errorf("output lacks %q:\n%s", w, p.out.String())
+			}
 		}
 	})
 	t.Run("unset warns once and tracks", func(t *testing.T) {

@@ -42,7 +42,7 @@ func cmdCheck(ctx context.Context, args []string, lookup env, stdout, stderr io.
 		}
 	}
 	if !cfg.Tracking() {
-		fmt.Fprintln(stdout, "note  TRACK_MODIFICATIONS is false: `trackerd run` would follow no bind")
+		fmt.Fprintln(stdout, "note  "+cfg.TrackingDisabled())
 	}
 	var tracked []string
 	for _, b := range bs {

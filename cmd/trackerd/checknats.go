@@ -34,7 +34,7 @@ func checkNATS(ctx context.Context, cfg *config.Config, bindKeys []string) []tra
 				Fix: "run `trackerd check` as the user that runs `trackerd run` (DATA_DIR's nats.url and nats.auth are theirs alone), or set NATS_URL"}}
 		}
 		r := tracker.CheckResult{Name: "embedded NATS address", OK: true,
-			Detail: fmt.Sprintf("NATS_URL is not set: `trackerd run` starts an embedded server on %s (its checkpoints can be read while it runs)", cfg.EmbeddedNATSAddr)}
+			Detail: fmt.Sprintf("NATS_URL is not set (looked at %s): `trackerd run` starts an embedded server on %s (its checkpoints can be read while it runs)", cfg.LookedFor("NATS_URL"), cfg.EmbeddedNATSAddr)}
 		if ln, err := net.Listen("tcp", cfg.EmbeddedNATSAddr); err != nil {
 			r.OK = false
 			r.Detail = fmt.Sprintf("%s is not free: %v", cfg.EmbeddedNATSAddr, err)
@@ -75,7 +75,7 @@ func checkRunningEmbedded(ctx context.Context, cfg *config.Config, url string, c
 	}
 	defer nc.Close()
 	rs = []tracker.CheckResult{{Name: "embedded NATS", OK: true,
-		Detail: fmt.Sprintf("NATS_URL is not set: a running trackerd serves %s (DATA_DIR %s)", redactURL(url), cfg.DataDir)}}
+		Detail: fmt.Sprintf("NATS_URL is not set (looked at %s): a running trackerd serves %s (DATA_DIR %s)", cfg.LookedFor("NATS_URL"), redactURL(url), cfg.DataDir)}}
 	return append(rs, checkpoints(cctx, cfg, nc, bindKeys)...), true
 }
 

@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -113,6 +114,9 @@ func exitCode(err error, stderr io.Writer) int {
 	if isConfigError(err) {
 		code = exitUsage
 	}
-	fmt.Fprintf(stderr, "trackerd: %v\n", err)
+	// errors.Join puts one problem on each line: each gets the prefix.
+	for line := range strings.SplitSeq(err.Error(), "\n") {
+		fmt.Fprintf(stderr, "trackerd: %s\n", line)
+	}
 	return code
 }

@@ -67,8 +67,9 @@ func cmdRun(ctx context.Context, args []string, lookup env, stdout, stderr io.Wr
 		return usageError{fmt.Sprintf("run takes no arguments, got %q", fs.Args())}
 	}
 	log := newLogger(cfg, stderr)
+	logConfigNotes(cfg, log)
 	if !cfg.Tracking() {
-		log.Info("TRACK_MODIFICATIONS is false: tracking is disabled, no bind is followed; exiting")
+		log.Warn(cfg.TrackingDisabled()+"; exiting", slog.String("from", cfg.SourceOf("TRACK_MODIFICATIONS")))
 		return nil
 	}
 	// Refuse a bad bind before starting anything.
@@ -102,6 +103,17 @@ func cmdRun(ctx context.Context, args []string, lookup env, stdout, stderr io.Wr
 		log.Info("stopped cleanly")
 	}
 	return err
+}
+
+// logConfigNotes logs what the configuration skipped (a Flask config
+// file's own keys, at debug) and its advice about unwise values (at warn).
+func logConfigNotes(cfg *config.Config, log *slog.Logger) {
+	for _, k := range cfg.SkippedKeys() {
+		log.Debug("config file key skipped: not a trackerd key", slog.String("key", k))
+	}
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
 }
 
 // bus is trackerd's NATS side: an embedded server when no NATS_URL is
@@ -139,8 +151,8 @@ func startBus(ctx context.Context, cfg *config.Config, log *slog.Logger) (*bus, 
 		b.embedded = e
 		url = e.ClientURL()
 		co = embeddedConnectOptions("trackerd", creds, log)
-		log.Info("embedded NATS server started (NATS_URL is not set)", slog.String("url", url), slog.String("store_dir", dir),
-			slog.String("credentials", credFile))
+		log.Info("embedded NATS server started: NATS_URL is not set", slog.String("url", url), slog.String("store_dir", dir),
+			slog.String("credentials", credFile), slog.String("looked_at", cfg.LookedFor("NATS_URL")))
 		b.urlFile = filepath.Join(cfg.DataDir, "nats.url")
 		if err := os.WriteFile(b.urlFile, []byte(url+"\n"), 0o600); err != nil {
 			log.Warn("cannot write the embedded server's URL for `trackerd tail`", slog.Any("err", err))

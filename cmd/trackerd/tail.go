@@ -211,9 +211,9 @@ func tailTarget(cfg *config.Config, log *slog.Logger) (string, natssink.ConnectO
 	url, co, err := embeddedTarget(cfg, "trackerd tail", log)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return "", co, usageError{fmt.Sprintf("NATS_URL is not set and no embedded server is running (%v); set NATS_URL, or start `trackerd run` with the same DATA_DIR", err)}
+		return "", co, usageError{fmt.Sprintf("NATS_URL is not set (looked at %s) and no embedded server is running (%v); set NATS_URL, or start `trackerd run` with the same DATA_DIR", cfg.LookedFor("NATS_URL"), err)}
 	case err != nil:
-		return "", co, usageError{fmt.Sprintf("NATS_URL is not set, and the embedded server of DATA_DIR %s cannot be used: %v; run tail as the user that runs `trackerd run`, or set NATS_URL", cfg.DataDir, err)}
+		return "", co, usageError{fmt.Sprintf("NATS_URL is not set (looked at %s), and the embedded server of DATA_DIR %s cannot be used: %v; run tail as the user that runs `trackerd run`, or set NATS_URL", cfg.LookedFor("NATS_URL"), cfg.DataDir, err)}
 	}
 	return url, co, nil
 }
