@@ -62,13 +62,15 @@ type shell struct {
 }
 
 // readmeEnv is the environment of the README commands: this process's,
-// without any TRACKER_, SQLALCHEMY_ or PG variable (they would change what the
-// commands do), plus extra.
+// without any TRACKER_, SQLALCHEMY_, FLASK_SQLALCHEMY_, NATS_ or PG variable
+// (they would change what the commands do: trackerd reads the NATS tools'
+// bare NATS_URL too), plus extra.
 func readmeEnv(extra map[string]string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "TRACKER_") || strings.HasPrefix(k, "SQLALCHEMY_") || strings.HasPrefix(k, "PG") {
+		if strings.HasPrefix(k, "TRACKER_") || strings.HasPrefix(k, "SQLALCHEMY_") || strings.HasPrefix(k, "FLASK_SQLALCHEMY_") ||
+			strings.HasPrefix(k, "NATS_") || strings.HasPrefix(k, "PG") {
 			continue
 		}
 		env = append(env, kv)
