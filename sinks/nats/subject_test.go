@@ -208,6 +208,41 @@ func FuzzSubjectEscape(f *testing.F) {
 	})
 }
 
+// FuzzKeyTokenInjective: two keys of one table render the same key_0_N
+// token only when they are the same key (fault review F12).
+func FuzzKeyTokenInjective(f *testing.F) {
+	f.Add("a_b", "c", "a", "b_c", 2, 2)
+	f.Add("", "", "", "", 1, 0)
+	f.Add("x", "", "x", "", 2, 1)
+	f.Fuzz(func(t *testing.T, a0, a1, b0, b1 string, na, nb int) {
+		s, err := natssink.NewSubjects("t", map[string]string{"subject": "%(prefix)s.%(key_0_N)s"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// n picks the key: 0 values, one, two, or a null in second place.
+		key := func(v0, v1 string, n int) []string {
+			q0, _ := json.Marshal(v0)
+			q1, _ := json.Marshal(v1)
+			switch ((n % 4) + 4) % 4 {
+			case 0:
+				return nil
+			case 1:
+				return []string{string(q0)}
+			case 2:
+				return []string{string(q0), string(q1)}
+			}
+			return []string{string(q0), "null"}
+		}
+		ka, kb := key(a0, a1, na), key(b0, b1, nb)
+		ta := string(s.Append(nil, tracker.PhaseAfterCommit, change("b", "s", "t", tracker.OpInsert, ka...)))
+		tb := string(s.Append(nil, tracker.PhaseAfterCommit, change("b", "s", "t", tracker.OpInsert, kb...)))
+		same := strings.Join(ka, "\x00") == strings.Join(kb, "\x00") && len(ka) == len(kb)
+		if (ta == tb) != same {
+			t.Fatalf("keys %q and %q render %q and %q", ka, kb, ta, tb)
+		}
+	})
+}
+
 func BenchmarkSubject(b *testing.B) {
 	s, err := natssink.NewSubjects("trackerd", nil)
 	if err != nil {
