@@ -16,8 +16,13 @@ type CheckResult struct {
 	OK bool
 	// Detail is what was found, e.g. "wal_level is replica".
 	Detail string
-	// Fix says what to do when !OK, e.g. "ALTER SYSTEM SET wal_level = logical; then restart".
+	// Fix says what to do when !OK, e.g. "ALTER SYSTEM SET wal_level = logical; then restart",
+	// or what to consider when Warn.
 	Fix string
+	// Warn marks advice: the prerequisite holds (OK), but something may
+	// bite later (Detail says what, Fix what to consider). It does not
+	// fail the check.
+	Warn bool
 }
 
 // CheckFunc checks a bind's server for everything its source needs, without

@@ -220,3 +220,36 @@ func TestCheckpointOfAFormerIdentity(t *testing.T) {
 		})
 	}
 }
+
+// F7: with a checkpoint delay (the NATS server's sync interval), a position
+// is not saved, nor confirmed to the source, until its events have been
+// acknowledged that long; a clean stop saves it at once.
+func TestCheckpointDelay(t *testing.T) {
+	cfg := testConfig(t)
+	src := &trackertest.ScriptedSource{Records: []tracker.Record{begin("t1"), insert("t1", "orders", "1"), commit("t1", "0/10")}}
+	store := trackertest.NewMemStore()
+	tr, err := tracker.New(cfg, tracker.WithSource(binds.Postgres, src.Open()), tracker.WithSink(&trackertest.Sink{}),
+		tracker.WithCheckpointStore(store), tracker.WithCheckpointDelay(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(ctx) }()
+	<-src.Done()
+	time.Sleep(100 * time.Millisecond) // 20 checkpoint intervals, events acked at once
+	key := tracker.CheckpointKey("default", src.Identity())
+	if got := store.Position(key); got != "" || len(src.Confirmed()) != 0 {
+		t.Fatalf("checkpoint %q, confirmed %v before the delay passed", got, src.Confirmed())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if got := store.Position(key); got != "0/10" {
+		t.Fatalf("checkpoint after a clean stop %q, want 0/10", got)
+	}
+	if _, err := tracker.New(cfg, tracker.WithCheckpointDelay(-time.Second)); err == nil {
+		t.Fatal("a negative delay was accepted")
+	}
+}

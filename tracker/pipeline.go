@@ -54,6 +54,9 @@ type pipeline struct {
 
 	mu      sync.Mutex // guards pending, ready, cp, state, lastErr
 	pending []pendingPos
+	// acked holds acknowledged positions (oldest first) with when they were
+	// seen acknowledged, while they wait out the checkpoint delay.
+	ackedAt []ackedPos
 	ready   string // acknowledged position not yet saved
 	cp      Checkpoint
 	state   string
@@ -71,6 +74,12 @@ type pipeline struct {
 type pendingPos struct {
 	seq uint64
 	pos string
+}
+
+// ackedPos is a position whose events were all acknowledged at at.
+type ackedPos struct {
+	pos string
+	at  time.Time
 }
 
 type openTx struct {
@@ -291,7 +300,7 @@ func (p *pipeline) run(ctx context.Context) (err error) {
 	if err := <-cpDone; err != nil && runErr == nil {
 		runErr = err
 	}
-	if err := p.checkpoint(drainCtx); err != nil && runErr == nil && !errors.Is(err, context.Canceled) {
+	if err := p.checkpointNow(drainCtx); err != nil && runErr == nil && !errors.Is(err, context.Canceled) {
 		runErr = err
 	}
 	cancelSrc()
@@ -350,7 +359,7 @@ func (p *pipeline) handle(ctx context.Context, r Record) error {
 				// position on the server, like a binlog reader, starts with
 				// it): write it now, before anything is read, so that a stop
 				// before the first commit resumes here.
-				return p.checkpoint(ctx)
+				return p.checkpointNow(ctx)
 			}
 		}
 		return nil
@@ -673,18 +682,7 @@ func (p *pipeline) checkpoint(ctx context.Context) error {
 			return errLeaseUncertain
 		}
 	}
-	acked := p.acked.Load()
-	p.mu.Lock()
-	i := 0
-	for i < len(p.pending) && p.pending[i].seq <= acked {
-		p.ready = p.pending[i].pos
-		i++
-	}
-	if i > 0 {
-		p.pending = append(p.pending[:0], p.pending[i:]...)
-	}
-	ready, cp := p.ready, p.cp
-	p.mu.Unlock()
+	ready, cp := p.readyPosition(time.Now(), p.t.cpDelay)
 	if ready == "" || ready == cp.Position {
 		return nil
 	}
@@ -706,6 +704,40 @@ func (p *pipeline) checkpoint(ctx context.Context) error {
 	p.checkpoints.Add(1)
 	p.src.Confirm(ready)
 	return nil
+}
+
+// readyPosition returns the newest position whose events were all
+// acknowledged at least delay before now, and the last checkpoint written.
+func (p *pipeline) readyPosition(now time.Time, delay time.Duration) (string, Checkpoint) {
+	acked := p.acked.Load()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	i := 0
+	for i < len(p.pending) && p.pending[i].seq <= acked {
+		i++
+	}
+	if i > 0 {
+		// Only the newest position acknowledged by now matters.
+		p.ackedAt = append(p.ackedAt, ackedPos{pos: p.pending[i-1].pos, at: now})
+		p.pending = append(p.pending[:0], p.pending[i:]...)
+	}
+	j := 0
+	for j < len(p.ackedAt) && !p.ackedAt[j].at.After(now.Add(-delay)) {
+		p.ready = p.ackedAt[j].pos
+		j++
+	}
+	if j > 0 {
+		p.ackedAt = append(p.ackedAt[:0], p.ackedAt[j:]...)
+	}
+	return p.ready, p.cp
+}
+
+// checkpointNow writes the checkpoint without the checkpoint delay: for a
+// stopping bind (the NATS server syncs its store when it is stopped), and
+// for a bind's first position, which no event precedes.
+func (p *pipeline) checkpointNow(ctx context.Context) error {
+	p.readyPosition(time.Now(), 0)
+	return p.checkpoint(ctx)
 }
 
 // overwriteStray handles a conflict on the first writes after this instance

@@ -40,6 +40,9 @@ type Tracker struct {
 	spill   string
 	debug   *debugRing
 	owner   string
+	// cpDelay is how long after its events are acknowledged a position
+	// may be checkpointed (WithCheckpointDelay).
+	cpDelay time.Duration
 
 	mu        sync.Mutex
 	pipelines map[string]*pipeline
@@ -88,6 +91,24 @@ func WithSink(s Sink) Option {
 func WithCheckpointStore(s CheckpointStore) Option {
 	return func(t *Tracker) error {
 		t.store = s
+		return nil
+	}
+}
+
+// WithCheckpointDelay makes the checkpoint trail the acknowledgements by d:
+// a position is saved (and confirmed to the source's server) only once
+// every event up to it was acknowledged at least d ago. Give it the NATS
+// server's JetStream sync interval (plus a margin) when that server may
+// acknowledge events before they reach its disk: a power loss on its host
+// then loses only events the checkpoint is not yet past, which are read
+// and published again on restart. A clean stop writes the final checkpoint
+// without waiting. The default is 0.
+func WithCheckpointDelay(d time.Duration) Option {
+	return func(t *Tracker) error {
+		if d < 0 {
+			return fmt.Errorf("tracker: WithCheckpointDelay(%v): want 0 or more", d)
+		}
+		t.cpDelay = d
 		return nil
 	}
 }

@@ -28,15 +28,20 @@ func cmdCheck(ctx context.Context, args []string, lookup env, stdout, stderr io.
 	}
 	checks := map[binds.Kind]tracker.CheckFunc{binds.Postgres: postgres.Check, binds.MySQL: mysql.Check}
 	failed := 0
+	fixes := map[string]bool{} // each fix is printed once
 	report := func(scope string, rs []tracker.CheckResult) {
 		for _, r := range rs {
 			status := "ok  "
-			if !r.OK {
+			switch {
+			case !r.OK:
 				status = "FAIL"
 				failed++
+			case r.Warn:
+				status = "warn"
 			}
 			fmt.Fprintf(stdout, "%s  %-12s %s: %s\n", status, scope, r.Name, r.Detail)
-			if !r.OK && r.Fix != "" {
+			if (!r.OK || r.Warn) && r.Fix != "" && !fixes[r.Fix] {
+				fixes[r.Fix] = true
 				fmt.Fprintf(stdout, "      %-12s fix: %s\n", "", r.Fix)
 			}
 		}

@@ -88,6 +88,11 @@ func cmdRun(ctx context.Context, args []string, lookup env, stdout, stderr io.Wr
 	}
 	defer bus.close(log)
 	opts = append(opts, tracker.WithSink(bus.sink), tracker.WithCheckpointStore(bus.store))
+	if bus.embedded != nil {
+		// The embedded server syncs its store every natsserver.SyncInterval:
+		// the checkpoint trails it, so a power loss loses nothing it is past.
+		opts = append(opts, tracker.WithCheckpointDelay(natsserver.CheckpointDelay))
+	}
 
 	tr, err := tracker.New(cfg, opts...)
 	if err != nil {

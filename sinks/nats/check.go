@@ -81,9 +81,38 @@ func Check(ctx context.Context, nc *natsgo.Conn, o Options) []tracker.CheckResul
 			if cfg.Duplicates != s.o.Stream.DuplicateWindow {
 				res.Detail += fmt.Sprintf(" (DUPLICATE_WINDOW is %v: the stream's is used)", s.o.Stream.DuplicateWindow)
 			}
+			results = append(results, res)
+			res = durability(name, cfg.Replicas, cfg.Storage)
 		}
 	}
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		results = append(results, res)
+		res = durability(name, s.o.Stream.Replicas, jetstream.FileStorage)
+	}
 	return append(results, res)
+}
+
+// durability reports whether a stream can lose acknowledged events on a
+// power loss of its server's host (F7). One replica on a file store is
+// synced to disk every sync_interval (2 minutes by default; `always` syncs
+// every write): events acknowledged since the last sync, which the
+// checkpoint (and a PostgreSQL slot) may already be past, go with the page
+// cache. trackerd cannot read the server's sync_interval, so it advises.
+func durability(stream string, replicas int, storage jetstream.StorageType) tracker.CheckResult {
+	r := tracker.CheckResult{Name: "stream " + stream + " durability", OK: true}
+	switch {
+	case storage == jetstream.MemoryStorage:
+		r.Warn = true
+		r.Detail = "memory storage: a restart of the NATS server loses every event"
+		r.Fix = "use a file-storage stream"
+	case replicas <= 1:
+		r.Warn = true
+		r.Detail = "one replica: an event is acknowledged before it reaches the disk, at the server's next sync (sync_interval, 2 minutes by default), so a power loss of the NATS host can lose events the checkpoint is already past"
+		r.Fix = "replicate the stream (STREAM_REPLICAS=3 on a JetStream cluster), or give the server `jetstream { sync_interval: always }` (trackerd cannot read this setting)"
+	default:
+		r.Detail = fmt.Sprintf("%d replicas: an acknowledged event is on a quorum of servers", replicas)
+	}
+	return r
 }
 
 // CheckCheckpoints reports, for `trackerd check`, where each bind would

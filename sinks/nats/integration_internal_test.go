@@ -315,16 +315,30 @@ func TestIntegrationCheck(t *testing.T) {
 			if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: wrong, Subjects: []string{wrong + ".other.>"}, Storage: jetstream.MemoryStorage}); err != nil {
 				t.Fatal(err)
 			}
+			file, mem := uniqueName(t), uniqueName(t)
+			cleanupStream(t, nc, file)
+			cleanupStream(t, nc, mem)
+			for _, c := range []jetstream.StreamConfig{
+				{Name: file, Subjects: []string{file + ".>"}, Storage: jetstream.FileStorage},
+				{Name: mem, Subjects: []string{mem + ".>"}, Storage: jetstream.MemoryStorage},
+			} {
+				if _, err := js.CreateStream(t.Context(), c); err != nil {
+					t.Fatal(err)
+				}
+			}
 			tests := []struct {
 				name string
 				o    Options
 				want []bool // OK of each result, in order
-				fix  string // in the failing result's Fix
+				fix  string // in the failing (or warning) result's Fix
+				warn int    // index of the one warning, -1 for none
 			}{
-				{"ok - stream missing", Options{Prefix: name, Stream: StreamConfig{Name: name}}, []bool{true, true, true}, ""},
-				{"error - stream does not capture", Options{Prefix: wrong, Stream: StreamConfig{Name: wrong}}, []bool{true, true, false}, "add " + wrong + ".>"},
-				{"ok - core", Options{Mode: Core}, []bool{true}, ""},
-				{"error - bad option", Options{OversizePolicy: "shrink"}, []bool{false}, "correct"},
+				{"ok - stream missing, to be created with one replica", Options{Prefix: name, Stream: StreamConfig{Name: name}}, []bool{true, true, true, true}, "sync_interval: always", 3},
+				{"warn - one replica on file storage (F7)", Options{Prefix: file, Stream: StreamConfig{Name: file}}, []bool{true, true, true, true}, "STREAM_REPLICAS=3", 3},
+				{"warn - memory storage", Options{Prefix: mem, Stream: StreamConfig{Name: mem}}, []bool{true, true, true, true}, "file-storage", 3},
+				{"error - stream does not capture", Options{Prefix: wrong, Stream: StreamConfig{Name: wrong}}, []bool{true, true, false}, "add " + wrong + ".>", -1},
+				{"ok - core", Options{Mode: Core}, []bool{true}, "", -1},
+				{"error - bad option", Options{OversizePolicy: "shrink"}, []bool{false}, "correct", -1},
 			}
 			for _, tc := range tests {
 				t.Run(tc.name, func(t *testing.T) {
@@ -336,8 +350,11 @@ func TestIntegrationCheck(t *testing.T) {
 						if r.OK != tc.want[i] || r.Name == "" || r.Detail == "" {
 							t.Errorf("result %d = %+v, want OK %v with a name and detail", i, r, tc.want[i])
 						}
-						if !r.OK && !strings.Contains(r.Fix, tc.fix) {
+						if (!r.OK || r.Warn) && !strings.Contains(r.Fix, tc.fix) {
 							t.Errorf("result %d fix = %q, want %q", i, r.Fix, tc.fix)
+						}
+						if r.Warn != (i == tc.warn) {
+							t.Errorf("result %d = %+v: warn %v, want %v", i, r, r.Warn, i == tc.warn)
 						}
 					}
 				})

@@ -82,6 +82,11 @@ func TestEmbeddedServes(t *testing.T) {
 	if got := nc.MaxPayload(); got != 4096 {
 		t.Errorf("max_payload = %d, want 4096", got)
 	}
+	// F7: JetStream syncs to disk every SyncInterval, not nats-server's 2
+	// minutes: the checkpoint delay that goes with it must cover it.
+	if got := e.srv.JetStreamConfig().SyncInterval; got != SyncInterval || CheckpointDelay <= SyncInterval {
+		t.Errorf("sync interval %v (want %v), checkpoint delay %v", got, SyncInterval, CheckpointDelay)
+	}
 	if _, port, _ := net.SplitHostPort(e.ClientURL()[len("nats://"):]); port == "0" {
 		t.Errorf("ClientURL %s has no real port", e.ClientURL())
 	} else if p, _ := strconv.Atoi(port); p <= 0 {
