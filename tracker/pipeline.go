@@ -52,15 +52,15 @@ type pipeline struct {
 
 	acked atomic.Uint64
 
-	mu      sync.Mutex // guards pending, ready, cp, state, lastErr
+	st *bindState
+
+	mu      sync.Mutex // guards pending, ackedAt, ready, cp
 	pending []pendingPos
-	// acked holds acknowledged positions (oldest first) with when they were
+	// ackedAt holds acknowledged positions (oldest first) with when they were
 	// seen acknowledged, while they wait out the checkpoint delay.
 	ackedAt []ackedPos
 	ready   string // acknowledged position not yet saved
 	cp      Checkpoint
-	state   string
-	lastErr string
 
 	cpMu sync.Mutex // one checkpoint write at a time
 
@@ -95,12 +95,13 @@ type openTx struct {
 	retractions int64
 }
 
-func (t *Tracker) openPipeline(ctx context.Context, b binds.Bind) (*pipeline, error) {
+func (t *Tracker) openPipeline(ctx context.Context, b binds.Bind, st *bindState) (*pipeline, error) {
 	log := t.log.With(slog.String("bind", b.Key))
 	src, err := t.sources[b.Kind](ctx, b, SourceOptions{
 		Logger:        log,
 		NativeUnicode: t.cfg.NativeUnicode,
 		Echo:          t.cfg.Echo,
+		Report:        st.report,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bind %s: %w", b.Key, err)
@@ -113,7 +114,7 @@ func (t *Tracker) openPipeline(ctx context.Context, b binds.Bind) (*pipeline, er
 		store:    t.store,
 		identity: src.Identity(),
 		open:     make(map[string]*openTx),
-		state:    StateStarting,
+		st:       st,
 	}
 	p.key = CheckpointKey(b.Key, p.identity)
 	if l, ok := p.store.(Leaser); ok {
@@ -240,11 +241,7 @@ func (p *pipeline) lost() <-chan struct{} {
 	return p.lease.Lost()
 }
 
-func (p *pipeline) setState(s string) {
-	p.mu.Lock()
-	p.state = s
-	p.mu.Unlock()
-}
+func (p *pipeline) setState(s string) { p.st.setPhase(s, nil) }
 
 // run streams until ctx ends or the source fails, then drains.
 func (p *pipeline) run(ctx context.Context) (err error) {
@@ -310,9 +307,7 @@ func (p *pipeline) run(ctx context.Context) (err error) {
 		}
 	}
 	if runErr != nil && ctx.Err() == nil {
-		p.mu.Lock()
-		p.state, p.lastErr = StateFailed, runErr.Error()
-		p.mu.Unlock()
+		p.st.setPhase(StateFailed, runErr)
 		return runErr
 	}
 	p.setState(StateStopped)
@@ -819,8 +814,10 @@ func safeCall(fn func() error) (err error) {
 }
 
 func (p *pipeline) snapshot() BindStats {
+	v := p.st.view()
 	p.mu.Lock()
-	s := BindStats{Bind: p.bind.Key, State: p.state, Checkpoint: p.cp.Position, CheckpointAt: p.cp.Time, LastError: p.lastErr}
+	s := BindStats{Bind: p.bind.Key, State: v.State, StateDetail: v.Detail, StateSince: v.Since, Reconnects: v.Reconnects,
+		LastError: v.LastError, LastErrorAt: v.LastErrorAt, Checkpoint: p.cp.Position, CheckpointAt: p.cp.Time}
 	p.mu.Unlock()
 	s.Changes = p.changes.Load()
 	s.Transactions = p.txs.Load()

@@ -109,6 +109,13 @@ type SourceOptions struct {
 	NativeUnicode bool
 	// Echo is ECHO: log every decoded change at info level.
 	Echo bool
+	// Report receives the source's state changes: connecting, creating a
+	// slot, streaming, reconnecting (with the error). It is never nil when
+	// the tracker opens a source, is safe to call from any goroutine, and
+	// does not block. The tracker logs the transitions (a source need not:
+	// "reconnected, streaming from ..." is the tracker's) and shows them as
+	// the bind's state.
+	Report func(SourceStatus)
 }
 
 // OpenSourceFunc connects to a bind's server, checks that it is ready for

@@ -46,6 +46,7 @@ type Tracker struct {
 
 	mu        sync.Mutex
 	pipelines map[string]*pipeline
+	states    map[string]*bindState // every tracked bind's, from the start of Run
 	running   bool
 }
 
@@ -140,6 +141,7 @@ func New(cfg *config.Config, opts ...Option) (*Tracker, error) {
 		sources:      make(map[binds.Kind]OpenSourceFunc),
 		phases:       make(map[Phase]bool),
 		pipelines:    make(map[string]*pipeline),
+		states:       make(map[string]*bindState),
 	}
 	for _, o := range opts {
 		if err := o(t); err != nil {
@@ -264,9 +266,15 @@ func (t *Tracker) Run(ctx context.Context) error {
 			p.close(ctx)
 		}
 	}
+	t.mu.Lock()
 	for _, b := range tracked {
-		p, err := t.openPipeline(ctx, b)
+		t.states[b.Key] = newBindState(t.log.With(slog.String("bind", b.Key)))
+	}
+	t.mu.Unlock()
+	for _, b := range tracked {
+		p, err := t.openPipeline(ctx, b, t.states[b.Key])
 		if err != nil {
+			t.states[b.Key].setPhase(StateFailed, err)
 			closeAll()
 			return err
 		}
@@ -297,8 +305,17 @@ func (t *Tracker) Run(ctx context.Context) error {
 
 // BindStats is a bind's progress, for metrics and health checks.
 type BindStats struct {
-	Bind          string
-	State         string
+	Bind string
+	// State is one of States; StateDetail says more where there is more to
+	// say (e.g. what creating_slot waits for); StateSince is when the
+	// state began.
+	State       string
+	StateDetail string
+	StateSince  time.Time
+	// Reconnects counts the times the source lost its connection.
+	Reconnects uint64
+	// LastErrorAt is when LastError happened.
+	LastErrorAt   time.Time
 	Changes       uint64
 	Transactions  uint64
 	Published     uint64
@@ -313,18 +330,28 @@ type BindStats struct {
 	LastError     string
 }
 
-// Stats returns every running bind's progress, sorted by bind key.
+// Stats returns every tracked bind's progress once Run has begun (a bind
+// whose source is still opening has its state only), sorted by bind key.
 func (t *Tracker) Stats() []BindStats {
 	t.mu.Lock()
 	ps := make([]*pipeline, 0, len(t.pipelines))
 	for _, p := range t.pipelines {
 		ps = append(ps, p)
 	}
+	var opening []BindStats
+	for key, st := range t.states {
+		if t.pipelines[key] == nil {
+			v := st.view()
+			opening = append(opening, BindStats{Bind: key, State: v.State, StateDetail: v.Detail, StateSince: v.Since,
+				LastError: v.LastError, LastErrorAt: v.LastErrorAt, Reconnects: v.Reconnects, Lag: Lag{Bytes: -1}})
+		}
+	}
 	t.mu.Unlock()
-	out := make([]BindStats, 0, len(ps))
+	out := make([]BindStats, 0, len(ps)+len(opening))
 	for _, p := range ps {
 		out = append(out, p.snapshot())
 	}
+	out = append(out, opening...)
 	sort.Slice(out, func(i, j int) bool { return out[i].Bind < out[j].Bind })
 	return out
 }
@@ -342,12 +369,3 @@ func (t *Tracker) Ready() bool {
 	}
 	return true
 }
-
-// The states a bind goes through, as BindStats.State reports them.
-const (
-	StateStarting  = "starting"
-	StateStreaming = "streaming"
-	StateStopping  = "stopping"
-	StateStopped   = "stopped"
-	StateFailed    = "failed"
-)
