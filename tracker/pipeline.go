@@ -493,12 +493,13 @@ func (p *pipeline) publish(ctx context.Context, ev *Event, t0 time.Time, decode 
 
 func (p *pipeline) commit(ctx context.Context, info TxInfo, pos string) error {
 	tx := p.open[info.TxKey]
-	if tx == nil && info.TxKey == "" {
+	if tx == nil && info.TxKey == "" && !info.Streamed {
 		tx = p.cur
 	}
 	if tx == nil {
-		// Nothing of it reached us (an empty transaction): only its
-		// position matters.
+		// Nothing of it reached us (an empty transaction, or a streamed
+		// or prepared one none of whose changes was handed over; never
+		// the transaction in progress): only its position matters.
 		if pos != "" {
 			p.addPending(pos)
 		}

@@ -22,8 +22,8 @@ const (
 	// position from which to resume once it and everything before it is
 	// durable.
 	RecordCommit
-	// RecordRollback withdraws a streamed transaction, or one of its
-	// subtransactions (Record.Tx, Tx.SubTx).
+	// RecordRollback withdraws a streamed (or prepared) transaction, or
+	// one of its subtransactions (Record.Tx, Tx.SubTx).
 	RecordRollback
 	// RecordKeepalive says the source has seen everything up to Record.Pos
 	// and nothing is open; it may be checkpointed once all earlier
@@ -53,7 +53,8 @@ type TxInfo struct {
 	// CommitTime is the commit time where the source knows it.
 	CommitTime time.Time
 	// Streamed is true for a transaction handed over before its commit
-	// (PostgreSQL streaming): its changes may interleave with other
+	// (PostgreSQL streaming, and prepared transactions, handed over at
+	// PREPARE TRANSACTION): its changes may interleave with other
 	// transactions, and it may end in a rollback.
 	Streamed bool
 }

@@ -360,6 +360,39 @@ func TestStreamedRollbacks(t *testing.T) {
 	}
 }
 
+// A streamed or prepared transaction none of whose changes was handed over
+// commits with no key: only its position counts. It must not commit the
+// ordinary transaction a reconnect cut off (p.cur), which is sent again
+// whole: that one's after_commit events went out early, with only the
+// rows received before the reconnect.
+func TestKeylessStreamedCommitLeavesCurrentAlone(t *testing.T) {
+	cfg := testConfig(t)
+	src := &trackertest.ScriptedSource{Records: []tracker.Record{
+		begin("t1"), insert("t1", "orders", "1"),
+		// reconnect: an empty prepared transaction commits first
+		{Kind: tracker.RecordCommit, Tx: tracker.TxInfo{Streamed: true}, Pos: "0/8"},
+		begin("t1"), insert("t1", "orders", "1"), insert("t1", "orders", "2"), commit("t1", "0/10"),
+	}}
+	sink := &trackertest.Sink{}
+	tr, err := tracker.New(cfg, tracker.WithSource(binds.Postgres, src.Open()), tracker.WithSink(sink), tracker.WithCheckpointStore(trackertest.NewMemStore()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := runTracker(t, tr, src, nil); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, ev := range sink.Events() {
+		ids = append(ids, fmt.Sprintf("%s total=%d", ev.ID, ev.TxTotal))
+	}
+	want := strings.Join(withOrigin(tracker.Origin(src.Identity()),
+		"default/t1/0/before_commit total=0", "default/t1/0/before_commit total=0", "default/t1/1/before_commit total=0",
+		"default/t1/0/after_commit total=2", "default/t1/1/after_commit total=2"), "\n")
+	if got := strings.Join(ids, "\n"); got != want {
+		t.Fatalf("events:\n%s\nwant:\n%s", got, want)
+	}
+}
+
 func TestKeepaliveOnlyWhenIdle(t *testing.T) {
 	cfg := testConfig(t)
 	src := &trackertest.ScriptedSource{Records: []tracker.Record{
