@@ -283,13 +283,15 @@ func TestPluginArgs(t *testing.T) {
 		want  string
 	}{
 		{"PostgreSQL 13", 13, binds.Bind{Publication: "pub"}, `proto_version '1', publication_names '"pub"'`},
-		{"PostgreSQL 15", 15, binds.Bind{Publication: "pub"}, `proto_version '2', publication_names '"pub"', messages 'true'`},
-		{"streaming", 15, binds.Bind{Publication: "pub", Streaming: true}, `proto_version '2', publication_names '"pub"', messages 'true', streaming 'on'`},
-		{"quoting", 15, binds.Bind{Publication: `My"Pub's, x`}, `proto_version '2', publication_names '"My""Pub''s, x"', messages 'true'`},
+		{"PostgreSQL 14", 14, binds.Bind{Publication: "pub"}, `proto_version '2', publication_names '"pub"', messages 'true'`},
+		{"streaming 14", 14, binds.Bind{Publication: "pub", Streaming: true}, `proto_version '2', publication_names '"pub"', messages 'true', streaming 'on'`},
+		{"PostgreSQL 15: two-phase", 15, binds.Bind{Publication: "pub"}, `proto_version '3', publication_names '"pub"', messages 'true', two_phase 'on'`},
+		{"streaming 15", 15, binds.Bind{Publication: "pub", Streaming: true}, `proto_version '3', publication_names '"pub"', messages 'true', streaming 'on', two_phase 'on'`},
+		{"quoting", 14, binds.Bind{Publication: `My"Pub's, x`}, `proto_version '2', publication_names '"My""Pub''s, x"', messages 'true'`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := &Source{b: tc.b, major: tc.major}
-			if got := strings.Join(s.pluginArgs(), ", "); got != tc.want {
+			s := &Source{b: tc.b, major: tc.major, twoPhase: tc.major >= 15}
+			if got := strings.Join(s.pluginArgs(tc.b.Streaming), ", "); got != tc.want {
 				t.Fatalf("pluginArgs = %s, want %s", got, tc.want)
 			}
 		})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -77,9 +78,19 @@ type tupleCol struct {
 type txState struct {
 	key        string
 	id         string
+	xid        uint32
 	commitTime time.Time
 	skip       bool
-	streamed   bool
+	streamed   bool // handed over before its commit: streamed or prepared
+
+	// prepared marks a two-phase transaction (Begin Prepare, or Stream
+	// Prepare), prepareLSN the LSN of its PREPARE TRANSACTION record.
+	prepared   bool
+	prepareLSN lsn
+	// orphanKey is the key under which an earlier connection handed over
+	// changes of this transaction (see carried.orphans), until its first
+	// change here says whether the key is the same.
+	orphanKey string
 
 	begun    bool // the key is known and the Begin record handed over
 	first    lsn  // the key's LSN
@@ -98,6 +109,10 @@ func (d *decoder) index(t *txState, at lsn) int64 {
 		t.first, t.last, t.sameLast = at, at, 0
 		t.key = txKey(at)
 		if !t.skip {
+			if t.orphanKey != t.key {
+				d.retractOrphan(t)
+			}
+			t.orphanKey = ""
 			d.emit(tracker.Record{Kind: tracker.RecordBegin, Tx: d.txInfo(t, t.streamed)}, 0)
 		}
 		return 0
@@ -135,6 +150,14 @@ type decoder struct {
 	streamXid uint32
 	streamed  map[uint32]*txState
 
+	// carry is what the decoders of one Run share across connections.
+	carry *carried
+	// seen is the highest end of a commit, rollback or heartbeat message
+	// decoded, skipped or not: every transaction that ended before it
+	// has been decoded.
+	seen lsn
+	log  *slog.Logger
+
 	out     []tracker.Record
 	outPos  []lsn
 	scratch []byte
@@ -158,6 +181,8 @@ func newDecoder(bind string, tracks func(schema, table string) bool, types typeR
 		streaming:  streaming,
 		relations:  make(map[uint32]*relation),
 		streamed:   make(map[uint32]*txState),
+		carry:      newCarried(),
+		log:        slog.New(slog.DiscardHandler),
 	}
 }
 
@@ -201,9 +226,10 @@ func (d *decoder) decode(data []byte, walStart lsn) (err error) {
 		if !d.streaming {
 			return nil // a stray Stream Abort (PostgreSQL 18 sends them to v1 clients)
 		}
+	case 'b', 'P', 'K', 'r', 'p':
+		return d.twoPhase(data)
 	case 'B', 'C', 'O', 'R', 'Y', 'M', 'S', 'E', 'c':
 	default:
-		// Two-phase messages (b, P, K, r, p) are never asked for.
 		return malformed("unsupported message %q", data[0])
 	}
 	msg, err := pglogrepl.ParseV2(data, d.inStream)
@@ -222,6 +248,9 @@ func (d *decoder) decode(data []byte, walStart lsn) (err error) {
 	case *pglogrepl.TruncateMessageV2:
 		return d.truncate(&m.TruncateMessage, m.Xid, walStart)
 	case *pglogrepl.LogicalDecodingMessageV2:
+		if !m.Transactional && m.Prefix == heartbeatPrefix {
+			d.seen = max(d.seen, m.LSN)
+		}
 		if !m.Transactional && m.Prefix == heartbeatPrefix && d.idle() {
 			d.emit(tracker.Record{Kind: tracker.RecordKeepalive, Pos: formatLSN(m.LSN)}, m.LSN)
 		}
@@ -275,9 +304,11 @@ func (d *decoder) begin(m *pglogrepl.BeginMessage) error {
 	d.inTx = true
 	d.tx = txState{
 		id:         strconv.FormatUint(uint64(m.Xid), 10),
+		xid:        m.Xid,
 		commitTime: m.CommitTime,
 		skip:       m.FinalLSN < d.skipBefore,
 	}
+	d.adopt(&d.tx, m.Xid)
 	return nil
 }
 
@@ -290,9 +321,11 @@ func (d *decoder) commit(m *pglogrepl.CommitMessage) error {
 		return malformed("commit outside a transaction")
 	}
 	d.inTx = false
+	d.seen = max(d.seen, m.TransactionEndLSN)
 	if d.tx.skip {
 		return nil
 	}
+	d.retractOrphan(&d.tx)
 	d.emit(tracker.Record{Kind: tracker.RecordCommit, Tx: d.txInfo(&d.tx, false), Pos: formatLSN(m.TransactionEndLSN)}, m.TransactionEndLSN)
 	return nil
 }
@@ -312,7 +345,9 @@ func (d *decoder) streamStart(m *pglogrepl.StreamStartMessageV2) error {
 	if m.FirstSegment == 0 {
 		return malformed("stream start of unknown transaction %d", m.Xid)
 	}
-	d.streamed[m.Xid] = &txState{id: strconv.FormatUint(uint64(m.Xid), 10), streamed: true}
+	t := &txState{id: strconv.FormatUint(uint64(m.Xid), 10), xid: m.Xid, streamed: true}
+	d.adopt(t, m.Xid)
+	d.streamed[m.Xid] = t
 	return nil
 }
 
@@ -325,7 +360,9 @@ func (d *decoder) streamCommit(m *pglogrepl.StreamCommitMessageV2) error {
 		return malformed("stream commit of unknown transaction %d", m.Xid)
 	}
 	delete(d.streamed, m.Xid)
+	d.seen = max(d.seen, m.TransactionEndLSN)
 	t.commitTime = m.CommitTime
+	d.retractOrphan(t)
 	d.emit(tracker.Record{Kind: tracker.RecordCommit, Tx: d.txInfo(t, true), Pos: formatLSN(m.TransactionEndLSN)}, m.TransactionEndLSN)
 	return nil
 }
@@ -338,6 +375,7 @@ func (d *decoder) streamAbort(m *pglogrepl.StreamAbortMessageV2) error {
 	if !t.begun {
 		if m.SubXid == m.Xid || m.SubXid == 0 {
 			delete(d.streamed, m.Xid)
+			d.retractOrphan(t)
 		}
 		return nil // no change of it was handed over
 	}

@@ -125,6 +125,20 @@ func mStreamCommit(xid uint32, commit, end lsn) []byte {
 
 func mStreamAbort(xid, sub uint32) []byte { return wb{'A'}.u32(xid).u32(sub) }
 
+func mBeginPrepare(prepare, end lsn, xid uint32, gid string) []byte {
+	return wb{'b'}.u64(uint64(prepare)).u64(uint64(end)).u64(pgTime(testEpoch)).u32(xid).str(gid)
+}
+
+// mPrepareLike is a Prepare ('P'), Stream Prepare ('p') or Commit
+// Prepared ('K'): flags, LSN, end LSN, time, xid, GID.
+func mPrepareLike(kind byte, at, end lsn, xid uint32, gid string) []byte {
+	return wb{kind}.u8(0).u64(uint64(at)).u64(uint64(end)).u64(pgTime(testEpoch)).u32(xid).str(gid)
+}
+
+func mRollbackPrepared(preparedEnd, end lsn, xid uint32, gid string) []byte {
+	return wb{'r'}.u8(0).u64(uint64(preparedEnd)).u64(uint64(end)).u64(pgTime(testEpoch)).u64(pgTime(testEpoch)).u32(xid).str(gid)
+}
+
 func mMessage(transactional bool, at lsn, prefix, content string) []byte {
 	f := byte(0)
 	if transactional {
@@ -183,6 +197,8 @@ func relFull() []byte {
 type decodeCase struct {
 	name       string
 	skipBefore lsn
+	relisted   []lsn             // prepared transactions of the start position
+	orphans    map[uint32]string // xid -> key handed over on an earlier connection
 	streaming  bool
 	tracks     func(schema, table string) bool
 	steps      []step
@@ -492,18 +508,164 @@ var decodeCases = []decodeCase{
 			"commit lsn-0000000000000020 xid=7 pos=0/48",
 		},
 	},
+	{
+		// PREPARE TRANSACTION: the changes go out then, as a transaction
+		// that interleaves with others; COMMIT PREPARED commits it.
+		name: "two-phase: prepared, an ordinary transaction, commit prepared",
+		steps: []step{
+			{0x20, mBeginPrepare(0x40, 0x48, 7, "g1")},
+			{0x20, relUsers(0, 'd')},
+			{0x20, mInsert(0, 100, tup("t:1", "n", "n"))},
+			{0x28, mInsert(0, 100, tup("t:2", "n", "n"))},
+			{0x48, mPrepareLike('P', 0x40, 0x48, 7, "g1")},
+			{0x50, mBegin(0x60, 8)},
+			{0x50, mInsert(0, 100, tup("t:3", "n", "n"))},
+			{0x68, mCommit(0x60, 0x68)},
+			{0x78, mPrepareLike('K', 0x70, 0x78, 7, "g1")},
+		},
+		want: []string{
+			"begin lsn-0000000000000020 xid=7 streamed",
+			`insert public.users key={"id":1} before=null after={"id":1,"name":null,"doc":null} tx=lsn-0000000000000020 idx=0 pos=0/20`,
+			`insert public.users key={"id":2} before=null after={"id":2,"name":null,"doc":null} tx=lsn-0000000000000020 idx=32768 pos=0/28`,
+			"begin lsn-0000000000000050 xid=8",
+			`insert public.users key={"id":3} before=null after={"id":3,"name":null,"doc":null} tx=lsn-0000000000000050 idx=0 pos=0/50`,
+			"commit lsn-0000000000000050 xid=8 pos=0/68",
+			"commit lsn-0000000000000020 xid=7 pos=0/78",
+		},
+	},
+	{
+		name: "two-phase: rollback prepared retracts, then gives its position",
+		steps: []step{
+			{0x20, mBeginPrepare(0x40, 0x48, 7, "g1")},
+			{0x20, relUsers(0, 'd')},
+			{0x20, mInsert(0, 100, tup("t:1", "n", "n"))},
+			{0x48, mPrepareLike('P', 0x40, 0x48, 7, "g1")},
+			{0x78, mRollbackPrepared(0x48, 0x78, 7, "g1")},
+		},
+		want: []string{
+			"begin lsn-0000000000000020 xid=7 streamed",
+			`insert public.users key={"id":1} before=null after={"id":1,"name":null,"doc":null} tx=lsn-0000000000000020 idx=0 pos=0/20`,
+			"rollback lsn-0000000000000020 xid=7 sub=",
+			"keepalive 0/78",
+		},
+	},
+	{
+		// PostgreSQL sends every prepared transaction, published changes
+		// or not.
+		name: "two-phase: prepared transactions without changes give positions only",
+		steps: []step{
+			{0x20, mBeginPrepare(0x40, 0x48, 7, "g1")},
+			{0x48, mPrepareLike('P', 0x40, 0x48, 7, "g1")},
+			{0x50, mBeginPrepare(0x50, 0x58, 8, "g2")},
+			{0x58, mPrepareLike('P', 0x50, 0x58, 8, "g2")},
+			{0x78, mPrepareLike('K', 0x70, 0x78, 7, "g1")},
+			{0x88, mRollbackPrepared(0x58, 0x88, 8, "g2")},
+		},
+		want: []string{"commit  xid=7 pos=0/78", "keepalive 0/88"},
+	},
+	{
+		name:      "two-phase: streamed, then stream prepare, then commit prepared",
+		streaming: true,
+		steps: []step{
+			{0x10, mStreamStart(9, true)},
+			{0x10, relUsers(9, 'd')},
+			{0x30, mInsert(9, 100, tup("t:1", "n", "n"))},
+			{0x40, mStreamStop()},
+			{0x50, mPrepareLike('p', 0x48, 0x50, 9, "g9")},
+			{0x60, mPrepareLike('K', 0x58, 0x60, 9, "g9")},
+		},
+		want: []string{
+			"begin lsn-0000000000000030 xid=9 streamed",
+			`insert public.users key={"id":1} before=null after={"id":1,"name":null,"doc":null} tx=lsn-0000000000000030 idx=0 pos=0/30`,
+			"commit lsn-0000000000000030 xid=9 pos=0/60",
+		},
+	},
+	{
+		// Run starts at the oldest prepare of its position (0x20): what
+		// ended before 0x100 is skipped, but the prepared transaction the
+		// position lists (0x40), whose changes the tracker lost.
+		name:       "two-phase: re-reading for a prepared transaction of the start position",
+		skipBefore: 0x100,
+		relisted:   []lsn{0x40},
+		steps: []step{
+			{0x10, relUsers(0, 'd')},
+			{0x20, mBeginPrepare(0x40, 0x48, 7, "open")},
+			{0x20, mInsert(0, 100, tup("t:1", "n", "n"))},
+			{0x48, mPrepareLike('P', 0x40, 0x48, 7, "open")},
+			{0x50, mBeginPrepare(0x60, 0x68, 8, "done")}, // resolved before the position
+			{0x50, mInsert(0, 100, tup("t:2", "n", "n"))},
+			{0x68, mPrepareLike('P', 0x60, 0x68, 8, "done")},
+			{0x70, mBegin(0x80, 10)}, // committed before the position
+			{0x70, mInsert(0, 100, tup("t:3", "n", "n"))},
+			{0x88, mCommit(0x80, 0x88)},
+			{0xA8, mPrepareLike('K', 0xA0, 0xA8, 8, "done")},
+			{0x108, mPrepareLike('K', 0x100, 0x108, 7, "open")},
+		},
+		want: []string{
+			"begin lsn-0000000000000020 xid=7 streamed",
+			`insert public.users key={"id":1} before=null after={"id":1,"name":null,"doc":null} tx=lsn-0000000000000020 idx=0 pos=0/20`,
+			"commit lsn-0000000000000020 xid=7 pos=0/108",
+		},
+	},
+	{
+		// M5: transactions an earlier connection handed over while they
+		// were open. One sent again with the same first change keeps its
+		// key (the tracker starts it over); one whose first change is now
+		// another (the first was in a subtransaction rolled back since)
+		// retracts the old key; one sent again with no change left
+		// retracts it too.
+		name:      "orphans sent again",
+		streaming: true,
+		orphans:   map[uint32]string{7: "lsn-0000000000000020", 8: "lsn-0000000000000030", 9: "lsn-0000000000000040"},
+		steps: []step{
+			{0x10, relUsers(0, 'd')},
+			{0x60, mBegin(0x70, 7)},
+			{0x20, mInsert(0, 100, tup("t:1", "n", "n"))},
+			{0x78, mCommit(0x70, 0x78)},
+			{0x80, mBegin(0x90, 8)},
+			{0x38, mInsert(0, 100, tup("t:2", "n", "n"))},
+			{0x98, mCommit(0x90, 0x98)},
+			{0xA0, mStreamStart(9, true)},
+			{0xA8, mStreamStop()},
+			{0xB8, mStreamCommit(9, 0xB0, 0xB8)},
+		},
+		want: []string{
+			"begin lsn-0000000000000020 xid=7",
+			`insert public.users key={"id":1} before=null after={"id":1,"name":null,"doc":null} tx=lsn-0000000000000020 idx=0 pos=0/20`,
+			"commit lsn-0000000000000020 xid=7 pos=0/78",
+			"rollback lsn-0000000000000030 xid=8 sub=",
+			"begin lsn-0000000000000038 xid=8",
+			`insert public.users key={"id":2} before=null after={"id":2,"name":null,"doc":null} tx=lsn-0000000000000038 idx=0 pos=0/38`,
+			"commit lsn-0000000000000038 xid=8 pos=0/98",
+			"rollback lsn-0000000000000040 xid=9 sub=",
+			"commit  xid=9 pos=0/B8",
+		},
+	},
+	{name: "error - begin prepare too short", steps: []step{{0x10, mBeginPrepare(0x40, 0x48, 7, "g")[:20]}}, wantErr: "b of 20 bytes"},
+	{name: "error - GID not terminated", steps: []step{{0x10, wb(mPrepareLike('K', 0x40, 0x48, 7, "g")).u8(0)[:31]}}, wantErr: "GID not terminated"},
+	{name: "error - rollback prepared too short", steps: []step{{0x10, mRollbackPrepared(0x40, 0x48, 7, "g")[:30]}}, wantErr: "r of 30 bytes"},
+	{name: "error - prepare outside a prepared transaction", steps: []step{{0x10, mPrepareLike('P', 0x40, 0x48, 7, "g")}}, wantErr: "outside a prepared transaction"},
+	{name: "error - prepare of another transaction", steps: []step{{0x10, mBeginPrepare(0x40, 0x48, 7, "g")}, {0x10, mPrepareLike('P', 0x40, 0x48, 8, "g")}}, wantErr: "prepare of transaction 8"},
+	{name: "error - commit prepared inside a transaction", steps: []step{{0x10, mBegin(0x40, 6)}, {0x10, mPrepareLike('K', 0x40, 0x48, 7, "g")}}, wantErr: "inside a transaction"},
+	{name: "error - begin prepare inside a stream", streaming: true, steps: []step{{0x10, mStreamStart(9, true)}, {0x10, mBeginPrepare(0x40, 0x48, 7, "g")}}, wantErr: "inside a stream"},
 	{name: "error - unknown relation", steps: []step{{0x10, mBegin(0x40, 7)}, {0x20, mInsert(0, 99, tup("t:1"))}}, wantErr: "unknown relation 99"},
 	{name: "error - change outside a transaction", steps: []step{{0x10, relUsers(0, 'd')}, {0x20, mInsert(0, 100, tup("t:1", "n", "n"))}}, wantErr: "outside a transaction"},
 	{name: "error - column count", steps: []step{{0x10, mBegin(0x40, 7)}, {0x10, relUsers(0, 'd')}, {0x20, mInsert(0, 100, tup("t:1"))}}, wantErr: "columns"},
 	{name: "error - truncated tuple", steps: []step{{0x10, mBegin(0x40, 7)}, {0x10, relUsers(0, 'd')}, {0x20, mInsert(0, 100, tup("t:1", "n", "t:abc"))[:20]}}, wantErr: "malformed"},
 	{name: "error - huge truncate count", steps: []step{{0x10, mBegin(0x40, 7)}, {0x20, wb{'T'}.u32(0xFFFFFFFF).u8(0).u32(1)}}, wantErr: "truncate of"},
 	{name: "error - truncated relation", steps: []step{{0x10, relUsers(0, 'd')[:12]}}, wantErr: "malformed"},
-	{name: "error - unsupported message", steps: []step{{0x10, []byte{'P', 1, 2}}}, wantErr: "unsupported"},
+	{name: "error - unsupported message", steps: []step{{0x10, []byte{'Z', 1, 2}}}, wantErr: "unsupported"},
 }
 
 // runDecode feeds steps to a decoder and returns the record summaries.
 func runDecode(tc decodeCase) ([]string, error) {
 	d := newDecoder("default", tc.tracks, nil, tc.skipBefore, tc.streaming)
+	for _, l := range tc.relisted {
+		d.carry.relisted[l] = true
+	}
+	for xid, key := range tc.orphans {
+		d.carry.orphans[xid] = &orphan{xid: xid, key: key, id: fmt.Sprint(xid)}
+	}
 	var got []string
 	for _, s := range tc.steps {
 		if err := d.decode(s.msg, s.at); err != nil {
@@ -600,8 +762,8 @@ func FuzzDecode(f *testing.F) {
 			if !errors.Is(err, errMalformed) {
 				t.Fatalf("error %v is not errMalformed", err)
 			}
-			if len(msg) > 0 && strings.ContainsRune("IUD", rune(msg[0])) && strings.Contains(err.Error(), "panic") {
-				t.Fatalf("the row decoder panicked: %v", err)
+			if len(msg) > 0 && strings.ContainsRune("IUDbPKrp", rune(msg[0])) && strings.Contains(err.Error(), "panic") {
+				t.Fatalf("the row or two-phase decoder panicked: %v", err)
 			}
 			return
 		}

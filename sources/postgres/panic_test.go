@@ -72,7 +72,7 @@ func TestDecodingPanicStopsTheBind(t *testing.T) {
 				})
 				types := &panickyTypes{builtin: newBuiltinTypes(), planPanics: tc.planPanics}
 				done := make(chan error, 1)
-				go func() { done <- s.stream(t.Context(), conn, &runState{}, types, h) }()
+				go func() { done <- s.stream(t.Context(), conn, &runState{carry: newCarried()}, types, h, false) }()
 				go f.send(tc.msgs...)
 				err := <-done
 				if err == nil || !isPermanent(err) {

@@ -211,6 +211,7 @@ type slotInfo struct {
 	confirmedFlush             string
 	walStatus                  string
 	temporary                  bool
+	twoPhase                   bool // decodes prepared transactions at PREPARE (PostgreSQL 14+)
 }
 
 func slotQuery(major int) string {
@@ -218,8 +219,12 @@ func slotQuery(major int) string {
 	if major >= 13 {
 		walStatus = "COALESCE(wal_status, '')"
 	}
+	twoPhase := "false"
+	if major >= 14 {
+		twoPhase = "two_phase"
+	}
 	return `SELECT COALESCE(plugin::text, ''), slot_type, COALESCE(database::text, ''), active, COALESCE(active_pid, 0),
-		COALESCE(confirmed_flush_lsn::text, ''), ` + walStatus + `, temporary
+		COALESCE(confirmed_flush_lsn::text, ''), ` + walStatus + `, temporary, ` + twoPhase + `
 		FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`
 }
 
@@ -228,7 +233,7 @@ func readSlot(ctx context.Context, q interface {
 }, slot string, major int) (slotInfo, bool, error) {
 	var si slotInfo
 	err := q.QueryRow(ctx, slotQuery(major), slot).Scan(&si.plugin, &si.slotType, &si.database, &si.active,
-		&si.activePID, &si.confirmedFlush, &si.walStatus, &si.temporary)
+		&si.activePID, &si.confirmedFlush, &si.walStatus, &si.temporary, &si.twoPhase)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return si, false, nil
 	}
@@ -275,6 +280,11 @@ func (s *Source) ensureSlot(ctx context.Context) error {
 				return fmt.Errorf("replication slot %s: confirmed_flush_lsn %q: %w", slot, si.confirmedFlush, err)
 			}
 			s.slotConfirmed = l
+			if s.twoPhase && !si.twoPhase {
+				s.log.Info("replication slot was created without two-phase decoding: starting it turns it on from its confirmed position; "+
+					"transactions prepared before that are published at COMMIT PREPARED, later ones at PREPARE TRANSACTION",
+					"confirmed_flush_lsn", si.confirmedFlush)
+			}
 			return nil
 		}
 		err = s.createSlot(ctx)
@@ -313,8 +323,13 @@ func (s *Source) createSlot(ctx context.Context) error {
 	slot := s.b.Slot
 	cctx, cancel := context.WithTimeout(ctx, s.hooks.slotTimeout)
 	defer cancel()
+	// PostgreSQL 15's option list; pglogrepl appends SnapshotAction as is.
+	options := "NOEXPORT_SNAPSHOT"
+	if s.twoPhase {
+		options = "(SNAPSHOT 'nothing', TWO_PHASE)"
+	}
 	res, err := pglogrepl.CreateReplicationSlot(cctx, s.conn, slot, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: options})
 	if err != nil {
 		if ctx.Err() == nil && cctx.Err() != nil {
 			return s.slotTimeout(ctx)
@@ -337,7 +352,7 @@ func (s *Source) createSlot(ctx context.Context) error {
 		return fmt.Errorf("create replication slot %s: consistent point %q: %w", slot, res.ConsistentPoint, err)
 	}
 	s.slotConfirmed = l
-	s.log.Info("created replication slot", "consistent_point", res.ConsistentPoint)
+	s.log.Info("created replication slot", "consistent_point", res.ConsistentPoint, "two_phase", s.twoPhase)
 	return nil
 }
 
@@ -373,6 +388,23 @@ func (s *Source) slotTimeout(ctx context.Context) error {
 		rows.Close()
 		if len(held) > 0 {
 			msg += ": " + strings.Join(held, "; ") + "; end them (COMMIT, ROLLBACK or SELECT pg_terminate_backend(pid)) and start again"
+		}
+	}
+	// A prepared transaction is open too, with no session to show it.
+	rows, err = s.pool.Query(qctx, `SELECT gid, COALESCE(database::text, ''),
+		to_char(prepared AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+		FROM pg_catalog.pg_prepared_xacts ORDER BY prepared LIMIT 10`)
+	if err == nil {
+		var held []string
+		for rows.Next() {
+			var gid, db, since string
+			if rows.Scan(&gid, &db, &since) == nil {
+				held = append(held, fmt.Sprintf("%s (database %s, prepared %s)", quoteLiteral(gid), db, since))
+			}
+		}
+		rows.Close()
+		if len(held) > 0 {
+			msg += "; prepared transactions: " + strings.Join(held, ", ") + "; end them (COMMIT PREPARED or ROLLBACK PREPARED) and start again"
 		}
 	}
 	return errors.New(msg)

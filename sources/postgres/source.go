@@ -31,6 +31,9 @@ type Source struct {
 	database string
 	major    int // server major version
 	identity string
+	// twoPhase: PostgreSQL 15+, prepared transactions are asked for at
+	// PREPARE TRANSACTION (see pluginArgs).
+	twoPhase bool
 
 	// slotConfirmed is the slot's confirmed_flush_lsn when Open looked
 	// (or its consistent point when Open created it).
@@ -62,6 +65,7 @@ type hooks struct {
 	fenceGrace  time.Duration     // how long a busy slot is waited for
 	statusEvery time.Duration     // standby status interval
 	slotTimeout time.Duration     // how long slot creation may wait
+	fateEvery   time.Duration     // how often the fate of orphans is asked
 }
 
 var (
@@ -76,6 +80,7 @@ const (
 	defaultFenceGrace     = 5 * time.Second
 	defaultStatusInterval = 10 * time.Second
 	slotCreateTimeout     = 30 * time.Second
+	defaultFateInterval   = 5 * time.Second
 )
 
 // Open connects to b's server, checks that it is ready for logical
@@ -105,6 +110,9 @@ func open(ctx context.Context, b binds.Bind, opts tracker.SourceOptions, h hooks
 	}
 	if h.slotTimeout == 0 {
 		h.slotTimeout = slotCreateTimeout
+	}
+	if h.fateEvery == 0 {
+		h.fateEvery = defaultFateInterval
 	}
 	s := &Source{b: b, log: log.With("slot", b.Slot), echo: opts.Echo, hooks: h}
 	if err := s.open(ctx); err != nil {
@@ -163,6 +171,7 @@ func (s *Source) open(ctx context.Context) error {
 	if b.Streaming && s.major < 14 {
 		return tracker.ConfigError(fmt.Errorf("streaming needs PostgreSQL 14 or later, the server is %d; fix: turn the bind's streaming option off", s.major))
 	}
+	s.twoPhase = s.major >= 15
 	if s.pool, err = pgxpool.NewWithConfig(ctx, cs.pool); err != nil {
 		return fmt.Errorf("create query pool: %w", err)
 	}
@@ -186,15 +195,18 @@ func (s *Source) Identity() string { return s.identity }
 
 // Confirm records that everything up to pos is durable downstream. The next
 // standby status update (within about a second) reports it to the server as
-// flushed and applied, which advances the slot's confirmed_flush_lsn. It
-// never blocks, ignores positions below earlier ones and text that is not an
-// LSN, and may be called from any goroutine.
+// flushed and applied, which advances the slot's confirmed_flush_lsn: to
+// pos's LSN, or to the prepare of its oldest prepared transaction, which
+// the server must send again after a restart (see position). It never
+// blocks, ignores positions below earlier ones and text that is not a
+// position, and may be called from any goroutine.
 func (s *Source) Confirm(pos string) {
-	l, err := parseLSN(pos)
-	if err != nil || l == 0 {
+	p, err := parsePosition(pos)
+	if err != nil || p.through == 0 {
 		return
 	}
-	s.raiseConfirmed(l)
+	s.raiseConfirmed(p.confirm())
+	l := p.through
 	s.lagMu.Lock()
 	i := 0
 	for i < len(s.pending) && s.pending[i].end <= l {

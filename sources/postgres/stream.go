@@ -51,9 +51,38 @@ func isPermanent(err error) bool {
 type runState struct {
 	// resume is the last position handed to the handler that is safe to
 	// restart from: a commit's end LSN or a keepalive position. A new
-	// connection starts there and skips transactions ending at or before it.
+	// connection starts there (or before, see startAt) and skips
+	// transactions ending at or before it.
 	resume lsn
+	// carry is what the decoders share across connections: the open
+	// prepared transactions, those of the start position still to be
+	// received again, and the orphans.
+	carry *carried
+	// replayUntil is resume while a connection reads WAL before it again,
+	// for the prepared transactions of the position Run started from;
+	// zero otherwise.
+	replayUntil lsn
+	// seen is the highest position the stream has passed: commit and
+	// rollback ends, keepalives, heartbeats.
+	seen lsn
 }
+
+// startAt is where the next connection starts: resume, or the oldest
+// prepare of the start position's prepared transactions still to be
+// received, so that the server decodes their PREPARE again.
+func (st *runState) startAt() lsn {
+	start := st.resume
+	for l := range st.carry.relisted {
+		start = min(start, l)
+	}
+	return start
+}
+
+// errReplayed ends a connection that read WAL again for prepared
+// transactions, once past the start position, so that the next one
+// streams in-progress transactions (which could not be told apart from
+// those already published while re-reading).
+var errReplayed = errors.New("prepared transactions received again")
 
 // Run streams the bind's changes to h, starting after from (an LSN "X/X",
 // empty for where the slot stands), until ctx ends (it then returns ctx's
@@ -72,7 +101,7 @@ func (s *Source) Run(ctx context.Context, from string, h tracker.Handler) error 
 	s.started = true
 	s.mu.Unlock()
 	defer s.release()
-	start, err := parseLSN(from)
+	start, err := parsePosition(from)
 	if err != nil {
 		return s.boundary(tracker.ConfigError(fmt.Errorf("resume position %q: %w", from, err)))
 	}
@@ -100,9 +129,12 @@ func (s *Source) release() {
 	}
 }
 
-func (s *Source) run(ctx context.Context, from lsn, h tracker.Handler) error {
-	s.raiseConfirmed(max(from, s.slotConfirmed))
-	st := &runState{resume: from}
+func (s *Source) run(ctx context.Context, from position, h tracker.Handler) error {
+	s.raiseConfirmed(max(from.confirm(), s.slotConfirmed))
+	st := &runState{resume: from.through, carry: newCarried()}
+	for _, l := range from.prepared {
+		st.carry.relisted[l] = true
+	}
 	types := newCatalogTypes(ctx, s.pool, s.b.Pool.Timeout, s.log)
 
 	var wg sync.WaitGroup
@@ -119,6 +151,10 @@ func (s *Source) run(ctx context.Context, from lsn, h tracker.Handler) error {
 		err := s.session(ctx, st, types, h)
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if errors.Is(err, errReplayed) {
+			s.log.Info("prepared transactions of the start position received again; reconnecting to stream in-progress transactions", "resume", formatLSN(st.resume))
+			continue
 		}
 		if errors.Is(err, tracker.ErrFenced) {
 			// A walsender of a connection that just dropped may hold
@@ -149,10 +185,17 @@ func (s *Source) run(ctx context.Context, from lsn, h tracker.Handler) error {
 	}
 }
 
-// pluginArgs are pgoutput's options for START_REPLICATION.
-func (s *Source) pluginArgs() []string {
+// pluginArgs are pgoutput's options for START_REPLICATION: protocol
+// version 3 and two_phase on PostgreSQL 15+ (prepared transactions are
+// sent at PREPARE TRANSACTION; starting a slot created without two-phase
+// this way turns it on from its confirmed position), streaming of
+// in-progress transactions when asked for.
+func (s *Source) pluginArgs(streaming bool) []string {
 	proto := "1"
-	if s.major >= 14 {
+	switch {
+	case s.twoPhase:
+		proto = "3"
+	case s.major >= 14:
 		proto = "2"
 	}
 	args := []string{
@@ -164,8 +207,11 @@ func (s *Source) pluginArgs() []string {
 	if s.major >= 14 {
 		args = append(args, "messages 'true'")
 	}
-	if s.b.Streaming {
+	if streaming {
 		args = append(args, "streaming 'on'")
+	}
+	if s.twoPhase {
+		args = append(args, "two_phase 'on'")
 	}
 	return args
 }
@@ -184,29 +230,44 @@ func (s *Source) session(ctx context.Context, st *runState, types typeResolver, 
 		conn.Close(cctx)
 		cancel()
 	}()
-	err := pglogrepl.StartReplication(ctx, conn, s.b.Slot, st.resume,
-		pglogrepl.StartReplicationOptions{Mode: pglogrepl.LogicalReplication, PluginArgs: s.pluginArgs()})
-	if err != nil {
-		return s.classifyStream(fmt.Errorf("start replication at %s: %w", formatLSN(st.resume), err))
+	start := st.startAt()
+	streaming := s.b.Streaming
+	if start < st.resume {
+		// Prepared transactions open at the start position: the server
+		// sends them again only when decoding starts at their prepare.
+		// What ended before resume is skipped, but for streamed
+		// transactions that cannot be told before their end: none are
+		// streamed until past resume.
+		st.replayUntil = st.resume
+		streaming = false
+		s.log.Info("reading again from the oldest prepared transaction still open at the start position",
+			"from", formatLSN(start), "resume", formatLSN(st.resume), "prepared", len(st.carry.relisted))
 	}
-	s.log.Debug("replication started", "from", formatLSN(st.resume))
-	return s.stream(ctx, conn, st, types, h)
+	err := pglogrepl.StartReplication(ctx, conn, s.b.Slot, start,
+		pglogrepl.StartReplicationOptions{Mode: pglogrepl.LogicalReplication, PluginArgs: s.pluginArgs(streaming)})
+	if err != nil {
+		return s.classifyStream(fmt.Errorf("start replication at %s: %w", formatLSN(start), err))
+	}
+	s.log.Debug("replication started", "from", formatLSN(start))
+	return s.stream(ctx, conn, st, types, h, streaming)
 }
 
 // stream runs the receiver and the processor on a connection in streaming
 // (CopyBoth) mode until one fails or ctx ends. It leaves the connection
 // open.
-func (s *Source) stream(ctx context.Context, conn *pgconn.PgConn, st *runState, types typeResolver, h tracker.Handler) error {
+func (s *Source) stream(ctx context.Context, conn *pgconn.PgConn, st *runState, types typeResolver, h tracker.Handler, streaming bool) error {
 	r := &receiver{src: s, conn: conn, nc: conn.Conn(), statusEvery: s.hooks.statusEvery,
 		out: make(chan *batch, queuedBatches), free: make(chan *batch, queuedBatches+2), done: make(chan struct{})}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go r.run(sctx)
-	d := newDecoder(s.b.Key, s.b.Tracks, types, st.resume, s.b.Streaming)
+	d := newDecoder(s.b.Key, s.b.Tracks, types, st.resume, streaming)
+	d.carry, d.log = st.carry, s.log
 	d.enc.reformatFloats = s.major < 12
 	err := s.process(sctx, st, d, h, r)
 	cancel()
 	<-r.done
+	d.orphan()
 	if errors.Is(err, errReceiverDone) {
 		err = s.classifyStream(r.err)
 	}
@@ -262,6 +323,12 @@ var errReceiverDone = errors.New("receiver stopped")
 
 // process decodes messages and hands their records to h, in order.
 func (s *Source) process(ctx context.Context, st *runState, d *decoder, h tracker.Handler, r *receiver) error {
+	var fate <-chan time.Time
+	if len(st.carry.orphans) > 0 {
+		t := time.NewTicker(s.hooks.fateEvery)
+		defer t.Stop()
+		fate = t.C
+	}
 	handle := func(b *batch) error {
 		for i := range b.msgs {
 			if err := s.handleMsg(ctx, st, d, h, &b.msgs[i]); err != nil {
@@ -276,6 +343,15 @@ func (s *Source) process(ctx context.Context, st *runState, d *decoder, h tracke
 		case b := <-r.out:
 			if err := handle(b); err != nil {
 				return err
+			}
+		case <-fate:
+			if !d.inTx && !d.inStream {
+				if err := s.checkOrphans(ctx, st, h); err != nil {
+					return err
+				}
+			}
+			if len(st.carry.orphans) == 0 {
+				fate = nil
 			}
 		case <-r.done:
 			// What arrived before the failure is good: use it.
@@ -297,10 +373,13 @@ func (s *Source) process(ctx context.Context, st *runState, d *decoder, h tracke
 
 func (s *Source) handleMsg(ctx context.Context, st *runState, d *decoder, h tracker.Handler, m *wireMsg) error {
 	if m.data == nil {
+		st.seen = max(st.seen, m.walEnd)
 		if d.idle() && m.walEnd > st.resume {
-			return s.hand(ctx, st, h, tracker.Record{Kind: tracker.RecordKeepalive, Pos: formatLSN(m.walEnd)}, m.walEnd)
+			if err := s.hand(ctx, st, h, tracker.Record{Kind: tracker.RecordKeepalive}, m.walEnd); err != nil {
+				return err
+			}
 		}
-		return nil
+		return s.replayed(st, d)
 	}
 	t0 := time.Now()
 	if err := d.decode(m.data, m.walStart); err != nil {
@@ -320,16 +399,47 @@ func (s *Source) handleMsg(ctx context.Context, st *runState, d *decoder, h trac
 			return err
 		}
 	}
+	st.seen = max(st.seen, d.seen)
+	return s.replayed(st, d)
+}
+
+// replayed ends the re-reading for the start position's prepared
+// transactions once the stream is past the start position: the
+// transactions listed and not received again are forgotten, and, when the
+// bind streams in-progress transactions, the connection is ended
+// (errReplayed) for one that does.
+func (s *Source) replayed(st *runState, d *decoder) error {
+	if st.replayUntil == 0 || st.seen < st.replayUntil || d.inTx || d.inStream {
+		return nil
+	}
+	st.replayUntil = 0
+	if n := len(st.carry.relisted); n > 0 {
+		var at []string
+		for l := range st.carry.relisted {
+			at = append(at, formatLSN(l))
+		}
+		s.log.Warn("prepared transactions of the start position were not sent again; their COMMIT PREPARED cannot be published",
+			"prepared_at", strings.Join(at, ","))
+		clear(st.carry.relisted)
+	}
+	if s.b.Streaming {
+		return errReplayed
+	}
 	return nil
 }
 
-// hand passes one record to h and notes the positions it makes safe.
+// hand passes one record to h and notes the positions it makes safe. A
+// commit's or keepalive's Pos is set here, with the prepared transactions
+// open now (see position).
 func (s *Source) hand(ctx context.Context, st *runState, h tracker.Handler, r tracker.Record, pos lsn) error {
 	if s.echo && r.Kind == tracker.RecordChange {
 		c := r.Change
 		s.log.Info("change", "op", c.Op, "schema", c.Schema, "table", c.Table, "pos", c.Pos, "txid", c.TxID,
 			"key", string(c.Key.AppendJSON(nil)), "before", string(c.Before.AppendJSON(nil)),
 			"after", string(c.After.AppendJSON(nil)), slog.Any("unchanged", c.Unchanged))
+	}
+	if r.Kind == tracker.RecordCommit || r.Kind == tracker.RecordKeepalive {
+		r.Pos = st.carry.positionAt(max(st.resume, pos)).String()
 	}
 	if err := h.Handle(ctx, r); err != nil {
 		return &permanentError{fmt.Errorf("handle record: %w", err)}

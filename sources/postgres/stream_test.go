@@ -145,7 +145,7 @@ func TestStreamStatusWhileHandlerBlocks(t *testing.T) {
 		})
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
-		go func() { done <- s.stream(ctx, conn, &runState{}, nil, h) }()
+		go func() { done <- s.stream(ctx, conn, &runState{carry: newCarried()}, nil, h, false) }()
 
 		// A transaction far larger than the client's buffers.
 		const rows = 5000
@@ -211,7 +211,7 @@ func TestStreamConfirmAndKeepalive(t *testing.T) {
 		})
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
-		go func() { done <- s.stream(ctx, conn, &runState{resume: 0x100}, nil, h) }()
+		go func() { done <- s.stream(ctx, conn, &runState{resume: 0x100, carry: newCarried()}, nil, h, false) }()
 		synctest.Wait()
 		n := len(f.seen()) // the initial update
 
@@ -250,7 +250,7 @@ func TestStreamLiveness(t *testing.T) {
 		s.raiseConfirmed(0x100)
 		done := make(chan error, 1)
 		go func() {
-			done <- s.stream(t.Context(), conn, &runState{}, nil, tracker.HandlerFunc(func(context.Context, tracker.Record) error { return nil }))
+			done <- s.stream(t.Context(), conn, &runState{carry: newCarried()}, nil, tracker.HandlerFunc(func(context.Context, tracker.Record) error { return nil }), false)
 		}()
 		began := time.Now()
 		err := <-done
@@ -272,7 +272,7 @@ func TestStreamMalformed(t *testing.T) {
 		s.raiseConfirmed(0x100)
 		done := make(chan error, 1)
 		go func() {
-			done <- s.stream(t.Context(), conn, &runState{}, nil, tracker.HandlerFunc(func(context.Context, tracker.Record) error { return nil }))
+			done <- s.stream(t.Context(), conn, &runState{carry: newCarried()}, nil, tracker.HandlerFunc(func(context.Context, tracker.Record) error { return nil }), false)
 		}()
 		go f.send(xlog(0x1000, mBegin(0x2000, 7)), xlog(0x1010, relUsers(0, 'd')[:9]))
 		err := <-done
