@@ -18,8 +18,12 @@ import (
 // the REPLICATION privilege, a replication connection, a replication slot
 // (ours, or a free one), a free WAL sender, the slot not in use elsewhere
 // and not invalidated, the publication (or the right to create it), tables
-// whose UPDATEs and DELETEs would fail for want of a replica identity, and
-// how far an existing slot is behind. It changes nothing on the server.
+// whose UPDATEs and DELETEs would fail for want of a replica identity, how
+// far an existing slot is behind, and two-phase commit: whether prepared
+// transactions are decoded at PREPARE TRANSACTION (PostgreSQL 15+, the
+// slot's two_phase) and max_prepared_transactions (a warning when 0:
+// PREPARE TRANSACTION is impossible then). It changes nothing on the
+// server.
 func Check(ctx context.Context, b binds.Bind) []tracker.CheckResult {
 	var out []tracker.CheckResult
 	add := func(name string, ok bool, detail, fix string) {
@@ -27,6 +31,9 @@ func Check(ctx context.Context, b binds.Bind) []tracker.CheckResult {
 			fix = ""
 		}
 		out = append(out, tracker.CheckResult{Name: name, OK: ok, Detail: detail, Fix: fix})
+	}
+	warn := func(name, detail, fix string) {
+		out = append(out, tracker.CheckResult{Name: name, OK: true, Warn: true, Detail: detail, Fix: fix})
 	}
 	cs, err := newConnSettings(b, nil)
 	if err != nil {
@@ -40,7 +47,7 @@ func Check(ctx context.Context, b binds.Bind) []tracker.CheckResult {
 		return out
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	c := &checker{ctx: ctx, b: b, cs: cs, conn: conn, add: add}
+	c := &checker{ctx: ctx, b: b, cs: cs, conn: conn, add: add, warn: warn}
 	c.run()
 	return out
 }
@@ -59,6 +66,7 @@ type checker struct {
 	cs   *connSettings
 	conn *pgx.Conn
 	add  func(name string, ok bool, detail, fix string)
+	warn func(name, detail, fix string) // holds, with advice
 }
 
 func (c *checker) fail(name string, err error) {
@@ -110,6 +118,33 @@ func (c *checker) run() {
 	c.checkPublication(major, db, ri)
 }
 
+// checkTwoPhase reports how prepared transactions are published.
+func (c *checker) checkTwoPhase(major int, si slotInfo, exists bool) {
+	var maxPrepared int
+	if err := c.conn.QueryRow(c.ctx, `SELECT current_setting('max_prepared_transactions')::int`).Scan(&maxPrepared); err != nil {
+		c.fail("max_prepared_transactions", err)
+		return
+	}
+	if maxPrepared == 0 {
+		c.warn("max_prepared_transactions",
+			"max_prepared_transactions is 0: PREPARE TRANSACTION is impossible on this server, so no transaction is published before its commit this way",
+			"only if applications are to use two-phase commit: ALTER SYSTEM SET max_prepared_transactions = 10; then restart PostgreSQL")
+	} else {
+		c.add("max_prepared_transactions", true, fmt.Sprintf("max_prepared_transactions is %d", maxPrepared), "")
+	}
+	slot := c.b.Slot
+	switch {
+	case major < 15:
+		c.add("two-phase decoding", true, fmt.Sprintf("PostgreSQL %d sends a prepared transaction at COMMIT PREPARED, like an ordinary one (decoding at PREPARE TRANSACTION needs PostgreSQL 15)", major), "")
+	case !exists:
+		c.add("two-phase decoding", true, "slot "+slot+" will be created with two-phase: prepared transactions are published at PREPARE TRANSACTION (before_commit), COMMIT PREPARED (after_commit) and ROLLBACK PREPARED (a retraction)", "")
+	case si.twoPhase:
+		c.add("two-phase decoding", true, "slot "+slot+" decodes prepared transactions at PREPARE TRANSACTION", "")
+	default:
+		c.add("two-phase decoding", true, "slot "+slot+" was created without two-phase: trackerd's next start turns it on from the slot's confirmed position (transactions prepared before that are published at COMMIT PREPARED)", "")
+	}
+}
+
 func (c *checker) checkSlot(major int, db string) {
 	ctx, slot := c.ctx, c.b.Slot
 	if !validSlotName(slot) {
@@ -144,6 +179,7 @@ func (c *checker) checkSlot(major int, db string) {
 	c.add("WAL sender", usedSenders < maxSenders || exists && si.active,
 		fmt.Sprintf("%d of max_wal_senders %d in use", usedSenders, maxSenders),
 		"raise max_wal_senders (and restart)")
+	c.checkTwoPhase(major, si, exists)
 	if !exists {
 		return
 	}

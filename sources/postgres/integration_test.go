@@ -743,6 +743,12 @@ func TestIntegrationCheck(t *testing.T) {
 	if r := byName["replica identity"]; r.OK || !strings.Contains(r.Detail, `"nokey"`) || r.Fix == "" {
 		t.Errorf("replica identity check: %+v", r)
 	}
+	if r := byName["two-phase decoding"]; !r.OK || !strings.Contains(r.Detail, "will be created with two-phase") {
+		t.Errorf("two-phase check before the slot exists: %+v", r)
+	}
+	if r := byName["max_prepared_transactions"]; !r.OK || r.Fix != "" || !strings.Contains(r.Detail, "max_prepared_transactions is") {
+		t.Errorf("max_prepared_transactions check (the test server allows prepared transactions): %+v", r)
+	}
 	// Check changes nothing.
 	var slots, pubs int
 	db.admin.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1), (SELECT count(*) FROM pg_publication WHERE pubname = $2)`,
@@ -768,14 +774,17 @@ func TestIntegrationCheck(t *testing.T) {
 	}
 	// With the slot in place, its lag is reported.
 	res = Check(context.Background(), bind)
-	found := false
+	found, twoPhase := false, false
 	for _, r := range res {
 		if r.Name == "slot lag" && r.OK && strings.Contains(r.Detail, "bytes") {
 			found = true
 		}
+		if r.Name == "two-phase decoding" && r.OK && strings.Contains(r.Detail, "decodes prepared transactions at PREPARE TRANSACTION") {
+			twoPhase = true
+		}
 	}
-	if !found {
-		t.Fatalf("no slot lag in %+v", res)
+	if !found || !twoPhase {
+		t.Fatalf("no slot lag or two-phase slot in %+v", res)
 	}
 }
 
