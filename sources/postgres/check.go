@@ -225,7 +225,17 @@ func (c *checker) checkPublication(major int, db string, ri roleInfo) {
 		if all {
 			what = "all tables"
 		}
-		c.add("publication", true, fmt.Sprintf("publication %s exists (%s)", b.Publication, what), "")
+		missing, err := unpublishedEntries(ctx, c.conn, b, major)
+		if err != nil {
+			c.fail("publication", err)
+			return
+		}
+		if len(missing) > 0 {
+			detail, fix, _ := strings.Cut(unpublishedError(b, missing).Error(), "; fix: ")
+			c.add("publication", false, detail, fix)
+		} else {
+			c.add("publication", true, fmt.Sprintf("publication %s exists (%s)", b.Publication, what), "")
+		}
 		if issues, err = tableIssues(ctx, c.conn, b); err != nil {
 			c.fail("replica identity", err)
 			return

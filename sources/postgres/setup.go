@@ -159,6 +159,13 @@ func (s *Source) ensurePublication(ctx context.Context) error {
 	}
 	if exists {
 		s.log.Debug("publication exists", "publication", b.Publication)
+		missing, err := unpublishedEntries(ctx, s.pool, b, s.major)
+		if err != nil {
+			return s.queryErr("list the publication's tables", err)
+		}
+		if len(missing) > 0 {
+			return tracker.ConfigError(unpublishedError(b, missing))
+		}
 		return nil
 	}
 	ri, err := readRole(ctx, s.pool)
@@ -201,6 +208,74 @@ func (s *Source) ensurePublication(ctx context.Context) error {
 		return s.queryErr("create publication "+b.Publication, err)
 	}
 	return nil
+}
+
+// publishedQuery lists the database's tables and whether publication $1
+// publishes their changes: FOR ALL TABLES, or the table itself, one of its
+// partitions or one of its ancestors is in it (PostgreSQL 12+; before, the
+// table itself).
+func publishedQuery(major int) string {
+	related := "pc.oid = c.oid"
+	if major >= 12 {
+		related = `(pc.oid = c.oid OR pc.oid IN (SELECT relid FROM pg_catalog.pg_partition_tree(c.oid))
+			OR pc.oid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(c.oid)))`
+	}
+	return `SELECT n.nspname::text, c.relname::text,
+		COALESCE((SELECT puballtables FROM pg_catalog.pg_publication WHERE pubname = $1), false) OR EXISTS (
+			SELECT 1 FROM pg_catalog.pg_publication_tables p
+			JOIN pg_catalog.pg_namespace pn ON pn.nspname = p.schemaname
+			JOIN pg_catalog.pg_class pc ON pc.relnamespace = pn.oid AND pc.relname = p.tablename
+			WHERE p.pubname = $1 AND ` + related + `)
+		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
+		  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'`
+}
+
+// unpublishedEntries returns the entries of b's tables that name no table
+// b's existing publication publishes: their changes would never arrive. A
+// publication made for another bind (the default name is per bind key, so
+// two deployments of one key share it) is the usual cause.
+func unpublishedEntries(ctx context.Context, q querier, b binds.Bind, major int) ([]string, error) {
+	if len(b.Tables) == 0 {
+		return nil, nil
+	}
+	rows, err := q.Query(ctx, publishedQuery(major), b.Publication)
+	if err != nil {
+		return nil, err
+	}
+	type pubTable struct {
+		schema, table string
+		published     bool
+	}
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (pubTable, error) {
+		var t pubTable
+		err := r.Scan(&t.schema, &t.table, &t.published)
+		return t, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var missing []string
+	for _, e := range b.Tables {
+		served := false
+		for _, t := range all {
+			if t.published && entryMatches(e, t.schema, t.table) && b.Tracks(t.schema, t.table) {
+				served = true
+				break
+			}
+		}
+		if !served {
+			missing = append(missing, e)
+		}
+	}
+	return missing, nil
+}
+
+func unpublishedError(b binds.Bind, missing []string) error {
+	return fmt.Errorf("publication %s exists but publishes none of the bind's tables %s, whose changes would never arrive (another bind or deployment may have created it for its own tables); "+
+		"fix: give the bind a publication of its own (its publication option; trackerd creates it for the bind's tables; if slot %s exists already, drop it too: a slot cannot read a publication created after it), "+
+		"or ALTER PUBLICATION %s ADD TABLE ...",
+		quoteIdent(b.Publication), strings.Join(missing, ", "), b.Slot, quoteIdent(b.Publication))
 }
 
 // slotInfo is a row of pg_replication_slots.

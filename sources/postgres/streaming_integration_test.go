@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -167,4 +168,41 @@ func TestIntegrationOrphans(t *testing.T) {
 	if rows < 2000 {
 		t.Fatalf("%d rows of B", rows)
 	}
+}
+
+// Two deployments of one bind key on one database, with disjoint tables and
+// slots of their own, share the default publication name: the second one
+// found the first one's publication, for the first one's tables, and would
+// have received nothing, without a word. It stops, saying what to do.
+func TestIntegrationPublicationWithoutTheBindsTables(t *testing.T) {
+	t.Parallel()
+	db := newTestDB(t)
+	db.exec(`CREATE TABLE a (id int PRIMARY KEY)`, `CREATE TABLE b (id int PRIMARY KEY)`,
+		`CREATE TABLE parted (id int PRIMARY KEY) PARTITION BY RANGE (id)`,
+		`CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100)`)
+	first := db.bind()
+	first.Tables = []string{"a", "parted"}
+	openSource(t, first, hooks{})
+	second := db.bind()
+	second.Publication = first.Publication
+	second.Tables = []string{"public.b", "a"}
+	_, err := open(context.Background(), second, tracker.SourceOptions{Logger: testLogger(t)}, hooks{})
+	if !errors.Is(err, tracker.ErrConfig) || !strings.Contains(err.Error(), "publishes none of the bind's tables public.b") || strings.Contains(err.Error(), "public.b, a") {
+		t.Fatalf("open with a publication of other tables: %v", err)
+	}
+	var fail *tracker.CheckResult
+	for _, r := range Check(context.Background(), second) {
+		if r.Name == "publication" {
+			fail = &r
+		}
+	}
+	if fail == nil || fail.OK || !strings.Contains(fail.Fix, "ALTER PUBLICATION") {
+		t.Fatalf("check: %+v", fail)
+	}
+	// A bind of the tables it does publish (the partitioned table through
+	// its partition) opens.
+	third := db.bind()
+	third.Publication = first.Publication
+	third.Tables = []string{"parted"}
+	openSource(t, third, hooks{})
 }
