@@ -133,14 +133,15 @@ type box struct {
 
 // boxSpec describes a container to start.
 type boxSpec struct {
-	what    string
-	image   string
-	port    string // the main service's container port, "5432/tcp"
-	cmd     []string
-	env     map[string]string
-	files   []testcontainers.ContainerFile
-	waitFor wait.Strategy
-	ready   func(b *box) func(ctx context.Context) error
+	what       string
+	image      string
+	port       string   // the main service's container port, "5432/tcp"
+	entrypoint []string // the image's when nil
+	cmd        []string
+	env        map[string]string
+	files      []testcontainers.ContainerFile
+	waitFor    wait.Strategy
+	ready      func(b *box) func(ctx context.Context) error
 }
 
 // startBox starts a container, waits until its server answers, and
@@ -152,6 +153,7 @@ func startBox(t testing.TB, cli *testcontainers.DockerClient, s boxSpec) *box {
 		ContainerRequest: testcontainers.ContainerRequest{
 			Image:        s.image,
 			ExposedPorts: []string{s.port},
+			Entrypoint:   s.entrypoint,
 			Cmd:          s.cmd,
 			Env:          s.env,
 			Files:        s.files,
@@ -346,6 +348,23 @@ host replication all all scram-sha-256
 // settings ("wal_sender_timeout=10s").
 func startPGBox(t testing.TB, settings ...string) *pgBox {
 	t.Helper()
+	return startPGBoxWith(t, false, settings...)
+}
+
+// freshClusterEntrypoint makes a new data directory with initdb when the
+// container starts, then runs the server on it with the container's flags.
+var freshClusterEntrypoint = []string{"/bin/sh", "-c", `set -e
+echo postgres >/tmp/pw
+initdb -D /tmp/pgdata -U postgres --pwfile=/tmp/pw -E UTF8 --locale=C.UTF-8 --auth-local=trust --auth-host=scram-sha-256 >/tmp/initdb.log 2>&1 || { cat /tmp/initdb.log; exit 1; }
+exec postgres -D /tmp/pgdata -c listen_addresses=* -c dynamic_shared_memory_type=posix "$@"`, "postgres"}
+
+// startPGBoxWith is startPGBox; fresh gives the container a cluster of its
+// own. Containers of the local image share the data directory initdb made
+// when the image was built, so they are clones of one cluster, with its
+// system identifier; a fresh one runs initdb when it starts (the official
+// image does so in every container anyway).
+func startPGBoxWith(t testing.TB, fresh bool, settings ...string) *pgBox {
+	t.Helper()
 	cli := dockerEngine(t)
 	img := testImage(t, cli, "TRACKERD_TEST_PG_IMAGE", defaultPGImage)
 	cmd := []string{"-c", "wal_level=logical", "-c", "max_wal_senders=20", "-c", "max_replication_slots=20",
@@ -353,9 +372,13 @@ func startPGBox(t testing.TB, settings ...string) *pgBox {
 	for _, s := range settings {
 		cmd = append(cmd, "-c", s)
 	}
+	var entrypoint []string
+	if fresh && img == defaultPGImage {
+		entrypoint = freshClusterEntrypoint
+	}
 	p := &pgBox{}
 	p.box = startBox(t, cli, boxSpec{
-		what: "postgres", image: img, port: "5432/tcp", cmd: cmd,
+		what: "postgres", image: img, port: "5432/tcp", entrypoint: entrypoint, cmd: cmd,
 		env:   map[string]string{"POSTGRES_PASSWORD": "postgres"},
 		files: []testcontainers.ContainerFile{{Reader: strings.NewReader(pgHBA), ContainerFilePath: "/tmp/trackerd_hba.conf", FileMode: 0o644}},
 		// The official image prints the "ready" line twice (its
