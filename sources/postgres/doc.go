@@ -10,24 +10,58 @@
 // FOR TABLE the tables the role owns) and its permanent pgoutput slot, and
 // warns about published tables whose UPDATEs and DELETEs PostgreSQL refuses
 // (no primary key, no replica identity) or whose unchanged large values will
-// be reported in Change.Unchanged. [Check] reports the same prerequisites
-// without changing anything, for `trackerd check`. [Source.Run] streams;
-// [Source.Confirm] advances the slot; [Source.Lag] reports lag.
+// be reported in Change.Unchanged; it stops, with the fix, a bind whose
+// existing publication publishes no table one of its tables entries names.
+// [Check] reports the same prerequisites without changing anything, for
+// `trackerd check`. [Source.Run] streams; [Source.Confirm] advances the
+// slot; [Source.Lag] reports lag.
 //
 // # Positions and delivery
 //
-// A position is an LSN in PostgreSQL's text form "X/X". A transaction's key
-// is "lsn-" and the 16 hex digits of the WAL position its Begin (or first
-// Stream Start) message carries. Commit records carry the transaction's end
-// LSN: once the tracker confirms it, standby status updates report it as
-// flushed (the only field that moves a logical slot), always set explicitly.
-// Run starts at the given position and skips transactions that end at or
-// before it, as a slot may rewind after a server crash. After a dropped
-// connection it resumes after the last commit handed over; a transaction
-// the server sends again starts with a new Begin record. With nothing open,
-// primary keepalives (at most one a second) and trackerd's own heartbeat
-// messages (pg_logical_emit_message, PostgreSQL 14+, every Heartbeat while
-// idle) become keepalive records, so an idle slot does not pin WAL.
+// A position is an LSN in PostgreSQL's text form "X/X": the end of the last
+// transaction handed over. A transaction's key is "lsn-" and the 16 hex
+// digits of the LSN of its first change message, the same whether the
+// server streams it or sends it at its commit (the Begin or first Stream
+// Start message may carry another: a DDL's record, an unpublished table's).
+// Commit records carry the transaction's end LSN: once the tracker confirms
+// it, standby status updates report it as flushed (the only field that
+// moves a logical slot), always set explicitly. Run starts at the given
+// position and skips transactions that end at or before it, as a slot may
+// rewind after a server crash. After a dropped connection it resumes after
+// the last commit handed over; a transaction the server sends again starts
+// with a new Begin record. With nothing open, primary keepalives (at most
+// one a second) and trackerd's own heartbeat messages
+// (pg_logical_emit_message, PostgreSQL 14+, every Heartbeat while idle)
+// become keepalive records, so an idle slot does not pin WAL.
+//
+// # Prepared transactions
+//
+// On PostgreSQL 15+ replication uses protocol version 3 with two_phase on:
+// a prepared transaction is handed over at PREPARE TRANSACTION, as one
+// handed over before its commit (TxInfo.Streamed), is committed by COMMIT
+// PREPARED and withdrawn by ROLLBACK PREPARED. New slots are created with
+// TWO_PHASE; PostgreSQL turns it on for an existing slot when asked for
+// two_phase, from the slot's confirmed position, and sends a transaction
+// prepared before that point whole at its COMMIT PREPARED.
+//
+// The tracker holds a prepared transaction's changes in memory until its
+// commit, so after a restart the server must send it again, which it does
+// only when decoding starts at or before its prepare. While prepared
+// transactions are open, positions name their PREPARE records' LSNs,
+// "X/X;prepared=X/X,...": Confirm moves the slot to the oldest of them at
+// most, and Run starts there, skipping what ended at or before the first
+// LSN except the listed prepared transactions, with streaming off until the
+// stream is past that LSN (a streamed transaction published already cannot
+// be told from a new one before its end), then reconnecting with it.
+// Prepared transactions are remembered across reconnects within a Run, so
+// a new connection starts after them.
+//
+// A streamed transaction handed over before a reconnect is normally sent
+// again; when it is not (its changes lie before the new start, so the
+// server no longer streams it), Run asks the server its fate
+// (pg_xact_status): rolled back, it is retracted; committed, it arrives
+// whole; committed with nothing left to publish, it is retracted once the
+// stream is past its commit; in progress, Run keeps asking.
 //
 // One goroutine owns the replication connection: it reads (in 64 KiB
 // chunks), hands messages to the decoding goroutine in batches (a message
