@@ -126,7 +126,7 @@ func TestPostgresClustersWithTheSameLSNs(t *testing.T) {
 		t.Fatalf("trackerd check: exit %d:\n%s", code, c.out.String())
 	}
 	out := c.out.String()
-	if !strings.Contains(out, "warn  default      max_prepared_transactions: warning: max_prepared_transactions is 0") ||
+	if !strings.Contains(out, "warn  default      max_prepared_transactions: max_prepared_transactions is 0") ||
 		!strings.Contains(out, "fix: only if applications are to use two-phase commit") ||
 		!strings.Contains(out, "two-phase decoding: slot trackerd_shop_default decodes prepared transactions at PREPARE TRANSACTION") {
 		t.Fatalf("trackerd check:\n%s", out)

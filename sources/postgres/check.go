@@ -140,6 +140,8 @@ func (c *checker) checkTwoPhase(major int, si slotInfo, exists bool) {
 		c.add("two-phase decoding", true, "slot "+slot+" will be created with two-phase: prepared transactions are published at PREPARE TRANSACTION (before_commit), COMMIT PREPARED (after_commit) and ROLLBACK PREPARED (a retraction)", "")
 	case si.twoPhase:
 		c.add("two-phase decoding", true, "slot "+slot+" decodes prepared transactions at PREPARE TRANSACTION", "")
+	case si.failover:
+		c.add("two-phase decoding", true, "slot "+slot+" is a failover slot created without two-phase: prepared transactions are published at COMMIT PREPARED, like ordinary ones (a new slot would publish them at PREPARE TRANSACTION)", "")
 	default:
 		c.add("two-phase decoding", true, "slot "+slot+" was created without two-phase: trackerd's next start turns it on from the slot's confirmed position (transactions prepared before that are published at COMMIT PREPARED)", "")
 	}

@@ -287,6 +287,7 @@ type slotInfo struct {
 	walStatus                  string
 	temporary                  bool
 	twoPhase                   bool // decodes prepared transactions at PREPARE (PostgreSQL 14+)
+	failover                   bool // synchronized to standbys (PostgreSQL 17+)
 }
 
 func slotQuery(major int) string {
@@ -294,12 +295,15 @@ func slotQuery(major int) string {
 	if major >= 13 {
 		walStatus = "COALESCE(wal_status, '')"
 	}
-	twoPhase := "false"
+	twoPhase, failover := "false", "false"
 	if major >= 14 {
 		twoPhase = "two_phase"
 	}
+	if major >= 17 {
+		failover = "failover"
+	}
 	return `SELECT COALESCE(plugin::text, ''), slot_type, COALESCE(database::text, ''), active, COALESCE(active_pid, 0),
-		COALESCE(confirmed_flush_lsn::text, ''), ` + walStatus + `, temporary, ` + twoPhase + `
+		COALESCE(confirmed_flush_lsn::text, ''), ` + walStatus + `, temporary, ` + twoPhase + `, ` + failover + `
 		FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`
 }
 
@@ -308,7 +312,7 @@ func readSlot(ctx context.Context, q interface {
 }, slot string, major int) (slotInfo, bool, error) {
 	var si slotInfo
 	err := q.QueryRow(ctx, slotQuery(major), slot).Scan(&si.plugin, &si.slotType, &si.database, &si.active,
-		&si.activePID, &si.confirmedFlush, &si.walStatus, &si.temporary, &si.twoPhase)
+		&si.activePID, &si.confirmedFlush, &si.walStatus, &si.temporary, &si.twoPhase, &si.failover)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return si, false, nil
 	}
@@ -355,7 +359,15 @@ func (s *Source) ensureSlot(ctx context.Context) error {
 				return fmt.Errorf("replication slot %s: confirmed_flush_lsn %q: %w", slot, si.confirmedFlush, err)
 			}
 			s.slotConfirmed = l
-			if s.twoPhase && !si.twoPhase {
+			switch {
+			case s.twoPhase && !si.twoPhase && si.failover:
+				// PostgreSQL restricts two-phase decoding on failover
+				// slots (a 2025 fix, 17.x and later): leave it off rather
+				// than have the slot refuse to start.
+				s.twoPhase = false
+				s.log.Info("replication slot is a failover slot without two-phase decoding: prepared transactions are published at COMMIT PREPARED, like ordinary ones; " +
+					"for them to be published at PREPARE TRANSACTION, use a new slot")
+			case s.twoPhase && !si.twoPhase:
 				s.log.Info("replication slot was created without two-phase decoding: starting it turns it on from its confirmed position; "+
 					"transactions prepared before that are published at COMMIT PREPARED, later ones at PREPARE TRANSACTION",
 					"confirmed_flush_lsn", si.confirmedFlush)
