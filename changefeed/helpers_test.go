@@ -220,7 +220,16 @@ func publishSpecs(ctx context.Context, sink tracker.Sink, specs []txSpec, firstT
 	open := func(ctx context.Context, bd binds.Bind, o tracker.SourceOptions) (tracker.Source, error) {
 		return srcs[bd.Key], nil
 	}
-	tr, err := tracker.New(&cfg, tracker.WithSource(binds.Postgres, open), tracker.WithSink(sink), tracker.WithCheckpointStore(trackertest.NewMemStore()))
+	// Each bind's origin is fixed in advance, so that the tests know the
+	// event ids (see oid).
+	store := trackertest.NewMemStore()
+	for bind := range srcs {
+		id := "scripted/" + bind
+		if _, err := store.Save(ctx, tracker.CheckpointKey(bind, id), tracker.Checkpoint{Bind: bind, Source: id, Origin: tracker.Origin(id)}); err != nil {
+			return err
+		}
+	}
+	tr, err := tracker.New(&cfg, tracker.WithSource(binds.Postgres, open), tracker.WithSink(sink), tracker.WithCheckpointStore(store))
 	if err != nil {
 		return err
 	}

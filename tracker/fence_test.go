@@ -61,11 +61,12 @@ func TestNoCheckpointOnceTheLeaseIsUncertainOrLost(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- tr.Run(t.Context()) }()
 	<-src.Done()
+	opened := store.Saves // the new bind's checkpoint, with its origin and no position
 	store.lease.held.Store(false) // renewals fail: another instance may take over
 	sink.Ack("default")
 	time.Sleep(100 * time.Millisecond) // 20 checkpoint intervals
-	if store.Saves != 0 {
-		t.Fatalf("%d checkpoints written while the lease was uncertain", store.Saves)
+	if store.Saves != opened {
+		t.Fatalf("%d checkpoints written while the lease was uncertain", store.Saves-opened)
 	}
 	store.lease.lose()
 	select {
@@ -76,8 +77,8 @@ func TestNoCheckpointOnceTheLeaseIsUncertainOrLost(t *testing.T) {
 	if !errors.Is(err, tracker.ErrFenced) {
 		t.Fatalf("Run = %v, want ErrFenced", err)
 	}
-	if store.Saves != 0 {
-		t.Fatalf("%d checkpoints written after the lease was lost", store.Saves)
+	if store.Saves != opened {
+		t.Fatalf("%d checkpoints written after the lease was lost", store.Saves-opened)
 	}
 }
 
@@ -112,8 +113,13 @@ func TestNewHolderOverwritesTheFormerHoldersStrayCheckpoint(t *testing.T) {
 			<-src.Done()
 			key := tracker.CheckpointKey("default", src.Identity())
 			// The former holder's last write, after this instance loaded
-			// the (missing) checkpoint.
-			if _, err := store.Save(ctx, key, tracker.Checkpoint{Bind: "default", Source: src.Identity(), Position: "0/5", Owner: tc.writer}); err != nil {
+			// the checkpoint.
+			cur, err := store.Load(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cur.Position, cur.Owner = "0/5", tc.writer
+			if _, err := store.Save(ctx, key, cur); err != nil {
 				t.Fatal(err)
 			}
 			sink.Ack("default")
@@ -207,7 +213,14 @@ func TestCheckpointOfAFormerIdentity(t *testing.T) {
 			if from := src.From(); len(from) != 1 || from[0] != tc.wantFrom {
 				t.Fatalf("Run started from %q, want %q", from, tc.wantFrom)
 			}
-			origin := tracker.Origin(now)
+			cp, err := store.Load(t.Context(), tracker.CheckpointKey("default", now))
+			if err != nil {
+				t.Fatal(err)
+			}
+			origin := cp.Origin // a new one
+			if origin == tracker.Origin(former) && tc.adopt != nil {
+				t.Fatalf("a fresh bind took the origin of another server's checkpoint")
+			}
 			if tc.adopt == nil {
 				origin = tracker.Origin(former) // ids go on as before
 				if got := store.Position(tracker.CheckpointKey("default", now)); got != "pos-8" {
@@ -251,5 +264,55 @@ func TestCheckpointDelay(t *testing.T) {
 	}
 	if _, err := tracker.New(cfg, tracker.WithCheckpointDelay(-time.Second)); err == nil {
 		t.Fatal("a negative delay was accepted")
+	}
+}
+
+// A new bind's origin is written into its checkpoint before any event is
+// published, and is not the hash of its identity alone: clones of one
+// PostgreSQL cluster share their system identifier, database and slot
+// names, and must not share ids. A restart keeps it.
+func TestNewBindsOriginIsFixedFirst(t *testing.T) {
+	origins := map[string]bool{}
+	for range 2 { // two deployments of clones: the same identity
+		cfg := testConfig(t)
+		src := &trackertest.ScriptedSource{ID: "pg/7716018287733578960/test/trackerd_test_default",
+			Records: []tracker.Record{begin("t1"), insert("t1", "orders", "1"), commit("t1", "0/10")}}
+		sink := &trackertest.Sink{Manual: true}
+		store := trackertest.NewMemStore()
+		tr, err := tracker.New(cfg, tracker.WithSource(binds.Postgres, src.Open()), tracker.WithSink(sink), tracker.WithCheckpointStore(store))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- tr.Run(ctx) }()
+		<-src.Done()
+		key := tracker.CheckpointKey("default", src.Identity())
+		cp, err := store.Load(t.Context(), key)
+		if err != nil || cp.Origin == "" || cp.Position != "" {
+			t.Fatalf("before any ack the checkpoint is %+v (%v): want the origin and no position", cp, err)
+		}
+		if id := sink.Events()[0].ID; !strings.HasPrefix(id, "default/"+cp.Origin+"/") {
+			t.Fatalf("event %s does not carry the stored origin %s", id, cp.Origin)
+		}
+		origins[cp.Origin] = true
+		cancel()
+		<-done
+		// A restart keeps it.
+		tr2, err := tracker.New(cfg, tracker.WithSource(binds.Postgres, src.Open()), tracker.WithSink(sink), tracker.WithCheckpointStore(store))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel = context.WithCancel(t.Context())
+		go func() { done <- tr2.Run(ctx) }()
+		trackertest.Eventually(t, 5*time.Second, "the restart's events", func() bool { return len(sink.Events()) > 2 })
+		if id := sink.Events()[2].ID; !strings.HasPrefix(id, "default/"+cp.Origin+"/") {
+			t.Fatalf("after a restart event %s does not carry origin %s", id, cp.Origin)
+		}
+		cancel()
+		<-done
+	}
+	if len(origins) != 2 {
+		t.Fatalf("two deployments of clones got one origin: %v", origins)
 	}
 }

@@ -3,6 +3,8 @@ package tracker
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -133,8 +135,24 @@ func (t *Tracker) openPipeline(ctx context.Context, b binds.Bind, st *bindState)
 			p.close(ctx)
 			return nil, fmt.Errorf("bind %s: %w", b.Key, err)
 		}
+		if cp.Origin == "" {
+			// A new bind: its origin is fixed now. The nonce keeps clones
+			// apart: PostgreSQL clusters restored from one backup share
+			// their system identifier, database and slot names.
+			cp.Origin = Origin(p.identity + "\x00" + nonce())
+		}
+		// Written before any event is published, so that events sent
+		// again after a crash carry the same origin.
+		cp.Time, cp.Owner = time.Now().UTC(), t.owner
+		if cp, err = p.store.Save(ctx, p.key, cp); err != nil {
+			p.close(ctx)
+			if errors.Is(err, ErrCheckpointConflict) {
+				err = fmt.Errorf("%w: %w", ErrFenced, err)
+			}
+			return nil, fmt.Errorf("bind %s: write the new checkpoint: %w", b.Key, err)
+		}
 		if cp.Position == "" {
-			log.Info("no checkpoint: starting from the source's current position", slog.String("source", p.identity))
+			log.Info("no checkpoint: starting from the source's current position", slog.String("source", p.identity), slog.String("origin", cp.Origin))
 		}
 	case err != nil:
 		p.close(ctx)
@@ -143,11 +161,13 @@ func (t *Tracker) openPipeline(ctx context.Context, b binds.Bind, st *bindState)
 		p.close(ctx)
 		return nil, ConfigError(fmt.Errorf("bind %s: checkpoint %s belongs to source %q, not %q: remove it or point the bind back",
 			b.Key, p.key, cp.Source, p.identity))
+	case cp.Position == "":
+		log.Info("no position in the checkpoint yet: starting from the source's current position", slog.String("source", p.identity))
 	default:
 		log.Info("resuming from checkpoint", slog.String("position", cp.Position), slog.Time("written", cp.Time))
 	}
 	if cp.Origin == "" {
-		cp.Origin = Origin(p.identity)
+		cp.Origin = Origin(p.identity) // a checkpoint of trackerd before 2026-12
 	}
 	p.origin = cp.Origin
 	p.cp = cp
@@ -226,11 +246,18 @@ func (p *pipeline) close(ctx context.Context) {
 	}
 }
 
-// savedRevision is the revision of the last checkpoint written (or loaded).
-func (p *pipeline) savedRevision() uint64 {
+// savedPosition is the position of the last checkpoint written (or loaded).
+func (p *pipeline) savedPosition() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.cp.Revision
+	return p.cp.Position
+}
+
+// nonce returns 64 random bits in hex.
+func nonce() string {
+	var b [8]byte
+	_, _ = crand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
 }
 
 // lost returns the channel closed if the bind's lease is taken away.
@@ -349,7 +376,7 @@ func (p *pipeline) handle(ctx context.Context, r Record) error {
 	case RecordKeepalive:
 		if p.cur == nil && r.Pos != "" {
 			p.addPending(r.Pos)
-			if p.laneSeq == 0 && p.savedRevision() == 0 {
+			if p.laneSeq == 0 && p.savedPosition() == "" {
 				// The bind's very first position (a source that keeps no
 				// position on the server, like a binlog reader, starts with
 				// it): write it now, before anything is read, so that a stop

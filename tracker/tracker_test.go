@@ -100,7 +100,11 @@ func TestOrderIDsAndCheckpoint(t *testing.T) {
 	for _, ev := range sink.Events() {
 		got = append(got, fmt.Sprintf("%s %s total=%d seq=%d", ev.Phase, ev.ID, ev.TxTotal, ev.LaneSeq))
 	}
-	want := withOrigin(tracker.Origin("pg/1/shop/slot"),
+	cp, err := store.Load(t.Context(), key)
+	if err != nil || len(cp.Origin) != 16 {
+		t.Fatalf("checkpoint %+v, %v: want the bind's origin in it", cp, err)
+	}
+	want := withOrigin(cp.Origin,
 		"before_commit default/lsn-A/0/before_commit total=0 seq=1",
 		"before_commit default/lsn-A/1/before_commit total=0 seq=2",
 		"after_commit default/lsn-A/0/after_commit total=2 seq=3",
@@ -174,7 +178,7 @@ func TestReconnectResendsTransactionWithSameIDs(t *testing.T) {
 	for _, ev := range sink.Events() {
 		ids = append(ids, ev.ID)
 	}
-	want := strings.Join(withOrigin(tracker.Origin(src.Identity()),
+	want := strings.Join(withOrigin(eventOrigin(t, sink.Events()),
 		"default/t1/0/before_commit", "default/t1/0/before_commit", "default/t1/1/before_commit", "default/t1/0/after_commit", "default/t1/1/after_commit"), " ")
 	if strings.Join(ids, " ") != want {
 		t.Fatalf("ids = %v\nwant %s", ids, want)
@@ -343,7 +347,7 @@ func TestStreamedRollbacks(t *testing.T) {
 		}
 		got = append(got, s)
 	}
-	want := withOrigin(tracker.Origin(src.Identity()),
+	want := withOrigin(eventOrigin(t, sink.Events()),
 		"default/s1/0/before_commit", "default/s1/1/before_commit", "default/s1/2/before_commit",
 		"default/t2/0/before_commit", "default/t2/0/after_commit total=1",
 		"default/s1/3/before_commit",
@@ -385,7 +389,7 @@ func TestKeylessStreamedCommitLeavesCurrentAlone(t *testing.T) {
 	for _, ev := range sink.Events() {
 		ids = append(ids, fmt.Sprintf("%s total=%d", ev.ID, ev.TxTotal))
 	}
-	want := strings.Join(withOrigin(tracker.Origin(src.Identity()),
+	want := strings.Join(withOrigin(eventOrigin(t, sink.Events()),
 		"default/t1/0/before_commit total=0", "default/t1/0/before_commit total=0", "default/t1/1/before_commit total=0",
 		"default/t1/0/after_commit total=2", "default/t1/1/after_commit total=2"), "\n")
 	if got := strings.Join(ids, "\n"); got != want {
@@ -471,7 +475,9 @@ func TestCheckpointConflictFencesBind(t *testing.T) {
 	key := tracker.CheckpointKey("default", src.Identity())
 	go func() {
 		<-src.Done()
-		store.Save(context.Background(), key, tracker.Checkpoint{Bind: "default", Source: src.Identity(), Position: "0/0"})
+		cur, _ := store.Load(context.Background(), key)
+		cur.Position = "0/0"
+		store.Save(context.Background(), key, cur)
 		sink.Ack("default")
 	}()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -556,8 +562,13 @@ func TestDebugEvents(t *testing.T) {
 func TestSinkErrorStopsBind(t *testing.T) {
 	cfg := testConfig(t)
 	src := &trackertest.ScriptedSource{Records: []tracker.Record{begin("t"), insert("t", "orders", "1"), commit("t", "0/1")}}
-	sink := &trackertest.Sink{FailID: "default/" + tracker.Origin(src.Identity()) + "/t/0/after_commit", Err: errors.New("message too large")}
-	tr, err := tracker.New(cfg, tracker.WithSource(binds.Postgres, src.Open()), tracker.WithSink(sink), tracker.WithCheckpointStore(trackertest.NewMemStore()))
+	sink := &trackertest.Sink{FailID: "default/0123456789abcdef/t/0/after_commit", Err: errors.New("message too large")}
+	store := trackertest.NewMemStore()
+	if _, err := store.Save(t.Context(), tracker.CheckpointKey("default", src.Identity()),
+		tracker.Checkpoint{Bind: "default", Source: src.Identity(), Origin: "0123456789abcdef"}); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := tracker.New(cfg, tracker.WithSource(binds.Postgres, src.Open()), tracker.WithSink(sink), tracker.WithCheckpointStore(store))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -570,6 +581,22 @@ func TestSinkErrorStopsBind(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// eventOrigin returns the origin of the first event's id, and fails the
+// test unless every event has it.
+func eventOrigin(t *testing.T, evs []tracker.Event) string {
+	t.Helper()
+	if len(evs) == 0 {
+		t.Fatal("no events")
+	}
+	origin := strings.Split(evs[0].ID, "/")[1]
+	for _, ev := range evs {
+		if strings.Split(ev.ID, "/")[1] != origin || len(origin) != 16 {
+			t.Fatalf("event %s: want origin %s (16 hex digits) in every id", ev.ID, origin)
+		}
+	}
+	return origin
+}
 
 // withOrigin puts origin after the bind key "default/" of each want line.
 func withOrigin(origin string, lines ...string) []string {
