@@ -157,11 +157,15 @@ func bindCheckpoints(ctx context.Context, kv jetstream.KeyValue, bind string, no
 	}
 	var out, holders []string
 	for _, cp := range cps {
-		if cp.Position == "" && cp.Source == "" {
+		if cp.Source == "" {
 			out = append(out, fmt.Sprintf("%s: not a checkpoint", cp.Key))
 			continue
 		}
-		out = append(out, fmt.Sprintf("at %s of %s, written %s ago", cp.Position, cp.Source, now.Sub(cp.Time).Round(time.Second)))
+		if cp.Position == "" {
+			out = append(out, fmt.Sprintf("of %s, no position yet (starts at the server's current position), written %s ago", cp.Source, now.Sub(cp.Time).Round(time.Second)))
+		} else {
+			out = append(out, fmt.Sprintf("at %s of %s, written %s ago", cp.Position, cp.Source, now.Sub(cp.Time).Round(time.Second)))
+		}
 		if cp.Holder != "" {
 			holders = append(holders, "held by a running trackerd ("+cp.Holder+")")
 		}
