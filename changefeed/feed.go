@@ -180,6 +180,8 @@ type consumeOptions struct {
 	jetstreamOnly []string // names of the options given that need JetStream
 	durableOnly   []string // names of the options given that need a durable consumer
 	txOnly        []string
+	followOnly    []string
+	untilEnd      bool
 }
 
 // FromStart reads the stream from its first message: the default of
@@ -323,6 +325,20 @@ func TxTimeout(d time.Duration) ConsumeOption {
 	}
 }
 
+// UntilEnd ends a [Feed.Follow] subscription, with no error, once it has
+// handed over every event the filter selects up to the stream's last
+// message when Follow was called: read what is stored, then stop
+// (`trackerd tail --until-end`). Events stored later are not handed over.
+// When nothing is stored from the start position on, the subscription
+// ends at once. [Feed.Follow] only.
+func UntilEnd() ConsumeOption {
+	return func(o *consumeOptions) error {
+		o.untilEnd = true
+		o.followOnly = append(o.followOnly, "UntilEnd")
+		return nil
+	}
+}
+
 // kinds of subscription, for option checks.
 const (
 	kindCore = iota
@@ -346,6 +362,11 @@ func buildConsumeOptions(kind int, opts []ConsumeOption) (consumeOptions, error)
 			return fmt.Errorf("changefeed: %s applies to %s only", names[0], what)
 		}
 		return nil
+	}
+	if kind != kindFollow {
+		if err := bad(o.followOnly, "Follow"); err != nil {
+			return o, err
+		}
 	}
 	switch kind {
 	case kindCore:

@@ -478,6 +478,99 @@ func TestIntegrationFollow(t *testing.T) {
 	})
 }
 
+// TestIntegrationFollowUntilEnd: with UntilEnd, Follow hands over what the
+// stream holds from the start position up to its last message when Follow
+// was called, then ends with no error — also when the filter's last match
+// comes before the end, when nothing matches, and when events keep coming.
+func TestIntegrationFollowUntilEnd(t *testing.T) {
+	eachServer(t, func(t *testing.T, url string) {
+		b := newBus(t, url)
+		b.publish(t, []txSpec{{bind: "a", tables: []string{"orders", "items"}}}, 1)
+		b.publish(t, []txSpec{{bind: "a", tables: []string{"users"}}}, 2) // stream sequences 1-6
+		f := b.feed(t)
+		read := func(flt changefeed.Filter, opts ...changefeed.ConsumeOption) []uint64 {
+			t.Helper()
+			var c collector
+			sub, err := f.Follow(t.Context(), flt, c.handle, append(opts, changefeed.UntilEnd())...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-sub.Closed():
+			case <-time.After(10 * time.Second):
+				sub.Stop()
+				t.Fatalf("Follow(%+v, UntilEnd) did not end; it handed over %v", flt, summary(c.messages()))
+			}
+			if err := sub.Err(); err != nil {
+				t.Fatalf("Follow(%+v, UntilEnd) ended with %v", flt, err)
+			}
+			var seqs []uint64
+			for _, m := range c.messages() {
+				seqs = append(seqs, m.Stream)
+			}
+			return seqs
+		}
+		for _, tc := range []struct {
+			name string
+			flt  changefeed.Filter
+			opts []changefeed.ConsumeOption
+			want []uint64
+		}{
+			{"everything", changefeed.Filter{}, []changefeed.ConsumeOption{changefeed.FromStart()}, []uint64{1, 2, 3, 4, 5, 6}},
+			{"filtered by subject, last match before the end", changefeed.Filter{Table: "items"}, []changefeed.ConsumeOption{changefeed.FromStart()}, []uint64{2, 4}},
+			// Pattern selects every subject: the phase is checked on the
+			// decoded events, so the last message the consumer reads
+			// (6, after_commit) is not handed over, and 5 is the last.
+			{"filtered after decoding", changefeed.Filter{Pattern: b.prefix + ".>", Phase: tracker.PhaseBeforeCommit}, []changefeed.ConsumeOption{changefeed.FromStart()}, []uint64{1, 2, 5}},
+			{"nothing matches", changefeed.Filter{Table: "nothing"}, []changefeed.ConsumeOption{changefeed.FromStart()}, nil},
+			{"from a sequence", changefeed.Filter{}, []changefeed.ConsumeOption{changefeed.FromSequence(5)}, []uint64{5, 6}},
+			{"from past the end", changefeed.Filter{}, []changefeed.ConsumeOption{changefeed.FromSequence(7)}, nil},
+			{"from new", changefeed.Filter{}, nil, nil},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				if got := read(tc.flt, tc.opts...); !slices.Equal(got, tc.want) {
+					t.Fatalf("handed over stream sequences %v, want %v", got, tc.want)
+				}
+			})
+		}
+
+		// Events stored after Follow began are not handed over: the
+		// handler holds the first event until more are published.
+		release := make(chan struct{})
+		var mu sync.Mutex
+		var seqs []uint64
+		sub, err := f.Follow(t.Context(), changefeed.Filter{}, func(_ context.Context, m changefeed.Message) error {
+			if m.Stream == 1 {
+				<-release
+			}
+			mu.Lock()
+			seqs = append(seqs, m.Stream)
+			mu.Unlock()
+			return nil
+		}, changefeed.FromStart(), changefeed.UntilEnd())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.publish(t, []txSpec{{bind: "a", tables: []string{"orders"}}}, 3) // 7 and 8
+		close(release)
+		select {
+		case <-sub.Closed():
+		case <-time.After(10 * time.Second):
+			t.Fatal("Follow(UntilEnd) did not end while events kept coming")
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Equal(seqs, []uint64{1, 2, 3, 4, 5, 6}) || sub.Err() != nil {
+			t.Fatalf("handed over %v (err %v), want 1-6", seqs, sub.Err())
+		}
+
+		if _, err := f.Subscribe(t.Context(), changefeed.Filter{}, func(context.Context, changefeed.Message) error { return nil }, changefeed.UntilEnd()); err == nil ||
+			!strings.Contains(err.Error(), "UntilEnd applies to Follow only") {
+			t.Fatalf("Subscribe with UntilEnd: %v", err)
+		}
+	})
+}
+
 // TestIntegrationConnectionClosed: a subscription whose connection closes
 // stops by itself, and Err says why.
 func TestIntegrationConnectionClosed(t *testing.T) {

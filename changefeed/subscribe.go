@@ -373,7 +373,7 @@ func validName(s string) bool {
 // nothing is acknowledged and nothing is kept on the server after the
 // subscription stops, so it suits tools and catch-up reads (`trackerd
 // tail --from` is built on it). Messages that are not trackerd events are
-// logged and skipped. Options: [RetryBackoff], [Dedup].
+// logged and skipped. Options: [RetryBackoff], [Dedup], [UntilEnd].
 func (f *Feed) Follow(ctx context.Context, flt Filter, h Handler, opts ...ConsumeOption) (*Subscription, error) {
 	o, err := buildConsumeOptions(kindFollow, opts)
 	if err != nil {
@@ -385,6 +385,15 @@ func (f *Feed) Follow(ctx context.Context, flt Filter, h Handler, opts ...Consum
 	subject, err := f.Subject(flt)
 	if err != nil {
 		return nil, err
+	}
+	// With UntilEnd: the stream's last sequence now, the end of the read.
+	var end uint64
+	if o.untilEnd {
+		st, err := f.js.Stream(ctx, f.stream)
+		if err != nil {
+			return nil, fmt.Errorf("changefeed: read stream %s: %w", f.stream, err)
+		}
+		end = st.CachedInfo().State.LastSeq
 	}
 	cc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}
 	cc.DeliverPolicy, cc.OptStartSeq, cc.OptStartTime = o.deliverPolicy(startNew)
@@ -399,12 +408,19 @@ func (f *Feed) Follow(ctx context.Context, flt Filter, h Handler, opts ...Consum
 	ctx, cancel := context.WithCancel(ctx)
 	s := newSubscription(subject, cancel)
 	dd := newDedup(o.dedup)
+	if o.untilEnd {
+		// The consumer as created: nothing pending from the start position
+		// means nothing to read up to end (later messages are past it).
+		if ci := cons.CachedInfo(); end == 0 || ci != nil && ci.NumPending == 0 && ci.Delivered.Consumer == 0 {
+			cancel()
+		}
+	}
 	go func() { <-ctx.Done(); it.Stop() }()
 	go func() {
 		defer close(s.done)
 		defer cancel()
 		var lastErr error
-		for {
+		for ctx.Err() == nil {
 			jm, err := it.Next()
 			if err != nil {
 				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -421,12 +437,27 @@ func (f *Feed) Follow(ctx context.Context, flt Filter, h Handler, opts ...Consum
 			if ctx.Err() != nil {
 				break
 			}
+			// With UntilEnd, the message's place says whether it is the
+			// last to read: at or past end, or with nothing pending after
+			// it (whatever comes later is past end).
+			last := false
+			if o.untilEnd {
+				md, err := jm.Metadata()
+				if err == nil && md.Sequence.Stream > end {
+					cancel()
+					break
+				}
+				last = err == nil && (md.Sequence.Stream >= end || md.NumPending == 0)
+			}
 			m, err := DecodeJetStreamMsg(jm)
 			if err != nil {
 				f.log.Warn("changefeed: skipping a message that is not a trackerd event", slog.String("subject", jm.Subject()), slog.Any("err", err))
-				continue
+			} else {
+				f.deliver(ctx, &o, flt, dd, h, m)
 			}
-			f.deliver(ctx, &o, flt, dd, h, m)
+			if last {
+				cancel()
+			}
 		}
 		if ctx.Err() == nil {
 			if lastErr == nil {
