@@ -15,12 +15,12 @@ import (
 // cmdCheck prints one line per prerequisite of every tracked bind and of
 // NATS, each failing line with its fix, and fails (exit 1) if any fails.
 func cmdCheck(ctx context.Context, args []string, lookup env, stdout, stderr io.Writer) error {
-	cfg, fs, err := loadConfig("check", args, lookup, stderr, nil)
+	cfg, rest, err := loadConfig("check", args, lookup, stdout, stderr, nil)
 	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("check takes no arguments, got %q", fs.Args())}
+	if len(rest) > 0 {
+		return usageError{fmt.Sprintf("check takes no arguments, got %q", rest)}
 	}
 	bs, err := binds.FromConfig(cfg)
 	if err != nil {

@@ -5,7 +5,9 @@
 //	trackerd run     [--config FILE] [flags]   the daemon
 //	trackerd check   [--config FILE] [flags]   is every bind's server, and NATS, ready?
 //	trackerd tail    [flags] [PATTERN]          print events as JSON lines
+//	trackerd probe   [--addr HOST:PORT]         is a running trackerd ready? (health checks)
 //	trackerd version
+//	trackerd help    [COMMAND]
 //
 // Exit status: 0 done, 1 runtime failure, 2 bad configuration or usage.
 package main
@@ -13,12 +15,14 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Exit codes (DESIGN.md section 6).
@@ -30,18 +34,43 @@ const (
 
 func main() {
 	ctx, cancel := context.WithCancel(context.Background())
-	sigs := make(chan os.Signal, 2)
+	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-sigs
-		cancel() // first signal: stop reading, flush, checkpoint, exit 0
-		<-sigs
-		fmt.Fprintln(os.Stderr, "trackerd: second signal: exiting without waiting")
-		os.Exit(exitFailure)
-	}()
+	go watchSignals(sigs, cancel, os.Exit, os.Stderr, time.Now)
 	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
 	cancel()
 	os.Exit(code)
+}
+
+// repeatWindow is how soon after the first SIGINT or SIGTERM a second one
+// is taken as the same request delivered twice, not as a demand to exit
+// at once: coreutils timeout signals both trackerd and its process group,
+// so trackerd gets SIGTERM twice in a row, and an impatient Ctrl-C is
+// rarely quicker than this.
+const repeatWindow = time.Second
+
+// watchSignals turns SIGINT and SIGTERM into a clean stop. The first
+// cancels the commands' context: trackerd run stops reading, waits for
+// outstanding acknowledgements, writes its checkpoints and exits 0. A
+// second signal within repeatWindow of the first is noted and the drain
+// goes on; a second one later than that, or a third, calls exit(1) at once
+// without waiting for the drain.
+func watchSignals(sigs <-chan os.Signal, cancel context.CancelFunc, exit func(int), stderr io.Writer, now func() time.Time) {
+	first := <-sigs
+	start := now()
+	cancel()
+	for n := 2; ; n++ {
+		sig := <-sigs
+		since := now().Sub(start)
+		if n == 2 && since < repeatWindow {
+			fmt.Fprintf(stderr, "trackerd: %v again %v after the first: still draining (a third signal, or one after %v, exits at once)\n",
+				sig, since.Round(time.Millisecond), repeatWindow)
+			continue
+		}
+		fmt.Fprintf(stderr, "trackerd: %v (%v after the first %v): exiting without waiting for the drain\n", sig, since.Round(time.Millisecond), first)
+		exit(exitFailure)
+		return
+	}
 }
 
 // env is how commands read the environment; tests pass a map.
@@ -54,42 +83,56 @@ func run(ctx context.Context, args []string, lookup env, stdout, stderr io.Write
 		usage(stderr)
 		return exitUsage
 	}
-	cmd, rest := args[0], args[1:]
-	var err error
-	switch cmd {
-	case "run":
-		err = cmdRun(ctx, rest, lookup, stdout, stderr)
-	case "check":
-		err = cmdCheck(ctx, rest, lookup, stdout, stderr)
-	case "tail":
-		err = cmdTail(ctx, rest, lookup, stdout, stderr)
-	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, versionString())
-		return exitOK
-	case "help", "-h", "--help", "-help":
+	switch args[0] {
+	case "-h", "--help", "-help":
 		usage(stdout)
 		return exitOK
-	default:
-		fmt.Fprintf(stderr, "trackerd: unknown command %q\n", cmd)
-		usage(stderr)
-		return exitUsage
+	case "-v", "-V", "--version", "-version":
+		args = []string{"version"}
+	}
+	cmd, err := findCommand(args[0])
+	if err == nil {
+		err = cmd.run(ctx, args[1:], lookup, stdout, stderr)
 	}
 	return exitCode(err, stderr)
 }
 
-func usage(w io.Writer) {
-	fmt.Fprint(w, `Usage: trackerd <command> [flags]
+// cmdVersion prints the version.
+func cmdVersion(_ context.Context, args []string, _ env, stdout, _ io.Writer) error {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	rest, err := parseArgs(fs, "version", args)
+	switch {
+	case errors.Is(err, errHelp):
+		c, _ := findCommand("version")
+		writeHelp(stdout, c, fs)
+		return nil
+	case err != nil:
+		return err
+	case len(rest) > 0:
+		return usageError{fmt.Sprintf("version takes no arguments, got %q", rest)}
+	}
+	fmt.Fprintln(stdout, versionString())
+	return nil
+}
 
-Commands:
-  run      follow every bind and publish its changes (the daemon)
-  check    check that every bind's server and NATS are ready, with fixes
-  tail     subscribe and print events as JSON lines
-  version  print the version
-
-Run "trackerd <command> -h" for a command's flags. Configuration comes from
-flags, then TRACKER_<KEY> and SQLALCHEMY_<KEY> environment variables, then
---config FILE (TOML), then defaults.
-`)
+// cmdHelp prints the commands, or the help of the command named.
+func cmdHelp(ctx context.Context, args []string, lookup env, stdout, stderr io.Writer) error {
+	switch len(args) {
+	case 0:
+		usage(stdout)
+		return nil
+	case 1:
+		c, err := findCommand(args[0])
+		if err != nil {
+			return err
+		}
+		if c.name == "help" {
+			usage(stdout)
+			return nil
+		}
+		return c.run(ctx, []string{"--help"}, lookup, stdout, stderr)
+	}
+	return usageError{fmt.Sprintf("help takes one command, got %q", args)}
 }
 
 // usageError is a mistake on the command line; it exits with status 2.

@@ -71,7 +71,7 @@ func TestTrackModificationsFalseWarns(t *testing.T) {
 // TestBareNATSURLIsRead: `trackerd tail` uses the NATS tools' NATS_URL
 // (operator review rows 3 and 3b) and never says it is not set.
 func TestBareNATSURLIsRead(t *testing.T) {
-	cfg, _, err := loadConfig("tail", nil, mapEnv(map[string]string{"NATS_URL": "nats://nats.invalid:4222", "HOME": t.TempDir()}), new(strings.Builder), nil)
+	cfg, _, err := loadConfig("tail", nil, mapEnv(map[string]string{"NATS_URL": "nats://nats.invalid:4222", "HOME": t.TempDir()}), new(strings.Builder), new(strings.Builder), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestBareNATSURLIsRead(t *testing.T) {
 	if err != nil || url != "nats://nats.invalid:4222" {
 		t.Fatalf("tailTarget = %q, %v", url, err)
 	}
-	cfg, _, err = loadConfig("tail", nil, mapEnv(map[string]string{"HOME": t.TempDir()}), new(strings.Builder), nil)
+	cfg, _, err = loadConfig("tail", nil, mapEnv(map[string]string{"HOME": t.TempDir()}), new(strings.Builder), new(strings.Builder), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

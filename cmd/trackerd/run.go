@@ -25,21 +25,26 @@ import (
 	"github.com/trackerd/trackerd/tracker"
 )
 
-// loadConfig parses a command's flags and loads the configuration.
-func loadConfig(name string, args []string, lookup env, stderr io.Writer, extra func(*flag.FlagSet)) (*config.Config, *flag.FlagSet, error) {
+// loadConfig parses a command's flags and loads the configuration; it
+// returns the arguments that are not flags. extra adds the command's own
+// flags. -h and --help print the command's help on stdout and return
+// silentError{exitOK}.
+func loadConfig(name string, args []string, lookup env, stdout, stderr io.Writer, extra func(*flag.FlagSet)) (*config.Config, []string, error) {
 	fs := flag.NewFlagSet("trackerd "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	file := fs.String("config", "", "TOML configuration `file`")
 	flags := make(map[string]string)
 	config.BindFlags(fs, flags)
 	if extra != nil {
 		extra(fs)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, nil, silentError{exitOK}
-		}
-		return nil, nil, silentError{exitUsage}
+	rest, err := parseArgs(fs, name, args)
+	if errors.Is(err, errHelp) {
+		cmd, _ := findCommand(name)
+		writeHelp(stdout, cmd, fs)
+		return nil, nil, silentError{exitOK}
+	}
+	if err != nil {
+		return nil, nil, err
 	}
 	if *file == "" {
 		if v, ok := lookup("TRACKER_CONFIG"); ok {
@@ -55,16 +60,16 @@ func loadConfig(name string, args []string, lookup env, stderr io.Writer, extra 
 		newLogger(cfg, stderr).Warn("a password or token is given on the command line, which every local user can read (ps, /proc/PID/cmdline): set it in the environment (TRACKER_<KEY>) or the --config file instead",
 			slog.String("flags", strings.Join(secret, " ")))
 	}
-	return cfg, fs, nil
+	return cfg, rest, nil
 }
 
 func cmdRun(ctx context.Context, args []string, lookup env, stdout, stderr io.Writer) error {
-	cfg, fs, err := loadConfig("run", args, lookup, stderr, nil)
+	cfg, rest, err := loadConfig("run", args, lookup, stdout, stderr, nil)
 	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("run takes no arguments, got %q", fs.Args())}
+	if len(rest) > 0 {
+		return usageError{fmt.Sprintf("run takes no arguments, got %q", rest)}
 	}
 	log := newLogger(cfg, stderr)
 	logConfigNotes(cfg, log)

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/trackerd/trackerd/changefeed"
 	"github.com/trackerd/trackerd/config"
+	"github.com/trackerd/trackerd/tracker"
 )
 
 // TestTailTarget: without NATS_URL, tail connects to the embedded server
@@ -59,5 +63,54 @@ func TestTailTarget(t *testing.T) {
 				t.Fatal("the password of nats.auth is not used")
 			}
 		})
+	}
+}
+
+// TestPrettyLine: --pretty's one line per event.
+func TestPrettyLine(t *testing.T) {
+	row := func(kv ...string) tracker.Row {
+		var r tracker.Row
+		for i := 0; i < len(kv); i += 2 {
+			r.Names = append(r.Names, kv[i])
+			if kv[i+1] == "<unsent>" {
+				r.Values = append(r.Values, nil)
+				continue
+			}
+			r.Values = append(r.Values, json.RawMessage(kv[i+1]))
+		}
+		return r
+	}
+	at := time.Date(2026, 5, 1, 12, 0, 5, 123456789, time.FixedZone("CEST", 7200))
+	long := `"` + strings.Repeat("x", 50) + `"`
+	tests := []struct {
+		name string
+		m    changefeed.Message
+		want string
+	}{
+		{"insert", changefeed.Message{Phase: tracker.PhaseAfterCommit, Time: at, Stream: 42, Change: tracker.Change{
+			Bind: "default", Schema: "public", Table: "orders", Op: tracker.OpInsert,
+			Key: row("id", "1"), After: row("id", "1", "note", `"first"`, "body", long)}},
+			`2026-05-01T10:00:05.123Z after_commit  default public.orders insert id=1: id=1 note="first" body="xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... #42`},
+		{"update with the old image: changed columns only", changefeed.Message{Phase: tracker.PhaseBeforeCommit, Change: tracker.Change{
+			Bind: "pg", Schema: "shop", Table: "orders", Op: tracker.OpUpdate,
+			Key: row("id", "1"), Before: row("id", "1", "note", `"a"`, "n", "2"), After: row("id", "1", "note", `"b"`, "n", "2", "big", "<unsent>")}},
+			`- before_commit pg shop.orders update id=1: note="a"->"b"`},
+		{"update without the old image", changefeed.Message{Phase: tracker.PhaseAfterCommit, Time: at, Change: tracker.Change{
+			Bind: "pg", Schema: "shop", Table: "orders", Op: tracker.OpUpdate, Key: row("id", "1"), After: row("id", "1", "note", `"b"`)}},
+			`2026-05-01T10:00:05.123Z after_commit  pg shop.orders update id=1: id=1 note="b"`},
+		{"delete", changefeed.Message{Phase: tracker.PhaseAfterCommit, Time: at, Stream: 7, Change: tracker.Change{
+			Bind: "m", Schema: "app", Table: "t", Op: tracker.OpDelete, Key: row("a", "1", "b", `"x"`)}},
+			`2026-05-01T10:00:05.123Z after_commit  m app.t delete a=1 b="x" #7`},
+		{"truncate", changefeed.Message{Phase: tracker.PhaseAfterCommit, Time: at, Change: tracker.Change{
+			Bind: "m", Schema: "app", Table: "t", Op: tracker.OpTruncate}},
+			`2026-05-01T10:00:05.123Z after_commit  m app.t truncate`},
+		{"rollback", changefeed.Message{Phase: tracker.PhaseRollback, Stream: 9, Change: tracker.Change{Bind: "pg"},
+			Retract: &tracker.Retraction{TxKey: "lsn-00000000016B3748", Ranges: []tracker.SeqRange{{From: 0, To: 2}}}},
+			`- rollback      pg rollback tx lsn-00000000016B3748 txseq 0-2 #9`},
+	}
+	for _, tc := range tests {
+		if got := prettyLine(&tc.m); got != tc.want {
+			t.Errorf("%s:\n got %s\nwant %s", tc.name, got, tc.want)
+		}
 	}
 }

@@ -6,24 +6,65 @@ import (
 	"runtime/debug"
 )
 
-// version is set at build time with -ldflags "-X main.version=v1.2.3"; by
-// default it comes from the module's build information.
-var version = ""
+// version and revision are stamped at build time, as the Dockerfile does:
+//
+//	go build -ldflags "-X main.version=v1.2.3 -X main.revision=$(git rev-parse HEAD)" ./cmd/trackerd
+//
+// Left empty, they come from the build information: the module version of
+// `go install github.com/trackerd/trackerd/cmd/trackerd@v1.2.3`, and the
+// VCS revision of a build in a git checkout.
+var (
+	version  = ""
+	revision = ""
+)
 
+// versionString is what `trackerd version` prints:
+//
+//	trackerd v1.2.3 (revision 0123456789ab, go1.26.8, linux/amd64)
 func versionString() string {
-	v := version
-	if v == "" {
-		v = "devel"
-		if bi, ok := debug.ReadBuildInfo(); ok {
-			if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-				v = bi.Main.Version
-			}
+	return formatVersion(version, revision, readBuildInfo())
+}
+
+func readBuildInfo() *debug.BuildInfo {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return nil
+	}
+	return bi
+}
+
+// formatVersion fills in what the stamped version and revision leave
+// empty from bi (which may be nil).
+func formatVersion(v, rev string, bi *debug.BuildInfo) string {
+	dirty := false
+	if bi != nil {
+		if v == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+		if rev == "" {
 			for _, s := range bi.Settings {
-				if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-					v += "+" + s.Value[:12]
+				switch s.Key {
+				case "vcs.revision":
+					rev = s.Value
+				case "vcs.modified":
+					dirty = s.Value == "true"
 				}
 			}
 		}
 	}
-	return fmt.Sprintf("trackerd %s (%s, %s/%s)", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if v == "" {
+		v = "devel"
+	}
+	out := "trackerd " + v + " ("
+	if rev != "" {
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		out += "revision " + rev
+		if dirty {
+			out += "+dirty"
+		}
+		out += ", "
+	}
+	return out + fmt.Sprintf("%s, %s/%s)", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
