@@ -12,6 +12,16 @@
 #                                  root/root from any host; ENTRYPOINT mariadbd
 #   tc-local/nats:<ver>-js         nats-server (the version go.mod pins) with
 #                                  JetStream, -js -sd /data -m 8222; FROM scratch
+#   tc-local/golang:<go>           the Go toolchain of this machine (go env GOROOT)
+#                                  with a shell, coreutils' basics and CA
+#                                  certificates: the Dockerfile's GO_IMAGE
+#   tc-local/distroless-static:nonroot
+#                                  a distroless-like runtime: passwd with root,
+#                                  nobody and nonroot (65532), CA certificates,
+#                                  zoneinfo, /tmp, no shell: the Dockerfile's
+#                                  RUNTIME_IMAGE
+# The last two are the base images of trackerd's own image, for
+# e2e/image_test.go, which builds the Dockerfile with them.
 #
 # Each image's ENTRYPOINT is the server, so a container's Cmd only adds flags
 # (["-c","wal_sender_timeout=10s"], ["--server-id=7"], ["-js","-sd","/data"]).
@@ -26,8 +36,8 @@
 # NATS is compiled from the Go module cache (the nats-server version go.mod
 # pins; ~50 s the first time, 1 s once Go's build cache has it).
 #
-# Usage:  scripts/test-images.sh [pg] [maria] [nats]     (default: all three)
-#         scripts/test-images.sh --check [pg] [maria] [nats]
+# Usage:  scripts/test-images.sh [pg] [maria] [nats] [go] [runtime]   (default: all)
+#         scripts/test-images.sh --check [pg] [maria] [nats] [go] [runtime]
 #                 as any user who may use Docker: exit 0 when every image is
 #                 present, 3 when one is missing (scripts/test.sh asks for
 #                 sudo only then)
@@ -53,6 +63,10 @@ fi
 PG_IMAGE=$PREFIX/postgres:15-logical
 MARIA_IMAGE=$PREFIX/mariadb:10.11-binlog
 NATS_IMAGE=$PREFIX/nats:${NATS_VERSION#v}-js
+GOROOT_HOST=$(go env GOROOT)
+GO_VERSION=$(go env GOVERSION)
+GO_IMAGE=$PREFIX/golang:${GO_VERSION#go}
+RUNTIME_IMAGE=$PREFIX/distroless-static:nonroot
 PGBIN=/usr/lib/postgresql/15/bin
 
 log() { printf '[%(%H:%M:%S)T] test-images: %s\n' -1 "$*" >&2; }
@@ -310,6 +324,47 @@ build_nats() {
     --change 'CMD ["-js", "-sd", "/data", "-m", "8222"]'
 }
 
+# ------------------------------------------- trackerd's own base images ---
+
+# The Go toolchain image: this machine's GOROOT (without its tests), a shell
+# and the few tools a Dockerfile's RUN lines use, CA certificates for the
+# module proxy. GOTOOLCHAIN=local, as in the official image: no toolchain
+# download.
+build_go() {
+  local R=$WORK/root-go
+  skeleton "$R" nonroot 65532 /home/nonroot
+  copy_with_libs "$R" /usr/bin/mkdir /usr/bin/cp /usr/bin/rm /usr/bin/ls /usr/bin/env /usr/bin/mv /usr/bin/chmod
+  mkdir -p "$R/usr/local" "$R/etc/ssl/certs" "$R/go" "$R/root"
+  log "copying $GOROOT_HOST ($GO_VERSION)"
+  tar -C "$(dirname "$GOROOT_HOST")" --exclude=./go/test --exclude=./go/pkg/obj -c "$(basename "$GOROOT_HOST")" \
+    | tar -C "$R/usr/local" -x
+  [ "$(basename "$GOROOT_HOST")" = go ] || mv "$R/usr/local/$(basename "$GOROOT_HOST")" "$R/usr/local/go"
+  cp /etc/ssl/certs/ca-certificates.crt "$R/etc/ssl/certs/"
+  finish "$R" "$GO_IMAGE" "" host \
+    --change 'ENV PATH=/go/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV GOPATH=/go' --change 'ENV GOTOOLCHAIN=local' --change 'ENV HOME=/root' \
+    --change 'WORKDIR /go'
+  rm -rf "$R"
+}
+
+# A distroless-like static runtime: what gcr.io/distroless/static-debian12
+# holds (users, CA certificates, zoneinfo, /tmp), nothing to run but the
+# binary copied in.
+build_runtime() {
+  local R=$WORK/root-runtime
+  rm -rf "$R"; mkdir -p "$R"/{etc/ssl/certs,tmp,home/nonroot,usr/share,var/lib}
+  chmod 1777 "$R/tmp"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$R/etc/passwd"
+  printf 'root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n' >"$R/etc/group"
+  chown 65532:65532 "$R/home/nonroot"
+  cp /etc/ssl/certs/ca-certificates.crt "$R/etc/ssl/certs/"
+  cp -a /usr/share/zoneinfo "$R/usr/share/"
+  finish "$R" "$RUNTIME_IMAGE" "" static \
+    --change 'USER 65532:65532' --change 'WORKDIR /home/nonroot' \
+    --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt'
+  rm -rf "$R"
+}
+
 # ----------------------------------------------------------------- main ---
 
 variant() { # host-binary
@@ -325,12 +380,13 @@ CHECK=0
 [ "${1:-}" != --check ] || { CHECK=1; shift; }
 [ $CHECK = 1 ] || [ "$(id -u)" = 0 ] || die "run as root (chroot, mknod and debootstrap need it)"
 docker info >/dev/null 2>&1 || die "no Docker engine answers: run scripts/docker-engine.sh first"
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(pg maria nats)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(pg maria nats go runtime)
 if [ $CHECK = 1 ]; then
   missing=0
   for t in "${targets[@]}"; do
     case $t in pg) image=$PG_IMAGE ;; maria) image=$MARIA_IMAGE ;; nats) image=$NATS_IMAGE ;;
-      *) die "unknown image $t: want pg, maria or nats" ;; esac
+      go) image=$GO_IMAGE ;; runtime) image=$RUNTIME_IMAGE ;;
+      *) die "unknown image $t: want pg, maria, nats, go or runtime" ;; esac
     if have_image "$image"; then log "$image is present"; else log "would build $image"; missing=1; fi
   done
   [ $missing = 0 ] || exit 3
@@ -342,7 +398,9 @@ for t in "${targets[@]}"; do
     pg) image=$PG_IMAGE; build="build_pg_$(variant $PGBIN/postgres)" ;;
     maria) image=$MARIA_IMAGE; build="build_maria_$(variant /usr/sbin/mariadbd)" ;;
     nats) image=$NATS_IMAGE; build=build_nats ;;
-    *) die "unknown image $t: want pg, maria or nats" ;;
+    go) image=$GO_IMAGE; build=build_go ;;
+    runtime) image=$RUNTIME_IMAGE; build=build_runtime ;;
+    *) die "unknown image $t: want pg, maria, nats, go or runtime" ;;
   esac
   if [ "${FORCE:-0}" != 1 ] && have_image "$image"; then
     log "$image is present"
