@@ -142,3 +142,29 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("the Dockerfile's dependency layer compiles %d of trackerd's %d dependency packages; add the missing ones' importers", n, len(deps))
 	}
 }
+
+// TestGoInstallLine: the README's `go install` line names this command in
+// the module go.mod declares, so that `go install ...@latest` builds it;
+// and go.mod has no replace directive, which `go install pkg@version`
+// refuses.
+func TestGoInstallLine(t *testing.T) {
+	mod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^module (\S+)$`).FindSubmatch(mod)
+	if m == nil {
+		t.Fatal("go.mod has no module line")
+	}
+	if regexp.MustCompile(`(?m)^\s*replace\b`).Match(mod) {
+		t.Error("go.mod has a replace directive: go install ...@latest would refuse to build")
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "go install " + string(m[1]) + "/cmd/trackerd@latest"
+	if !strings.Contains(string(readme), "\n"+want+"\n") {
+		t.Errorf("README.md lacks the line %q", want)
+	}
+}
