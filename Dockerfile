@@ -27,7 +27,7 @@ WORKDIR /src
 COPY go.mod go.sum ./
 # The dependencies trackerd links, downloaded and compiled in a layer that
 # only go.mod and go.sum change, so that a change to trackerd's own code
-# (or to VERSION) recompiles trackerd's packages only: about 15 s instead of
+# (or to VERSION) recompiles trackerd's packages only: seconds instead of
 # minutes. The list only warms Go's build cache; a package missing from it
 # is compiled in the next step (cmd/trackerd's TestDockerfile checks that
 # it still covers most of what trackerd links).

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -58,6 +59,7 @@ func TestImage(t *testing.T) {
 	if id := strings.TrimSpace(string(old)); id != "" && id != docker(t, "image", "inspect", "-f", "{{.Id}}", imageTag) {
 		exec.Command("docker", "rmi", id).Run() // the previous build, now untagged
 	}
+	removeOldBuildStages(t)
 
 	var img struct {
 		Config struct {
@@ -152,4 +154,28 @@ func TestImage(t *testing.T) {
 		t.Fatalf("trackerd did not stop cleanly:\n%s", logs)
 	}
 	t.Logf("docker stop: %v", time.Since(began).Round(time.Millisecond))
+}
+
+// removeOldBuildStages removes the build stages (untagged images) of
+// earlier builds of the Dockerfile, all but the newest, which the next
+// build may reuse. Their own parent layers go with them; the cached
+// dependency layer stays, a parent of the newest build too.
+func removeOldBuildStages(t testing.TB) {
+	t.Helper()
+	type stage struct{ id, created string }
+	var stages []stage
+	for _, id := range strings.Fields(docker(t, "images", "-q", "--no-trunc", "-f", "dangling=true")) {
+		out, err := exec.Command("docker", "image", "inspect", "-f", "{{.Created}} {{json .ContainerConfig.Cmd}}", id).Output()
+		if err != nil || !bytes.Contains(out, []byte("-o /out/trackerd ./cmd/trackerd")) {
+			continue
+		}
+		created, _, _ := strings.Cut(string(out), " ")
+		stages = append(stages, stage{id, created})
+	}
+	slices.SortFunc(stages, func(a, b stage) int { return strings.Compare(b.created, a.created) })
+	for i, s := range stages {
+		if i > 0 {
+			exec.Command("docker", "rmi", s.id).Run()
+		}
+	}
 }
