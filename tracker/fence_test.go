@@ -61,7 +61,7 @@ func TestNoCheckpointOnceTheLeaseIsUncertainOrLost(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- tr.Run(t.Context()) }()
 	<-src.Done()
-	opened := store.Saves // the new bind's checkpoint, with its origin and no position
+	opened := store.Saves         // the new bind's checkpoint, with its origin and no position
 	store.lease.held.Store(false) // renewals fail: another instance may take over
 	sink.Ack("default")
 	time.Sleep(100 * time.Millisecond) // 20 checkpoint intervals
