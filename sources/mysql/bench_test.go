@@ -69,6 +69,47 @@ func BenchmarkDecodeUpdateRow(b *testing.B) {
 	}
 }
 
+// imageSize walks a row image as the decoder reads it.
+func TestImageSize(t *testing.T) {
+	ti, row := benchTable()
+	d := rowDecoder{ti: ti}
+	bitmap := []byte{0x3F}
+	_, n, err := d.change(tracker.OpInsert, row, bitmap, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := imageSize(ti, row, bitmap, false); err != nil || got != n || n != len(row) {
+		t.Fatalf("imageSize = %d, %v; decoder used %d of %d", got, err, n, len(row))
+	}
+	rows, err := countImages(ti, append(append(append([]byte{}, row...), row...), row...), bitmap, bitmap, 1, false)
+	if err != nil || rows != 3 {
+		t.Fatalf("countImages = %d, %v, want 3", rows, err)
+	}
+	if rows, err := countImages(ti, append(append([]byte{}, row...), row...), bitmap, bitmap, 2, false); err != nil || rows != 1 {
+		t.Fatalf("countImages of an update = %d, %v, want 1", rows, err)
+	}
+	// A partial JSON update's after image: binlog_row_value_options, a
+	// bitmap of JSON columns (none here), then the image.
+	partial := append(append(append([]byte{}, row...), 1, 0), row...)
+	ti.jsonCols = 3
+	if rows, err := countImages(ti, partial, bitmap, bitmap, 2, true); err != nil || rows != 1 {
+		t.Fatalf("countImages of a partial update = %d, %v, want 1", rows, err)
+	}
+}
+
+// BenchmarkCountRows walks a row of an untracked table by size only.
+func BenchmarkCountRows(b *testing.B) {
+	ti, row := benchTable()
+	bitmap := []byte{0x3F}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(row)))
+	for b.Loop() {
+		if n, err := countImages(ti, row, bitmap, nil, 1, false); err != nil || n != 1 {
+			b.Fatal(n, err)
+		}
+	}
+}
+
 // countingHandler counts changes and commits.
 type countingHandler struct{ changes, commits atomic.Int64 }
 

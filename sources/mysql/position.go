@@ -12,14 +12,111 @@ import (
 )
 
 // position is where a bind resumes: the GTID state through the last
-// committed transaction handed over (MySQL executed set "uuid:1-100",
-// MariaDB per-domain position "0-1-1234"), and the binlog file and the
-// offset just after that transaction's last event. It is encoded as compact
-// JSON: {"gtid":"0-1-1234","file":"mariadb-bin.000003","pos":5678}.
+// transaction handed over (MySQL executed set "uuid:1-100", MariaDB
+// per-domain position "0-1-1234", as the server's BINLOG_GTID_POS reports it
+// for the same point), the binlog file and the offset just after that
+// transaction's last event ("published through"), and the XA transactions
+// prepared before that point and not yet committed or rolled back. It is
+// encoded as compact JSON:
+//
+//	{"gtid":"0-1-1234","file":"mariadb-bin.000003","pos":5678,
+//	 "xa":[{"xid":"X'6131',X'',1","key":"gtid-0-1-1200","gtid":"0-1-1200","file":"mariadb-bin.000003","pos":4000}]}
+//
+// A stream resumes at the start of the oldest prepared XA transaction with
+// tracked changes (see resumeAt), so that one is handed over again after a
+// restart, and skips what it had already handed over (what starts before
+// file/pos) but for those.
 type position struct {
+	GTID string       `json:"gtid,omitempty"`
+	File string       `json:"file"`
+	Pos  uint32       `json:"pos"`
+	XA   []xaPrepared `json:"xa,omitempty"`
+}
+
+// xaPrepared is an XA transaction whose XA PREPARE the stream has passed and
+// whose XA COMMIT or XA ROLLBACK it has not.
+type xaPrepared struct {
+	// XID is the XA transaction id in the server's serialized form,
+	// X'<gtrid hex>',X'<bqual hex>',<formatID>, as the binlog's XA COMMIT
+	// and XA ROLLBACK statements write it.
+	XID string `json:"xid"`
+	// Key is the transaction's key (see gtid.txKey): that of its XA PREPARE
+	// group.
+	Key string `json:"key"`
+	// GTID is the XA PREPARE group's GTID, empty without GTIDs.
 	GTID string `json:"gtid,omitempty"`
+	// File and Pos are where the XA PREPARE group starts.
 	File string `json:"file"`
 	Pos  uint32 `json:"pos"`
+	// Empty is set when the transaction had no tracked change: nothing of
+	// it needs handing over again.
+	Empty bool `json:"empty,omitempty"`
+}
+
+// txID is the transaction id of changes of the XA transaction.
+func (x *xaPrepared) txID() string {
+	if x.GTID != "" {
+		return x.GTID
+	}
+	return x.File + ":" + strconv.FormatUint(uint64(x.Pos), 10)
+}
+
+// filePos is the binlog offset of p, without its GTID state and XA list.
+func (p position) filePos() position { return position{File: p.File, Pos: p.Pos} }
+
+// resumeAt is where a stream from p starts reading by file and offset: the
+// start of its oldest prepared XA transaction with tracked changes, else
+// file/pos.
+func (p position) resumeAt() position {
+	at := p.filePos()
+	for _, x := range p.XA {
+		if x.Empty {
+			continue
+		}
+		if xp := (position{File: x.File, Pos: x.Pos}); before(xp, at) {
+			at = xp
+		}
+	}
+	return at
+}
+
+// xaIndex returns the index in p.XA of the prepared transaction xid, or -1.
+func (p position) xaIndex(xid string) int {
+	for i := range p.XA {
+		if p.XA[i].XID == xid {
+			return i
+		}
+	}
+	return -1
+}
+
+// xaStartingAt returns the index in p.XA of the prepared transaction whose
+// XA PREPARE group starts at file:start, or has GTID g (MySQL GTIDs, which
+// are unique; MariaDB's need not be), or -1.
+func (p position) xaStartingAt(g gtid, file string, start uint32) int {
+	for i := range p.XA {
+		x := &p.XA[i]
+		if g.valid && !g.mariadb && x.GTID != "" {
+			if x.GTID == g.String() {
+				return i
+			}
+			continue
+		}
+		if x.File == file && x.Pos == start {
+			return i
+		}
+	}
+	return -1
+}
+
+// withoutXA returns p.XA without entry i, in a new slice.
+func (p position) withoutXA(i int) []xaPrepared {
+	if len(p.XA) == 1 {
+		return nil
+	}
+	out := make([]xaPrepared, 0, len(p.XA)-1)
+	out = append(out, p.XA[:i]...)
+	return append(out, p.XA[i+1:]...)
 }
 
 // appendJSON appends p as compact JSON, without reflection.
@@ -34,6 +131,32 @@ func (p position) appendJSON(dst []byte) []byte {
 	dst = tracker.AppendJSONString(dst, p.File)
 	dst = append(dst, `,"pos":`...)
 	dst = strconv.AppendUint(dst, uint64(p.Pos), 10)
+	if len(p.XA) > 0 {
+		dst = append(dst, `,"xa":[`...)
+		for i := range p.XA {
+			x := &p.XA[i]
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, `{"xid":`...)
+			dst = tracker.AppendJSONString(dst, x.XID)
+			dst = append(dst, `,"key":`...)
+			dst = tracker.AppendJSONString(dst, x.Key)
+			if x.GTID != "" {
+				dst = append(dst, `,"gtid":`...)
+				dst = tracker.AppendJSONString(dst, x.GTID)
+			}
+			dst = append(dst, `,"file":`...)
+			dst = tracker.AppendJSONString(dst, x.File)
+			dst = append(dst, `,"pos":`...)
+			dst = strconv.AppendUint(dst, uint64(x.Pos), 10)
+			if x.Empty {
+				dst = append(dst, `,"empty":true`...)
+			}
+			dst = append(dst, '}')
+		}
+		dst = append(dst, ']')
+	}
 	return append(dst, '}')
 }
 
@@ -49,6 +172,11 @@ func parsePosition(s string) (position, error) {
 	}
 	if p.File == "" && p.GTID == "" {
 		return position{}, fmt.Errorf("bad position %q: neither a GTID set nor a binlog file", s)
+	}
+	for _, x := range p.XA {
+		if x.XID == "" || x.Key == "" || x.File == "" {
+			return position{}, fmt.Errorf("bad position %q: an XA transaction without its xid, key or binlog file", s)
+		}
 	}
 	return p, nil
 }
@@ -100,6 +228,10 @@ type gtidState interface {
 	add(g gtid)
 	// contains reports whether g is already covered.
 	contains(g gtid) bool
+	// repeats reports whether g is not above the state: a MariaDB GTID whose
+	// sequence number is at or below its domain's last one (possible
+	// without gtid_strict_mode), a MySQL GTID already in the set.
+	repeats(g gtid) bool
 	String() string
 }
 
@@ -168,6 +300,15 @@ func (p *mariadbPos) contains(g gtid) bool {
 	for _, e := range p.gtids {
 		if e.domain == g.domain {
 			return e.server == g.server && g.seq <= e.seq
+		}
+	}
+	return false
+}
+
+func (p *mariadbPos) repeats(g gtid) bool {
+	for _, e := range p.gtids {
+		if e.domain == g.domain {
+			return g.seq <= e.seq
 		}
 	}
 	return false
@@ -323,6 +464,34 @@ func (s *mysqlSet) add(g gtid) {
 	s.addInterval(g.sid, g.tag, interval{g.gno, g.gno + 1})
 }
 
+// remove takes g out of the set: resuming from the set asks the server
+// for g again.
+func (s *mysqlSet) remove(g gtid) {
+	i, found := s.find(g.sid, g.tag)
+	if !found {
+		return
+	}
+	ss := &s.sids[i]
+	for j, iv := range ss.intervals {
+		if g.gno < iv.start || g.gno >= iv.stop {
+			continue
+		}
+		var parts []interval
+		if iv.start < g.gno {
+			parts = append(parts, interval{iv.start, g.gno})
+		}
+		if g.gno+1 < iv.stop {
+			parts = append(parts, interval{g.gno + 1, iv.stop})
+		}
+		ss.intervals = append(ss.intervals[:j], append(parts, ss.intervals[j+1:]...)...)
+		s.dirty = true
+		break
+	}
+	if len(ss.intervals) == 0 {
+		s.sids = append(s.sids[:i], s.sids[i+1:]...)
+	}
+}
+
 func (s *mysqlSet) contains(g gtid) bool {
 	i, found := s.find(g.sid, g.tag)
 	if !found {
@@ -335,6 +504,8 @@ func (s *mysqlSet) contains(g gtid) bool {
 	}
 	return false
 }
+
+func (s *mysqlSet) repeats(g gtid) bool { return s.contains(g) }
 
 // missing returns the first GTID of o that s lacks.
 func (s *mysqlSet) missing(o *mysqlSet) (string, bool) {
@@ -400,4 +571,34 @@ func uuidString(b []byte) string {
 	copy(u[:], b)
 	out := appendUUID(nil, u)
 	return string(out[1 : len(out)-1])
+}
+
+// resumeGTIDSet is the GTID set a stream from p asks the server to resume
+// after: p's GTID state, on MySQL without the GTIDs of its prepared XA
+// transactions with tracked changes, so that the server sends those again.
+func resumeGTIDSet(mariadb bool, p position) (string, error) {
+	if mariadb || len(p.XA) == 0 {
+		return p.GTID, nil
+	}
+	set, err := parseMySQLSet(p.GTID)
+	if err != nil {
+		return "", err
+	}
+	for _, x := range p.XA {
+		if x.Empty || x.GTID == "" {
+			continue
+		}
+		one, err := parseMySQLSet(x.GTID)
+		if err != nil {
+			return "", err
+		}
+		for _, ss := range one.sids {
+			for _, iv := range ss.intervals {
+				for gno := iv.start; gno < iv.stop; gno++ {
+					set.remove(gtid{valid: true, sid: ss.sid, tag: ss.tag, gno: gno})
+				}
+			}
+		}
+	}
+	return set.String(), nil
 }

@@ -1,6 +1,7 @@
 package mysql
 
 import (
+	"reflect"
 	"testing"
 )
 
@@ -13,6 +14,10 @@ func TestPositionRoundTrip(t *testing.T) {
 		{"mariadb", position{GTID: "0-1-1234", File: "mariadb-bin.000003", Pos: 5678}, `{"gtid":"0-1-1234","file":"mariadb-bin.000003","pos":5678}`},
 		{"no gtid", position{File: "mysql-bin.000001", Pos: 4}, `{"file":"mysql-bin.000001","pos":4}`},
 		{"odd file name", position{File: "bin \"x\".01", Pos: 1}, `{"file":"bin \"x\".01","pos":1}`},
+		{"prepared xa", position{GTID: "0-1-9", File: "b.000002", Pos: 900, XA: []xaPrepared{
+			{XID: "X'6131',X'',1", Key: "gtid-0-1-5", GTID: "0-1-5", File: "b.000001", Pos: 300},
+			{XID: "X'6132',X'6271',7", Key: "pos-b.000002-100", File: "b.000002", Pos: 100, Empty: true},
+		}}, `{"gtid":"0-1-9","file":"b.000002","pos":900,"xa":[{"xid":"X'6131',X'',1","key":"gtid-0-1-5","gtid":"0-1-5","file":"b.000001","pos":300},{"xid":"X'6132',X'6271',7","key":"pos-b.000002-100","file":"b.000002","pos":100,"empty":true}]}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.p.String(); got != tc.want {
@@ -22,12 +27,12 @@ func TestPositionRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if back != tc.p {
+			if !reflect.DeepEqual(back, tc.p) {
 				t.Errorf("parse: got %+v, want %+v", back, tc.p)
 			}
 		})
 	}
-	for _, bad := range []string{"", "0/16B3748", `{"pos":1}`, `{"file":"f","pos":-1}`, `{"file":"f","extra":1}`} {
+	for _, bad := range []string{"", "0/16B3748", `{"pos":1}`, `{"file":"f","pos":-1}`, `{"file":"f","extra":1}`, `{"file":"f","pos":1,"xa":[{"xid":"x"}]}`} {
 		if _, err := parsePosition(bad); err == nil {
 			t.Errorf("parsePosition(%q): want an error", bad)
 		}

@@ -77,7 +77,11 @@ func (f *tableFilter) tracks(db, table string) bool {
 type tableInfo struct {
 	schema, table string
 	tracked       bool
-	cols          []column
+	// cols are the columns; for an untracked table, only their types and
+	// metadata.
+	cols []column
+	// jsonCols counts the JSON columns.
+	jsonCols int
 	// names is shared by every Row of the table; keyNames by every Key.
 	names    []string
 	keyIdx   []int
@@ -182,9 +186,6 @@ func (c *schemaCache) lookup(ctx context.Context, db, table string) (*infoTable,
 func (c *schemaCache) build(ctx context.Context, tm *replication.TableMapEvent) (*tableInfo, error) {
 	ti := &tableInfo{schema: string(tm.Schema), table: string(tm.Table)}
 	ti.tracked = c.filter.tracks(ti.schema, ti.table)
-	if !ti.tracked {
-		return ti, nil
-	}
 	n := int(tm.ColumnCount)
 	if len(tm.ColumnType) != n || len(tm.ColumnMeta) != n {
 		return nil, fmt.Errorf("TABLE_MAP of %s.%s: %d columns but %d types and %d metadata entries", ti.schema, ti.table, n, len(tm.ColumnType), len(tm.ColumnMeta))
@@ -192,6 +193,13 @@ func (c *schemaCache) build(ctx context.Context, tm *replication.TableMapEvent) 
 	ti.cols = make([]column, n)
 	for i := range n {
 		ti.cols[i] = newColumn("", tm.ColumnType[i], tm.ColumnMeta[i])
+		if ti.cols[i].typ == gm.MYSQL_TYPE_JSON {
+			ti.jsonCols++
+		}
+	}
+	if !ti.tracked {
+		// Types and metadata suffice to count its rows (see countRows).
+		return ti, nil
 	}
 	hasNames := len(tm.ColumnName) == n
 	if hasNames {

@@ -82,6 +82,7 @@ type Source struct {
 var (
 	_ tracker.Source         = (*Source)(nil)
 	_ tracker.LagReporter    = (*Source)(nil)
+	_ tracker.Adopter        = (*Source)(nil)
 	_ tracker.OpenSourceFunc = Open
 	_ tracker.CheckFunc      = Check
 )
@@ -370,6 +371,7 @@ func (s *Source) run(ctx context.Context, from string, h tracker.Handler) error 
 		}
 		start = p
 	}
+	start = s.withGTIDState(ctx, start)
 	st, err := newStream(s, h, start)
 	if err != nil {
 		return err
@@ -417,25 +419,21 @@ func (s *Source) run(ctx context.Context, from string, h tracker.Handler) error 
 
 // currentPosition is the server's binlog end, with its GTID state.
 //
-// MySQL reports both in one statement. MariaDB's GTID position is read
-// first, from @@gtid_binlog_pos, and the file and position after it: a
-// transaction committing in between is then read again rather than
-// skipped. (BINLOG_GTID_POS(file, pos) would pair them exactly, but it
-// scans the binlog file from its start: seconds for a large file.)
+// MySQL reports both in one statement. MariaDB's GTID position,
+// @@gtid_binlog_pos, is read before and after the file and position: when
+// both reads agree, no transaction was logged in between and the three
+// belong together. After a few tries that disagree (a busy server),
+// BINLOG_GTID_POS(file, pos) pairs them, at the cost of reading the
+// binlog file up to pos.
 func (s *Source) currentPosition(ctx context.Context) (position, error) {
 	qctx, cancel := withTimeout(ctx, s.bind.Pool)
 	defer cancel()
-	var gtid sql.NullString
+	var st binlogStatus
 	var err error
 	if s.info.mariadb {
-		err = s.db.QueryRowContext(qctx, "SELECT @@GLOBAL.gtid_binlog_pos").Scan(&gtid)
-	}
-	var st binlogStatus
-	if err == nil {
+		st, err = s.mariadbStatus(qctx)
+	} else {
 		st, err = masterStatus(qctx, s.db)
-	}
-	if s.info.mariadb {
-		st.gtid = gtid.String
 	}
 	if err != nil {
 		return position{}, fmt.Errorf("read the current binlog position: %w", classifyConnect(err, s.conn))
@@ -447,11 +445,49 @@ func (s *Source) currentPosition(ctx context.Context) (position, error) {
 	return p, nil
 }
 
+// mariadbStatus reads MariaDB's binlog end and the GTID position there.
+func (s *Source) mariadbStatus(ctx context.Context) (binlogStatus, error) {
+	var st binlogStatus
+	for try := 0; try < 5; try++ {
+		var g1, g2 sql.NullString
+		if err := s.db.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_binlog_pos").Scan(&g1); err != nil {
+			return st, err
+		}
+		var err error
+		if st, err = masterStatus(ctx, s.db); err != nil {
+			return st, err
+		}
+		if err := s.db.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_binlog_pos").Scan(&g2); err != nil {
+			return st, err
+		}
+		if g1 == g2 {
+			st.gtid = g1.String
+			return st, nil
+		}
+	}
+	g, err := binlogGTIDPos(ctx, s.db, st.file, st.pos)
+	if err == nil && !g.Valid {
+		err = fmt.Errorf("BINLOG_GTID_POS(%q, %d) is NULL", st.file, st.pos)
+	}
+	st.gtid = g.String
+	return st, err
+}
+
+// binlogGTIDPos asks MariaDB for the GTID position at file:pos, NULL when
+// pos is not the start of an event in file (or file is not on the server).
+// It reads the file from its start up to pos.
+func binlogGTIDPos(ctx context.Context, db *sql.DB, file string, pos uint32) (sql.NullString, error) {
+	var g sql.NullString
+	err := db.QueryRowContext(ctx, "SELECT BINLOG_GTID_POS(?, ?)", file, pos).Scan(&g)
+	return g, err
+}
+
 // checkResumable fails with tracker.ErrResnapshotRequired when the server
-// no longer has the binlog to resume from: the position's file is gone
-// (reading by file and position), or MySQL has purged GTIDs the position
-// lacks (reading by GTID). Where the server cannot be asked, the dump
-// command's own error 1236 says the same.
+// no longer has the binlog to resume from: the file to resume at is gone
+// (reading by file and position), MariaDB's binlog does not hold the
+// position's GTID state at its file and offset (reset, or replaced), or
+// MySQL has purged GTIDs the position lacks (reading by GTID). Where the
+// server cannot be asked, the dump command's own error 1236 says the same.
 func (s *Source) checkResumable(ctx context.Context, p position) error {
 	qctx, cancel := withTimeout(ctx, s.bind.Pool)
 	defer cancel()
@@ -463,7 +499,11 @@ func (s *Source) checkResumable(ctx context.Context, p position) error {
 		if err := s.db.QueryRowContext(qctx, "SELECT @@GLOBAL.gtid_purged").Scan(&purged); err != nil {
 			return nil
 		}
-		have, err := parseMySQLSet(p.GTID)
+		resume, err := resumeGTIDSet(false, p)
+		if err != nil {
+			return err
+		}
+		have, err := parseMySQLSet(resume)
 		if err != nil {
 			return err
 		}
@@ -477,11 +517,51 @@ func (s *Source) checkResumable(ctx context.Context, p position) error {
 		}
 		return nil
 	}
-	rows, err := s.db.QueryContext(qctx, "SHOW BINARY LOGS")
-	if err != nil {
+	files, err := binaryLogs(qctx, s.db)
+	if err != nil || len(files) == 0 {
 		return nil
 	}
-	var files []string
+	at := p.resumeAt()
+	if _, ok := files.size(at.File); !ok {
+		return fmt.Errorf("%w: binlog %s of the checkpoint %s is no longer on the server (purged; the oldest is %s)",
+			tracker.ErrResnapshotRequired, at.File, p.String(), files[0].name)
+	}
+	if s.info.mariadb {
+		why, err := s.gtidMismatch(qctx, p, files)
+		if err != nil {
+			s.log.Debug("mysql: cannot check the position's GTID state", "err", err)
+		}
+		if why != "" {
+			return fmt.Errorf("%w: the checkpoint %s is not in this server's binlog: %s", tracker.ErrResnapshotRequired, p.String(), why)
+		}
+	}
+	return nil
+}
+
+// binlogFile is a binary log as SHOW BINARY LOGS lists it.
+type binlogFile struct {
+	name string
+	size int64
+}
+
+type binlogFiles []binlogFile
+
+func (fs binlogFiles) size(name string) (int64, bool) {
+	for _, f := range fs {
+		if f.name == name {
+			return f.size, true
+		}
+	}
+	return 0, false
+}
+
+// binaryLogs lists the server's binary logs, oldest first.
+func binaryLogs(ctx context.Context, db *sql.DB) (binlogFiles, error) {
+	rows, err := db.QueryContext(ctx, "SHOW BINARY LOGS")
+	if err != nil {
+		return nil, err
+	}
+	var files binlogFiles
 	cols, _ := rows.Columns()
 	vals := make([]sql.RawBytes, len(cols))
 	ptrs := make([]any, len(cols))
@@ -490,24 +570,168 @@ func (s *Source) checkResumable(ctx context.Context, p position) error {
 	}
 	for rows.Next() {
 		if err := rows.Scan(ptrs...); err == nil && len(vals) > 0 {
-			files = append(files, string(vals[0]))
+			f := binlogFile{name: string(vals[0]), size: -1}
+			if len(vals) > 1 {
+				if n, err := strconv.ParseInt(string(vals[1]), 10, 64); err == nil {
+					f.size = n
+				}
+			}
+			files = append(files, f)
 		}
 	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil || len(files) == 0 {
-		return nil
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, err
 	}
-	for _, f := range files {
-		if f == p.File {
-			return nil
-		}
-	}
-	return fmt.Errorf("%w: binlog %s of the checkpoint %s is no longer on the server (purged; the oldest is %s)",
-		tracker.ErrResnapshotRequired, p.File, p.String(), files[0])
+	return files, nil
 }
 
-// useGTID reports whether a stream from p starts by GTID.
+// gtidMismatch checks a MariaDB position against the server's binlog
+// (files): its file must be there, its offset within it, and the GTID
+// position BINLOG_GTID_POS reports at that offset must be the position's
+// GTID state. It returns why not, "" when it is; err when the server could
+// not be asked. BINLOG_GTID_POS reads the file from its start up to the
+// offset, at most max_binlog_size (1 GiB by default; 256 MB took 0.15 s
+// here): what the server itself read on every connection by GTID, which
+// trackerd made until it resumed MariaDB by file and offset.
+func (s *Source) gtidMismatch(ctx context.Context, p position, files binlogFiles) (string, error) {
+	if p.File == "" {
+		return "", nil
+	}
+	size, ok := files.size(p.File)
+	if !ok {
+		if len(files) == 0 {
+			return fmt.Sprintf("binlog %s is not on the server, which lists none", p.File), nil
+		}
+		return fmt.Sprintf("binlog %s is not on the server (it has %s to %s)", p.File, files[0].name, files[len(files)-1].name), nil
+	}
+	if size >= 0 && int64(p.Pos) > size {
+		return fmt.Sprintf("offset %d is past the end of %s (%d bytes)", p.Pos, p.File, size), nil
+	}
+	g, err := binlogGTIDPos(ctx, s.db, p.File, p.Pos)
+	if err != nil {
+		return "", err
+	}
+	if !g.Valid {
+		return fmt.Sprintf("offset %d of %s is not the start of an event", p.Pos, p.File), nil
+	}
+	if p.GTID == "" {
+		return "", nil // a position written by hand: see withGTIDState
+	}
+	have, err1 := parseMariaDBPos(g.String)
+	want, err2 := parseMariaDBPos(p.GTID)
+	if err1 != nil || err2 != nil {
+		return fmt.Sprintf("GTID position %q or %q unreadable", g.String, p.GTID), nil
+	}
+	if have.String() != want.String() {
+		return fmt.Sprintf("the server's GTID position at %s:%d is %q, the checkpoint's %q: another server's binlog, or this server's binlog was reset",
+			p.File, p.Pos, have.String(), want.String()), nil
+	}
+	return "", nil
+}
+
+// adoptTimeout bounds the checks of Adopt.
+const adoptTimeout = 2 * time.Minute
+
+// identityParts are the parts of a source identity (see Identity).
+type identityParts struct {
+	flavor string
+	server string // MariaDB server_id, MySQL server_uuid
+	host   string // MariaDB @@hostname:@@port
+	db     string
+}
+
+// parseIdentity splits an identity made by init.
+func parseIdentity(id string) (identityParts, bool) {
+	flavor, rest, ok := strings.Cut(id, "/")
+	if !ok {
+		return identityParts{}, false
+	}
+	var ip identityParts
+	ip.flavor = flavor
+	switch flavor {
+	case "mariadb":
+		var ok1, ok2 bool
+		ip.server, rest, ok1 = strings.Cut(rest, "/")
+		ip.host, ip.db, ok2 = strings.Cut(rest, "/")
+		return ip, ok1 && ok2
+	case "mysql":
+		ip.server, ip.db, ok = strings.Cut(rest, "/")
+		return ip, ok
+	}
+	return identityParts{}, false
+}
+
+// Adopt implements [tracker.Adopter]: it recognises a checkpoint of this
+// bind written under another identity of the same server. A MariaDB
+// identity holds the server's @@hostname, which a recreated container
+// changes (its data, binlog and server_id stay); the hostname stays in the
+// identity because it tells apart servers that share a server_id (1 is
+// every MariaDB's default), whose transactions share GTIDs.
+//
+// It returns tracker.ErrOtherSource unless cp's identity has this
+// source's flavor, server (MariaDB server_id; MySQL server_uuid, which
+// survives a recreated container since it lives in the data directory) and
+// database; then nil when cp's position is in this server's binlog (its
+// file is there, and BINLOG_GTID_POS at its offset is its GTID state, so
+// it is the same history, not a reset binlog or another server with the
+// same server_id), else an error saying why it cannot be resumed.
+func (s *Source) Adopt(ctx context.Context, cp tracker.Checkpoint) error {
+	me, _ := parseIdentity(s.identity)
+	other, ok := parseIdentity(cp.Source)
+	if !ok || other.flavor != me.flavor || other.server != me.server || other.db != me.db {
+		return tracker.ErrOtherSource
+	}
+	p, err := parsePosition(cp.Position)
+	if err != nil {
+		return fmt.Errorf("its position is unreadable: %w", err)
+	}
+	qctx, cancel := context.WithTimeout(ctx, adoptTimeout)
+	defer cancel()
+	if !s.info.mariadb {
+		return s.checkResumable(qctx, p)
+	}
+	files, err := binaryLogs(qctx, s.db)
+	if err != nil {
+		return fmt.Errorf("cannot list this server's binlogs to check its position: %w", err)
+	}
+	at := p.resumeAt()
+	if _, ok := files.size(at.File); !ok && at.File != p.File {
+		return fmt.Errorf("binlog %s, where its oldest prepared XA transaction starts, is not on this server", at.File)
+	}
+	why, err := s.gtidMismatch(qctx, p, files)
+	if err != nil {
+		return fmt.Errorf("cannot check its position in this server's binlog: %w", err)
+	}
+	if why != "" {
+		return errors.New(why)
+	}
+	s.log.Info("mysql: the checkpoint of the former identity is in this server's binlog", "former", cp.Source, "position", cp.Position)
+	return nil
+}
+
+// withGTIDState fills in the GTID state of a MariaDB position that has a
+// file and offset but no GTIDs (written by hand): the server's GTID
+// position there, which transaction keys depend on (see openTx).
+func (s *Source) withGTIDState(ctx context.Context, p position) position {
+	if !s.info.mariadb || p.GTID != "" || p.File == "" {
+		return p
+	}
+	qctx, cancel := withTimeout(ctx, s.bind.Pool)
+	defer cancel()
+	if g, err := binlogGTIDPos(qctx, s.db, p.File, p.Pos); err == nil && g.Valid {
+		p.GTID = g.String
+	}
+	return p
+}
+
+// useGTID reports whether a stream from p starts by GTID: on MySQL with
+// gtid_mode=ON, whose GTID sets are exact. MariaDB resumes by file and
+// offset: without gtid_strict_mode (its default) a domain's sequence
+// numbers need not grow, and asking the server to resume after a GTID
+// that is lower than an earlier one replays or fails. A MariaDB position
+// without a file (written by hand) is resumed by GTID.
 func (s *Source) useGTID(p position) bool {
-	return p.GTID != "" && s.info.gtidMode()
+	return p.GTID != "" && s.info.gtidMode() && (!s.info.mariadb || p.File == "")
 }
 
 // handlerError marks an error returned by the Handler: fatal, returned

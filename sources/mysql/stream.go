@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/bits"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,9 +38,15 @@ type stream struct {
 
 	// gtids and pos are the resume point: the GTID state through, and the
 	// binlog offset just after, the last transaction handed over (or
-	// skipped).
+	// passed without tracked changes), with the XA transactions prepared
+	// and not yet completed by then. pos only moves forward.
 	gtids gtidState
 	pos   position
+	// byGTID is set when the stream resumes by GTID set (MySQL with
+	// gtid_mode=ON): a transaction was handed over when its GTID is in
+	// gtids. Otherwise (MariaDB, MySQL without GTIDs) when it starts before
+	// pos.
+	byGTID bool
 	// file is the binlog file being read.
 	file string
 	// fde describes the events of the current file.
@@ -76,16 +83,28 @@ type pendingGTID struct {
 	start      uint32
 	commitTime time.Time
 	standalone bool
-	xa         bool
 }
 
 // txState is the transaction being read.
 type txState struct {
 	open  bool
 	began bool // RecordBegin handed
-	// skip is set for a transaction already covered by the resume point,
-	// and for XA transactions (unsupported).
-	skip       bool
+	// skip is set for a transaction handed over before (read again after
+	// resuming at the start of an older prepared XA transaction).
+	skip bool
+	// xa is set for an XA transaction's prepared part, handed over as a
+	// streamed transaction that its XA COMMIT commits later.
+	xa bool
+	// again is set for a prepared XA transaction of the position's list,
+	// handed over again (its events carry the same ids): its end does not
+	// move the position.
+	again bool
+	// file and start are where the group starts.
+	file  string
+	start uint32
+	// rows counts the rows of the transaction read so far, of every table,
+	// tracked or not: the Index of its next change.
+	rows       int64
 	g          gtid
 	key, id    string
 	commitTime time.Time // exact commit time, when the GTID event has it
@@ -102,6 +121,7 @@ func newStream(s *Source, h tracker.Handler, start position) (*stream, error) {
 		source:  s.info.flavor(),
 		gtids:   gs,
 		pos:     start,
+		byGTID:  !s.info.mariadb && s.info.gtidMode(),
 		file:    start.File,
 		tables:  map[uint64]*tableInfo{},
 		kaEvery: keepaliveEvery,
@@ -189,25 +209,35 @@ func (st *stream) run(ctx context.Context) (progressed bool, err error) {
 	st.file = st.pos.File
 	st.progressed = false
 	var streamer *replication.BinlogStreamer
+	at := st.pos.resumeAt()
+	from := at.String()
 	if s.useGTID(st.pos) {
 		var set gm.GTIDSet
-		if s.info.mariadb {
-			set, err = gm.ParseMariadbGTIDSet(st.pos.GTID)
-		} else {
-			set, err = gm.ParseMysqlGTIDSet(st.pos.GTID)
+		resume, err := resumeGTIDSet(s.info.mariadb, st.pos)
+		if err == nil {
+			if s.info.mariadb {
+				set, err = gm.ParseMariadbGTIDSet(resume)
+			} else {
+				set, err = gm.ParseMysqlGTIDSet(resume)
+			}
 		}
 		if err != nil {
 			return false, &decodeError{fmt.Errorf("bad GTID set %q: %w", st.pos.GTID, err)}
 		}
+		from = "GTID set " + resume
 		streamer, err = syncer.StartSyncGTID(set)
 	} else {
-		streamer, err = syncer.StartSync(gm.Position{Name: st.pos.File, Pos: st.pos.Pos})
+		streamer, err = syncer.StartSync(gm.Position{Name: at.File, Pos: at.Pos})
 	}
 	if err != nil {
 		return false, fmt.Errorf("start binlog dump from %s: %w", st.pos.String(), err)
 	}
 	s.dumpConnID.Store(syncer.LastConnectionID())
-	s.log.Info("mysql: binlog dump started", "from", st.pos.String(), "gtid", s.useGTID(st.pos), "server_id", s.bind.ServerID)
+	if len(st.pos.XA) > 0 {
+		s.log.Info("mysql: binlog dump started", "from", from, "position", st.pos.String(), "prepared_xa", len(st.pos.XA), "server_id", s.bind.ServerID)
+	} else {
+		s.log.Info("mysql: binlog dump started", "from", from, "server_id", s.bind.ServerID)
+	}
 	for {
 		ev, err := streamer.GetEvent(ctx)
 		if err != nil {
@@ -242,8 +272,9 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent) (err 
 		st.file = string(e.NextLogName)
 		if ev.Header.Flags&replication.LOG_EVENT_ARTIFICIAL_F == 0 && ev.Header.Timestamp != 0 && !st.tx.open {
 			// A real rotation: the next file's start is the same point.
-			st.pos.File, st.pos.Pos = st.file, uint32(e.Position)
-			st.keepalive = true
+			if st.moveTo(st.file, uint32(e.Position), gtid{}) {
+				st.keepalive = true
+			}
 		}
 	case *replication.FormatDescriptionEvent:
 		st.checksum = e.ChecksumAlgorithm == replication.BINLOG_CHECKSUM_ALG_CRC32
@@ -285,8 +316,9 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent) (err 
 		}
 	case *replication.GenericEvent:
 		if ev.Header.EventType == replication.XA_PREPARE_LOG_EVENT {
-			// The end of an XA transaction's prepared part.
-			return st.endSkipped(ctx, ev, "XA PREPARE")
+			// The end of an XA transaction's prepared part (or, on MySQL,
+			// of an XA COMMIT ... ONE PHASE).
+			return st.xaPrepareEvent(ctx, ev)
 		}
 	case *replication.BeginLoadQueryEvent, *replication.ExecuteLoadQueryEvent:
 		st.warnStatement(ev, "LOAD DATA")
@@ -323,23 +355,25 @@ func (st *stream) mysqlGTID(ev *replication.BinlogEvent, e *replication.GTIDEven
 	st.pending = p
 }
 
-func (st *stream) mariadbGTID(ctx context.Context, ev *replication.BinlogEvent, e *replication.MariadbGTIDEvent) error {
+func (st *stream) mariadbGTID(_ context.Context, ev *replication.BinlogEvent, e *replication.MariadbGTIDEvent) error {
 	p := pendingGTID{
 		set:        true,
 		start:      st.startPos(ev),
 		standalone: e.IsStandalone(),
-		xa:         e.Flags&(mariadbFlPreparedXA|mariadbFlCompletedXA) != 0,
 		g:          gtid{valid: true, mariadb: true, domain: e.GTID.DomainID, server: ev.Header.ServerID, seq: e.GTID.SequenceNumber},
 	}
 	st.pending = p
 	if p.standalone {
-		return nil // a DDL (or other single statement) follows
+		// A DDL (or other single statement) follows; an XA COMMIT or XA
+		// ROLLBACK group (FL_COMPLETED_XA) is one too.
+		return nil
 	}
-	// MariaDB's GTID event replaces BEGIN.
+	// MariaDB's GTID event replaces BEGIN. FL_PREPARED_XA marks an XA
+	// transaction's prepared part: its rows, XA END and XA_PREPARE_LOG_EVENT
+	// follow (MariaDB logs no XA START statement).
 	st.openTx(ev)
-	if p.xa {
-		st.tx.skip = true
-		st.warnXA(ev)
+	if e.Flags&mariadbFlPreparedXA != 0 {
+		st.tx.xa = true
 	}
 	return nil
 }
@@ -353,15 +387,45 @@ func (st *stream) openTx(ev *replication.BinlogEvent) {
 	if p.set {
 		start = p.start
 	}
-	st.tx = txState{open: true, g: p.g, commitTime: p.commitTime}
-	if p.g.valid {
+	st.tx = txState{open: true, g: p.g, commitTime: p.commitTime, file: st.file, start: start}
+	at := strconv.FormatUint(uint64(start), 10)
+	switch {
+	case !p.g.valid:
+		st.tx.key = "pos-" + st.file + "-" + at
+		st.tx.id = st.file + ":" + at
+	case p.g.mariadb && st.gtids.repeats(p.g):
+		// Without gtid_strict_mode a GTID may be lower than its domain's
+		// last one, or repeat an earlier one exactly (a binlog replayed with
+		// mysqlbinlog keeps its GTIDs): the key also names the group's
+		// place, so that its events never take an earlier transaction's
+		// ids. The GTID state here is the server's own at this point, so
+		// the key is the same whenever the group is read.
+		st.tx.key = p.g.txKey() + "-" + st.file + "-" + at
+		st.tx.id = p.g.String()
+	default:
 		st.tx.key = p.g.txKey()
 		st.tx.id = p.g.String()
-		st.tx.skip = st.gtids.contains(p.g)
-	} else {
-		st.tx.key = "pos-" + st.file + "-" + strconv.FormatUint(uint64(start), 10)
-		st.tx.id = st.file + ":" + strconv.FormatUint(uint64(start), 10)
 	}
+	if i := st.pos.xaStartingAt(p.g, st.file, start); i >= 0 {
+		// A prepared XA transaction not yet committed: handed over again,
+		// under the key it had.
+		st.tx.again = true
+		st.tx.key = st.pos.XA[i].Key
+		return
+	}
+	st.tx.skip = st.handedBefore(p.g, start)
+}
+
+// handedBefore reports whether the group with GTID g starting at start in
+// the current file was handed over (or passed) before: with GTID sets, when
+// the set holds g; otherwise when it starts before the position. The
+// position itself moves only forward, so a group a GTID sequence lower
+// than an earlier one's (MariaDB without gtid_strict_mode) is new.
+func (st *stream) handedBefore(g gtid, start uint32) bool {
+	if st.byGTID && g.valid {
+		return st.gtids.contains(g)
+	}
+	return before(position{File: st.file, Pos: start}, st.pos.filePos())
 }
 
 // skipSpace skips white space, "(" and comments at the start of q.
@@ -525,47 +589,164 @@ func (st *stream) warnStatement(ev *replication.BinlogEvent, what string) {
 		"pos", st.posOf(ev), "statement", what, "count", st.warnedStmtN)
 }
 
-func (st *stream) warnXA(ev *replication.BinlogEvent) {
-	st.log.Warn("mysql: XA transaction in the binlog: XA is not supported and its changes are NOT tracked", "pos", st.posOf(ev))
-}
-
+// xaQuery handles an XA statement: XA START (MySQL; MariaDB logs none)
+// opens an XA transaction's prepared part, XA COMMIT and XA ROLLBACK end a
+// prepared one, XA COMMIT ... ONE PHASE commits the open one.
 func (st *stream) xaQuery(ctx context.Context, ev *replication.BinlogEvent, rest []byte) error {
-	w, _ := firstWord(rest)
+	w, args := firstWord(rest)
 	switch w {
 	case "START", "BEGIN":
-		if !st.tx.open {
+		if !st.tx.open || st.pending.set {
 			st.openTx(ev)
-			st.warnXA(ev)
 		}
-		st.tx.skip = true
+		st.tx.xa = true
 		return nil
 	case "END":
 		return nil
-	case "COMMIT", "ROLLBACK", "PREPARE":
-		st.tx.skip = true
-		return st.endSkipped(ctx, ev, "XA "+w)
+	case "PREPARE":
+		xid, err := parseXID(args)
+		if err != nil {
+			return &decodeError{fmt.Errorf("XA PREPARE at %s: %w", st.posOf(ev), err)}
+		}
+		return st.xaPrepare(ctx, ev, xid)
+	case "COMMIT", "ROLLBACK":
+		if w == "COMMIT" && onePhase(args) {
+			// XA COMMIT ... ONE PHASE: an ordinary commit of the open group.
+			return st.commit(ctx, ev)
+		}
+		xid, err := parseXID(args)
+		if err != nil {
+			return &decodeError{fmt.Errorf("XA %s at %s: %w", w, st.posOf(ev), err)}
+		}
+		return st.xaEnd(ctx, ev, xid, w == "COMMIT")
 	}
 	return nil
 }
 
-// endSkipped ends an unsupported group (XA) as a position boundary.
-func (st *stream) endSkipped(ctx context.Context, ev *replication.BinlogEvent, what string) error {
-	if st.tx.open {
-		st.tx.skip = true
+// xaPrepareEvent handles an XA_PREPARE_LOG_EVENT: the end of an XA
+// transaction's prepared part, or (MySQL) of an XA COMMIT ... ONE PHASE.
+// Its body is one_phase (1 byte), formatID, gtrid length and bqual length
+// (4 bytes each, little-endian), then gtrid and bqual.
+func (st *stream) xaPrepareEvent(ctx context.Context, ev *replication.BinlogEvent) error {
+	body := ev.RawData
+	if len(body) < replication.EventHeaderSize+13 {
+		return &decodeError{fmt.Errorf("XA_PREPARE_LOG_EVENT at %s: %w", st.posOf(ev), errShort)}
+	}
+	body = body[replication.EventHeaderSize:]
+	one := body[0] != 0
+	format := int32(binary.LittleEndian.Uint32(body[1:]))
+	gl, bl := binary.LittleEndian.Uint32(body[5:]), binary.LittleEndian.Uint32(body[9:])
+	if gl > 64 || bl > 64 || len(body) < 13+int(gl+bl) {
+		return &decodeError{fmt.Errorf("XA_PREPARE_LOG_EVENT at %s: bad xid lengths %d, %d", st.posOf(ev), gl, bl)}
+	}
+	if one {
 		return st.commit(ctx, ev)
 	}
-	return st.boundary(ctx, ev)
+	return st.xaPrepare(ctx, ev, serializeXID(body[13:13+gl], body[13+gl:13+gl+bl], format))
 }
 
-// advance moves the resume point past ev, adding g to the GTID state.
-func (st *stream) advance(ev *replication.BinlogEvent, g gtid) {
+// xaPrepare ends the prepared part of XA transaction xid at ev. Its changes
+// were handed over as a streamed transaction; its commit comes with its XA
+// COMMIT. The position after it lists it, so that a restart reads it again
+// (the tracker's buffer of its changes does not survive one).
+func (st *stream) xaPrepare(ctx context.Context, ev *replication.BinlogEvent, xid string) error {
+	if !st.tx.open {
+		// The stream began inside the group; nothing of it was read.
+		st.pending = pendingGTID{}
+		return nil
+	}
+	tx := st.tx
+	st.tx = txState{}
+	if tx.skip || tx.again {
+		return nil
+	}
+	x := xaPrepared{XID: xid, Key: tx.key, File: tx.file, Pos: tx.start, Empty: !tx.began}
+	if tx.g.valid {
+		x.GTID = tx.g.String()
+	}
+	xa := st.pos.XA
+	if i := st.pos.xaIndex(xid); i >= 0 {
+		xa = st.pos.withoutXA(i) // cannot be: the server refuses a second one
+	}
+	if !st.moveTo(st.file, ev.Header.LogPos, tx.g) {
+		return nil
+	}
+	st.pos.XA = append(slices.Clip(xa), x)
+	if tx.began {
+		st.log.Debug("mysql: XA transaction prepared; its commit follows its XA COMMIT", "xid", xid, "txkey", tx.key, "pos", st.posOf(ev))
+	}
+	return st.sendKeepalive(ctx)
+}
+
+// xaEnd handles the XA COMMIT (commit true) or XA ROLLBACK of the prepared
+// XA transaction xid: its Commit, or its Rollback (the tracker retracts its
+// before_commit events), is handed over, and it leaves the position's list.
+func (st *stream) xaEnd(ctx context.Context, ev *replication.BinlogEvent, xid string, commit bool) error {
+	start, g := st.startPos(ev), gtid{}
+	switch {
+	case st.tx.open:
+		start, g = st.tx.start, st.tx.g
+		st.tx = txState{}
+	case st.pending.set:
+		start, g = st.pending.start, st.pending.g
+	}
+	st.pending = pendingGTID{}
+	if st.handedBefore(g, start) {
+		return nil
+	}
+	i := st.pos.xaIndex(xid)
+	var x xaPrepared
+	if i >= 0 {
+		x = st.pos.XA[i]
+	}
+	if !st.moveTo(st.file, ev.Header.LogPos, g) {
+		return nil
+	}
+	if i >= 0 {
+		st.pos.XA = st.pos.withoutXA(i)
+	}
+	what := "XA ROLLBACK"
+	if commit {
+		what = "XA COMMIT"
+	}
+	switch {
+	case i < 0:
+		st.log.Warn("mysql: "+what+" of an XA transaction prepared before the position trackerd started reading this bind at: its changes, if it had any, are NOT tracked",
+			"xid", xid, "pos", st.posOf(ev))
+		return st.sendKeepalive(ctx)
+	case x.Empty:
+		return st.sendKeepalive(ctx)
+	case commit:
+		ct := time.Unix(int64(ev.Header.Timestamp), 0).UTC()
+		st.keepalive = false
+		st.s.handed(st.pos, ct)
+		return st.emit(ctx, tracker.Record{Kind: tracker.RecordCommit, Pos: st.posString(), Tx: tracker.TxInfo{
+			TxKey: x.Key, TxID: x.txID(), CommitTime: ct, Streamed: true,
+		}})
+	}
+	st.log.Info("mysql: prepared XA transaction rolled back; its changes are retracted", "xid", xid, "txkey", x.Key, "pos", st.posOf(ev))
+	if err := st.emit(ctx, tracker.Record{Kind: tracker.RecordRollback, Tx: tracker.TxInfo{TxKey: x.Key, TxID: x.txID(), Streamed: true}}); err != nil {
+		return err
+	}
+	return st.sendKeepalive(ctx)
+}
+
+// moveTo moves the resume point forward to the end of a group, file:end,
+// adding its GTID g to the GTID state. It never moves backwards (a group
+// read again after resuming at an older prepared XA transaction), and
+// reports whether it moved.
+func (st *stream) moveTo(file string, end uint32, g gtid) bool {
+	to := position{File: file, Pos: end}
+	if st.pos.File != "" && !before(st.pos.filePos(), to) {
+		return false
+	}
 	if g.valid {
 		st.gtids.add(g)
 	}
 	st.pos.GTID = st.gtids.String()
-	st.pos.File = st.file
-	st.pos.Pos = ev.Header.LogPos
+	st.pos.File, st.pos.Pos = file, end
 	st.progressed = true
+	return true
 }
 
 func (st *stream) posString() string {
@@ -592,11 +773,9 @@ func (st *stream) boundary(_ context.Context, ev *replication.BinlogEvent) error
 func (st *stream) finishDDL(ctx context.Context) error {
 	d := st.ddl
 	st.ddl = ddlBoundary{}
-	if d.g.valid {
-		st.gtids.add(d.g)
+	if !st.moveTo(d.file, d.end, d.g) {
+		return nil // read again after resuming at a prepared XA transaction
 	}
-	st.pos = position{GTID: st.gtids.String(), File: d.file, Pos: d.end}
-	st.progressed = true
 	return st.sendKeepalive(ctx)
 }
 
@@ -620,7 +799,7 @@ func (st *stream) begin(ctx context.Context) error {
 	}
 	st.tx.began = true
 	return st.emit(ctx, tracker.Record{Kind: tracker.RecordBegin, Tx: tracker.TxInfo{
-		TxKey: st.tx.key, TxID: st.tx.id, CommitTime: st.tx.commitTime,
+		TxKey: st.tx.key, TxID: st.tx.id, CommitTime: st.tx.commitTime, Streamed: st.tx.xa,
 	}})
 }
 
@@ -631,13 +810,16 @@ func (st *stream) commit(ctx context.Context, ev *replication.BinlogEvent) error
 	if !st.tx.open {
 		// A commit without a start: the stream began inside a group.
 		st.pending = pendingGTID{}
-		st.advance(ev, gtid{})
-		st.keepalive = true
+		if st.moveTo(st.file, ev.Header.LogPos, gtid{}) {
+			st.keepalive = true
+		}
 		return nil
 	}
 	tx := st.tx
 	st.tx = txState{}
-	st.advance(ev, tx.g)
+	if tx.skip || !st.moveTo(st.file, ev.Header.LogPos, tx.g) {
+		return nil // handed over before
+	}
 	if !tx.began {
 		st.keepalive = true
 		if time.Since(st.lastKA) >= st.kaEvery {
@@ -652,7 +834,7 @@ func (st *stream) commit(ctx context.Context, ev *replication.BinlogEvent) error
 	}
 	st.s.handed(st.pos, ct)
 	return st.emit(ctx, tracker.Record{Kind: tracker.RecordCommit, Pos: st.posString(), Tx: tracker.TxInfo{
-		TxKey: tx.key, TxID: tx.id, CommitTime: ct,
+		TxKey: tx.key, TxID: tx.id, CommitTime: ct, Streamed: tx.xa,
 	}})
 }
 
@@ -665,14 +847,16 @@ func (st *stream) rollback(ctx context.Context, ev *replication.BinlogEvent) err
 	}
 	tx := st.tx
 	st.tx = txState{}
-	st.advance(ev, tx.g)
+	if tx.skip || !st.moveTo(st.file, ev.Header.LogPos, tx.g) {
+		return nil
+	}
 	if !tx.began {
 		st.keepalive = true
 		return nil
 	}
 	st.log.Warn("mysql: transaction ends with ROLLBACK in the binlog; its changes are withdrawn, though changes to non-transactional tables in it persist",
 		"pos", st.posOf(ev), "txid", tx.id)
-	if err := st.emit(ctx, tracker.Record{Kind: tracker.RecordRollback, Tx: tracker.TxInfo{TxKey: tx.key, TxID: tx.id}}); err != nil {
+	if err := st.emit(ctx, tracker.Record{Kind: tracker.RecordRollback, Tx: tracker.TxInfo{TxKey: tx.key, TxID: tx.id, Streamed: tx.xa}}); err != nil {
 		return err
 	}
 	return st.sendKeepalive(ctx)
@@ -716,7 +900,9 @@ func (st *stream) rows(ctx context.Context, ev *replication.BinlogEvent, e *repl
 		return &decodeError{fmt.Errorf("rows event at %s without its TABLE_MAP (table id %d)", st.posOf(ev), e.TableID)}
 	}
 	if !ti.tracked {
-		return nil
+		// Its rows still take their places in the transaction (see
+		// Change.Index): another bind may follow this table.
+		return st.countRows(ev, e, ti)
 	}
 	var op tracker.Op
 	switch ev.Header.EventType {
@@ -749,6 +935,8 @@ func (st *stream) rows(ctx context.Context, ev *replication.BinlogEvent, e *repl
 		body = body[n:]
 		c.Bind, c.Source, c.TxID, c.TxKey, c.Pos = st.s.bind.Key, st.source, st.tx.id, st.tx.key, pos
 		c.CommitTime = st.tx.commitTime
+		c.Index = st.tx.rows
+		st.tx.rows++
 		if err := st.begin(ctx); err != nil {
 			return err
 		}

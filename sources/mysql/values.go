@@ -874,3 +874,75 @@ func appendUUID(dst []byte, u [16]byte) []byte {
 	}
 	return append(dst, '"')
 }
+
+// valueSize returns the number of bytes one non-NULL value of column c
+// takes at the start of data, without decoding it: what appendValue would
+// use. It counts the rows of tables a bind does not track.
+func valueSize(c *column, data []byte) (int, error) {
+	n := 0
+	switch c.typ {
+	case gm.MYSQL_TYPE_NULL:
+		return 0, nil
+	case gm.MYSQL_TYPE_TINY, gm.MYSQL_TYPE_YEAR:
+		n = 1
+	case gm.MYSQL_TYPE_SHORT:
+		n = 2
+	case gm.MYSQL_TYPE_INT24, gm.MYSQL_TYPE_DATE, gm.MYSQL_TYPE_NEWDATE, gm.MYSQL_TYPE_TIME:
+		n = 3
+	case gm.MYSQL_TYPE_LONG, gm.MYSQL_TYPE_FLOAT, gm.MYSQL_TYPE_TIMESTAMP:
+		n = 4
+	case gm.MYSQL_TYPE_LONGLONG, gm.MYSQL_TYPE_DOUBLE, gm.MYSQL_TYPE_DATETIME:
+		n = 8
+	case gm.MYSQL_TYPE_NEWDECIMAL:
+		precision, scale := int(c.meta>>8), int(c.meta&0xFF)
+		if precision < 1 || precision > 65 || scale > 38 || scale > precision {
+			return 0, fmt.Errorf("DECIMAL(%d,%d)", precision, scale)
+		}
+		n = decimalSize(precision, scale)
+	case gm.MYSQL_TYPE_BIT:
+		nbits := int(c.meta>>8)*8 + int(c.meta&0xFF)
+		n = (nbits + 7) / 8
+		if n > 8 {
+			return 0, fmt.Errorf("BIT of %d bits", nbits)
+		}
+	case gm.MYSQL_TYPE_TIMESTAMP2, gm.MYSQL_TYPE_DATETIME2, gm.MYSQL_TYPE_TIME2:
+		dec := int(c.meta)
+		if dec > 6 {
+			return 0, fmt.Errorf("fractional seconds of %d digits", dec)
+		}
+		switch c.typ {
+		case gm.MYSQL_TYPE_TIMESTAMP2:
+			n = 4
+		case gm.MYSQL_TYPE_DATETIME2:
+			n = 5
+		default:
+			n = 3
+		}
+		n += (dec + 1) / 2
+	case gm.MYSQL_TYPE_ENUM:
+		if c.length != 1 && c.length != 2 {
+			return 0, fmt.Errorf("ENUM pack length %d", c.length)
+		}
+		n = c.length
+	case gm.MYSQL_TYPE_SET:
+		if c.length < 1 || c.length > 8 {
+			return 0, fmt.Errorf("SET of %d bytes", c.length)
+		}
+		n = c.length
+	case gm.MYSQL_TYPE_VARCHAR, gm.MYSQL_TYPE_VAR_STRING:
+		_, n, err := lengthPrefixed(data, int(c.meta))
+		return n, err
+	case gm.MYSQL_TYPE_STRING:
+		_, n, err := lengthPrefixed(data, c.length)
+		return n, err
+	case gm.MYSQL_TYPE_BLOB, gm.MYSQL_TYPE_GEOMETRY, gm.MYSQL_TYPE_VECTOR, gm.MYSQL_TYPE_JSON:
+		_, n, err := blob(data, int(c.meta))
+		return n, err
+	default:
+		return 0, fmt.Errorf("unsupported column type %d", c.typ)
+	}
+	if len(data) < n {
+		return 0, errShort
+	}
+	return n, nil
+}

@@ -375,6 +375,7 @@ func FuzzDecodeValue(f *testing.F) {
 		if k&0x80 != 0 {
 			c.labels = []string{"a", "b\"", "ç"}
 		}
+		size, sizeErr := valueSize(&c, data)
 		out, n, err := appendValue(nil, &c, data, escape)
 		if err != nil {
 			return
@@ -382,8 +383,30 @@ func FuzzDecodeValue(f *testing.F) {
 		if n < 0 || n > len(data) {
 			t.Fatalf("used %d bytes of %d", n, len(data))
 		}
+		if sizeErr != nil || size != n {
+			t.Fatalf("type %d meta %#x: valueSize = %d, %v; appendValue used %d", typ, meta, size, sizeErr, n)
+		}
 		if !json.Valid(out) {
 			t.Fatalf("type %d meta %#x: invalid JSON %q", typ, meta, out)
 		}
 	})
+}
+
+// valueSize, which counts the rows of untracked tables, walks every value
+// as appendValue decodes it.
+func TestValueSize(t *testing.T) {
+	for _, tc := range valueCases(t) {
+		_, n, err := appendValue(nil, &tc.col, tc.data, tc.escape)
+		if err != nil {
+			continue
+		}
+		if got, err := valueSize(&tc.col, tc.data); err != nil || got != n {
+			t.Errorf("%s: valueSize = %d, %v; appendValue used %d", tc.name, got, err, n)
+		}
+		if n > 0 {
+			if _, err := valueSize(&tc.col, tc.data[:n-1]); err == nil {
+				t.Errorf("%s: valueSize of a truncated value: no error", tc.name)
+			}
+		}
+	}
 }
