@@ -242,11 +242,11 @@ func TestIntegrationIndexUntracked(t *testing.T) {
 	}
 	for _, q := range []string{
 		"INSERT INTO v VALUES " + row(1) + ", " + row(2), // 0, 1
-		"INSERT INTO t VALUES (1)",                     // 2
-		"UPDATE v SET tiny = 1, j = '[1]'",             // 3, 4
-		"INSERT INTO v (id) VALUES (3)",                // 5
-		"DELETE FROM v WHERE id = 1",                   // 6
-		"INSERT INTO t VALUES (2), (3)",                // 7, 8
+		"INSERT INTO t VALUES (1)",                       // 2
+		"UPDATE v SET tiny = 1, j = '[1]'",               // 3, 4
+		"INSERT INTO v (id) VALUES (3)",                  // 5
+		"DELETE FROM v WHERE id = 1",                     // 6
+		"INSERT INTO t VALUES (2), (3)",                  // 7, 8
 	} {
 		if _, err := tx.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
