@@ -142,13 +142,20 @@ type boxSpec struct {
 	files      []testcontainers.ContainerFile
 	waitFor    wait.Strategy
 	ready      func(b *box) func(ctx context.Context) error
+	// hostPort is the host port to publish the main port on (0: a free
+	// one), binds are Docker bind or volume mounts ("vol:/var/lib/mysql").
+	hostPort int
+	binds    []string
 }
 
 // startBox starts a container, waits until its server answers, and
 // removes it when the test ends (printing its log if the test failed).
 func startBox(t testing.TB, cli *testcontainers.DockerClient, s boxSpec) *box {
 	t.Helper()
-	b := &box{t: t, cli: cli, what: s.what, port: freePort(t)}
+	b := &box{t: t, cli: cli, what: s.what, port: s.hostPort}
+	if b.port == 0 {
+		b.port = freePort(t)
+	}
 	req := testcontainers.GenericContainerRequest{
 		ContainerRequest: testcontainers.ContainerRequest{
 			Image:        s.image,
@@ -164,6 +171,7 @@ func startBox(t testing.TB, cli *testcontainers.DockerClient, s boxSpec) *box {
 					hc.PortBindings = network.PortMap{}
 				}
 				hc.PortBindings[network.MustParsePort(s.port)] = []network.PortBinding{{HostPort: strconv.Itoa(b.port)}}
+				hc.Binds = append(hc.Binds, s.binds...)
 			},
 		},
 		Started: true,
@@ -448,14 +456,35 @@ type mariaBox struct {
 // startMariaBox starts MariaDB with a row-based binlog and any further
 // server flags.
 func startMariaBox(t testing.TB, flags ...string) *mariaBox {
+	return startMariaBoxOn(t, mariaOpts{}, flags...)
+}
+
+// mariaOpts are startMariaBoxOn's options.
+type mariaOpts struct {
+	serverID int    // 0: a random one
+	hostPort int    // 0: a free port
+	volume   string // a Docker volume for /var/lib/mysql, "": none
+}
+
+// startMariaBoxOn is startMariaBox with a given server_id, host port or
+// data volume (a container recreated on the volume keeps its data and
+// binlog, under a new host name).
+func startMariaBoxOn(t testing.TB, o mariaOpts, flags ...string) *mariaBox {
 	t.Helper()
 	cli := dockerEngine(t)
 	img := testImage(t, cli, "TRACKERD_TEST_MARIADB_IMAGE", defaultMariaDBImage)
-	m := &mariaBox{serverID: 100 + rand.IntN(1000)}
+	m := &mariaBox{serverID: o.serverID}
+	if m.serverID == 0 {
+		m.serverID = 100 + rand.IntN(1000)
+	}
+	var binds []string
+	if o.volume != "" {
+		binds = []string{o.volume + ":/var/lib/mysql"}
+	}
 	cmd := append([]string{"--server-id=" + strconv.Itoa(m.serverID), "--log-bin=mysql-bin", "--binlog-format=ROW",
 		"--binlog-row-image=FULL", "--binlog-row-metadata=FULL", "--max-allowed-packet=64M"}, flags...)
 	m.box = startBox(t, cli, boxSpec{
-		what: "mariadb", image: img, port: "3306/tcp", cmd: cmd,
+		what: "mariadb", image: img, port: "3306/tcp", cmd: cmd, hostPort: o.hostPort, binds: binds,
 		env:     map[string]string{"MARIADB_ROOT_PASSWORD": "root", "MARIADB_DATABASE": "test"},
 		waitFor: wait.ForListeningPort("3306/tcp").WithStartupTimeout(2 * time.Minute),
 		ready: func(b *box) func(ctx context.Context) error {
