@@ -198,7 +198,7 @@ func TestMariaDBRecreatedContainer(t *testing.T) {
 	if code != 2 {
 		t.Fatalf("trackerd exited %d on a server without the checkpoint's position, want 2:\n%s", code, out)
 	}
-	for _, says := range []string{"cannot be resumed here", "mysql-bin.000002", "trackerd reset --bind default"} {
+	for _, says := range []string{"cannot be resumed here", "mysql-bin.000002", "remove checkpoint"} {
 		if !strings.Contains(out, says) {
 			t.Errorf("output does not say %q:\n%s", says, out)
 		}

@@ -54,8 +54,9 @@ type TxInfo struct {
 	CommitTime time.Time
 	// Streamed is true for a transaction handed over before its commit
 	// (PostgreSQL streaming, and prepared transactions, handed over at
-	// PREPARE TRANSACTION): its changes may interleave with other
-	// transactions, and it may end in a rollback.
+	// PREPARE TRANSACTION; MySQL/MariaDB XA transactions, from their XA
+	// PREPARE): its changes may interleave with other transactions, and it
+	// may end in a rollback.
 	Streamed bool
 }
 

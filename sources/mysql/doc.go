@@ -23,17 +23,66 @@
 // # Positions
 //
 // A position is compact JSON, {"gtid":"0-1-1234","file":"mariadb-bin.000003","pos":5678}:
-// the GTID state through the last committed transaction (MariaDB's
-// per-domain position, MySQL's executed set; absent when GTIDs are off)
-// and the binlog offset just after it. Run resumes by GTID when there is
-// one and by file and offset otherwise; with no position it starts at the
-// server's current one, never at the oldest binlog. A position the server
-// can no longer serve (binlogs purged) is [tracker.ErrResnapshotRequired].
+// the GTID state through the last transaction handed over (MariaDB's
+// per-domain GTID position, as BINLOG_GTID_POS reports it for that point;
+// MySQL's executed set; absent when GTIDs are off), the binlog offset just
+// after it, and "xa", the XA transactions prepared and not yet committed
+// or rolled back by then (see below). MySQL with gtid_mode=ON resumes by
+// GTID set; MariaDB, and MySQL without GTIDs, by file and offset. MariaDB
+// without gtid_strict_mode (its default) lets a session set gtid_seq_no
+// below its domain's last sequence number, or to one used before (a binlog
+// replayed with mysqlbinlog keeps its GTIDs): resuming by GTID would then
+// replay or fail, while a file and offset are exact. Such a transaction is
+// published like any other, and the position never moves backwards.
+// Before reading, the source checks with BINLOG_GTID_POS that the
+// position's GTID state is the server's at its file and offset (a reset
+// binlog, or another server's, fails that), which reads the binlog file up
+// to the offset (at most max_binlog_size), as the server itself did for
+// each connection by GTID. With no position it starts at the server's
+// current one, never at the oldest binlog. A position the server can no
+// longer serve (binlogs purged, or not this binlog) is
+// [tracker.ErrResnapshotRequired].
+//
 // Transaction keys are gtid-<domain>-<server>-<seq> (MariaDB),
 // gtid-<uuid>-<gno> (MySQL) or pos-<file>-<offset of the first event>
-// without GTIDs. Lost connections are resumed from the end of the last
-// transaction handed over, so an interrupted transaction is sent again
-// from its start, with the same keys.
+// without GTIDs; a MariaDB GTID that is not above its domain's last one
+// also names its place, gtid-<domain>-<server>-<seq>-<file>-<offset>, so
+// that a repeated GTID never repeats event ids. A change's Index is its
+// row's place among all rows of the transaction, rows of tables the bind
+// does not follow included: those are counted by walking their images by
+// size, with the TABLE_MAP's column types. Lost connections are resumed
+// from the end of the last transaction handed over, so an interrupted
+// transaction is sent again from its start, with the same keys.
+//
+// # XA transactions
+//
+// The binlog holds an XA transaction's rows when it is prepared: MariaDB
+// 10.11 logs a GTID event flagged FL_PREPARED_XA, the rows, XA END and an
+// XA_PREPARE_LOG_EVENT (MySQL an XA START statement first), and later its
+// XA COMMIT or XA ROLLBACK as a group of its own (MariaDB flags its GTID
+// FL_COMPLETED_XA). The prepared part is handed over as a streamed
+// transaction (TxInfo.Streamed) keyed by its XA PREPARE group's GTID (or
+// place), so its before_commit events go out before the commit; XA COMMIT
+// hands its Commit, XA ROLLBACK its Rollback (the tracker retracts its
+// before_commit events). XA COMMIT ... ONE PHASE is an ordinary
+// transaction. Positions list the prepared transactions (xid, key, start),
+// and a stream resumes at the start of the oldest one with tracked
+// changes: after a restart it is handed over again with the same keys and
+// indexes, while the transactions after it that were handed over before
+// (which start before the position's file and offset, or whose GTIDs the
+// MySQL set holds) are skipped. An XA COMMIT of a transaction prepared
+// before the bind's start is logged as a warning: its changes are not
+// tracked.
+//
+// # Source identity
+//
+// The identity of a source is mysql/<server_uuid>/<database> or
+// mariadb/<server_id>/<@@hostname>:<@@port>/<database>: MariaDB has no
+// server UUID, and the host name tells apart servers that share a
+// server_id (1 by default). A recreated container keeps its data, binlog
+// and server_id but gets a new host name; [Source.Adopt] then recognises
+// the bind's checkpoint of the former identity when its flavor, server_id
+// and database match and its position is in this server's binlog.
 //
 // # Values
 //
@@ -73,8 +122,9 @@
 // # Transactions and time
 //
 // Rows go out as they are read, between the transaction's Begin and its
-// Commit. The binlog only holds committed transactions, so before_commit
-// means "before trackerd read the commit". Change.CommitTime is set while
+// Commit. The binlog only holds committed transactions (XA transactions
+// aside), so before_commit means "before trackerd read the commit".
+// Change.CommitTime is set while
 // streaming only where the binlog states it up front (MySQL 8's
 // original_commit_timestamp in the GTID event); otherwise it is zero on the
 // changes and the Commit record carries the XID event's time (one-second
@@ -90,6 +140,5 @@
 //
 // DML logged as a statement (a session with binlog_format=STATEMENT, or
 // MIXED choosing a statement) cannot be decoded into rows: it is logged as
-// a warning with its binlog position and is NOT tracked. XA transactions
-// are not supported: they are logged as a warning and skipped.
+// a warning with its binlog position and is NOT tracked.
 package mysql
