@@ -41,7 +41,7 @@ const (
 )
 
 // Source follows one MySQL or MariaDB bind through its binary log. It
-// implements [tracker.Source] and [tracker.LagReporter].
+// implements [tracker.Source], [tracker.LagReporter] and [tracker.Adopter].
 type Source struct {
 	bind     binds.Bind
 	opts     tracker.SourceOptions
