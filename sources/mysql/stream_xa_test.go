@@ -264,3 +264,21 @@ func TestParseXID(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseXID: parseXID never panics, and what it returns is the
+// serialized form, which parses to itself.
+func FuzzParseXID(f *testing.F) {
+	for _, s := range []string{"X'617831',X'',1", "'ax1'", " 'a' , 'b' , 7 ", "0x61, b'0110'", `"it's"`, "'x' ONE PHASE", "'", "X'6", "'a',"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, q []byte) {
+		got, err := parseXID(q)
+		if err != nil {
+			return
+		}
+		again, err := parseXID([]byte(got))
+		if err != nil || again != got {
+			t.Fatalf("parseXID(%q) = %q, which parses to %q, %v", q, got, again, err)
+		}
+	})
+}
