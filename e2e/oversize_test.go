@@ -136,7 +136,7 @@ func TestPostgresOversizedTOASTValue(t *testing.T) {
 	tbl := fmt.Sprintf("%q.docs", b.schema)
 	const size = 10 << 20 // 10 MiB of hex digits: stored out of line (TOAST)
 	runOversize(t, oversizeCase{
-		col: "body", idRe: `pg/lsn-[0-9A-F]{16}/0/before_commit`, bus: bs, size: size,
+		col: "body", idRe: `pg/[0-9a-f]{16}/lsn-[0-9A-F]{16}/0/before_commit`, bus: bs, size: size,
 		env: func() map[string]string {
 			env := bs.env(t)
 			env["TRACKER_BINDS"] = b.bindsJSON(t, "docs")
@@ -189,7 +189,7 @@ func TestMariaDBOversizedLongblob(t *testing.T) {
 		size = maxPacket - 1024
 	}
 	runOversize(t, oversizeCase{
-		col: "b", idRe: `my/gtid-\d+-\d+-\d+/0/before_commit`, bus: bs, size: size,
+		col: "b", idRe: `my/[0-9a-f]{16}/gtid-\d+-\d+-\d+/0/before_commit`, bus: bs, size: size,
 		env: func() map[string]string {
 			env := bs.env(t)
 			env["TRACKER_BINDS"] = b.bindsJSON("blobs")

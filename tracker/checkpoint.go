@@ -86,3 +86,13 @@ var ErrOtherSource = errors.New("checkpoint of another source")
 type Adopter interface {
 	Adopt(ctx context.Context, cp Checkpoint) error
 }
+
+// StartPositioner is implemented by sources whose server keeps no position
+// for them (a binlog reader, unlike a PostgreSQL slot): StartPosition is
+// where a new bind starts, the server's end as of Open. The tracker writes
+// it into the bind's first checkpoint before the source runs, so that a
+// start killed before its first commit resumes there, not at the
+// then-current end, which would skip what was committed in between.
+type StartPositioner interface {
+	StartPosition() string
+}

@@ -141,8 +141,11 @@ func (t *Tracker) openPipeline(ctx context.Context, b binds.Bind, st *bindState)
 			// their system identifier, database and slot names.
 			cp.Origin = Origin(p.identity + "\x00" + nonce())
 		}
+		if sp, ok := src.(StartPositioner); ok && cp.Position == "" {
+			cp.Position = sp.StartPosition()
+		}
 		// Written before any event is published, so that events sent
-		// again after a crash carry the same origin.
+		// again after a crash carry the same origin (and start).
 		cp.Time, cp.Owner = time.Now().UTC(), t.owner
 		if cp, err = p.store.Save(ctx, p.key, cp); err != nil {
 			p.close(ctx)

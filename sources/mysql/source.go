@@ -80,11 +80,12 @@ type Source struct {
 }
 
 var (
-	_ tracker.Source         = (*Source)(nil)
-	_ tracker.LagReporter    = (*Source)(nil)
-	_ tracker.Adopter        = (*Source)(nil)
-	_ tracker.OpenSourceFunc = Open
-	_ tracker.CheckFunc      = Check
+	_ tracker.Source          = (*Source)(nil)
+	_ tracker.LagReporter     = (*Source)(nil)
+	_ tracker.Adopter         = (*Source)(nil)
+	_ tracker.StartPositioner = (*Source)(nil)
+	_ tracker.OpenSourceFunc  = Open
+	_ tracker.CheckFunc       = Check
 )
 
 // Open connects to a MySQL/MariaDB bind's server, checks that it can be
@@ -351,6 +352,10 @@ func (s *Source) Run(ctx context.Context, from string, h tracker.Handler) error 
 	}
 	return fmt.Errorf("mysql: %w", err) // the tracker names the bind
 }
+
+// StartPosition implements tracker.StartPositioner: the binlog's end when
+// the source was opened, where a bind without a checkpoint starts.
+func (s *Source) StartPosition() string { return s.openPos.String() }
 
 func (s *Source) run(ctx context.Context, from string, h tracker.Handler) error {
 	var start position
