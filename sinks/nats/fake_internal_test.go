@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -37,8 +38,21 @@ type fakeServer struct {
 	policy   func(id string, attempt int) action
 	inboxes  int
 
+	// Fast batches: allowBatch makes the fake answer batch messages as
+	// nats-server 2.14+ does on a stream with allow_batched (gap mode
+	// "fail"), with a flow acknowledgement every flow messages.
+	allowBatch bool
+	flow       uint64
+	batches    map[string]*fakeBatch
+
 	queue chan func()
 	once  sync.Once
+}
+
+// fakeBatch is the server's state of one fast batch.
+type fakeBatch struct {
+	lseq uint64 // messages 1..lseq received in order (stored or duplicates)
+	fseq uint64 // the last flow acknowledgement's sequence
 }
 
 func newFakeServer() *fakeServer {
@@ -47,6 +61,8 @@ func newFakeServer() *fakeServer {
 		attempts: map[string]int{},
 		subs:     map[string]natsgo.MsgHandler{},
 		maxPay:   1 << 20,
+		flow:     4,
+		batches:  map[string]*fakeBatch{},
 		queue:    make(chan func(), 1<<16),
 	}
 	go func() {
@@ -93,6 +109,11 @@ func (f *fakeServer) publishMsg(m *natsgo.Msg) error {
 		f.mu.Unlock()
 		return errors.New("fake: refused")
 	}
+	if f.allowBatch && strings.HasSuffix(cp.Reply, batchSuffix) {
+		f.batchMsg(cp, id, act)
+		f.mu.Unlock()
+		return nil
+	}
 	f.all = append(f.all, cp)
 	var answer *natsgo.Msg
 	switch act {
@@ -122,6 +143,110 @@ func (f *fakeServer) publishMsg(m *natsgo.Msg) error {
 	}
 	f.mu.Unlock()
 	return nil
+}
+
+// batchMsg handles a fast batch message as the server does in gap mode
+// "fail"; f.mu is held. act is the policy's action for a payload message.
+func (f *fakeServer) batchMsg(m *natsgo.Msg, id string, act action) {
+	tok := strings.Split(strings.TrimSuffix(m.Reply, batchSuffix), ".")
+	if len(tok) < 5 {
+		f.answer(m.Reply, `{"error":{"code":400,"err_code":10206,"description":"batch publish pattern is invalid"}}`)
+		return
+	}
+	bid := tok[len(tok)-5]
+	seq, _ := strconv.ParseUint(tok[len(tok)-2], 10, 64)
+	op, _ := strconv.Atoi(tok[len(tok)-1])
+	b := f.batches[bid]
+	if b == nil {
+		if seq != 1 || op == batchOpPing {
+			f.answer(m.Reply, `{"error":{"code":400,"err_code":10208,"description":"batch publish ID unknown"},"stream":"FAKE","seq":0}`)
+			return
+		}
+		b = &fakeBatch{}
+		f.batches[bid] = b
+	}
+	end := func() {
+		delete(f.batches, bid)
+		f.answer(m.Reply, fmt.Sprintf(`{"stream":"FAKE","seq":%d,"batch":%q,"count":%d}`, len(f.stored), bid, b.lseq))
+	}
+	switch op {
+	case batchOpPing:
+		if seq > b.lseq {
+			f.answer(m.Reply, fmt.Sprintf(`{"type":"gap","last_seq":%d,"seq":%d}`, b.lseq+1, seq+1))
+			end()
+			return
+		}
+		f.answer(m.Reply, fmt.Sprintf(`{"type":"ack","seq":%d,"msgs":%d}`, b.fseq, f.flow))
+		return
+	case batchOpEOB:
+		if seq != b.lseq+1 {
+			f.answer(m.Reply, fmt.Sprintf(`{"type":"gap","last_seq":%d,"seq":%d}`, b.lseq+1, seq))
+		}
+		end()
+		return
+	}
+	if seq != b.lseq+1 {
+		f.answer(m.Reply, fmt.Sprintf(`{"type":"gap","last_seq":%d,"seq":%d}`, b.lseq+1, seq))
+		end()
+		return
+	}
+	switch act {
+	case actDrop:
+		return // lost on the way: the next message finds the gap
+	case actNoResponders:
+		if cb := f.handler(m.Reply); cb != nil {
+			answer := &natsgo.Msg{Subject: m.Reply, Header: natsgo.Header{"Status": {"503"}}}
+			f.queue <- func() { cb(answer) }
+		}
+		return
+	case actError:
+		apiErr := `{"code":503,"err_code":10077,"description":"maximum messages per subject exceeded"}`
+		if b.lseq == 0 {
+			delete(f.batches, bid)
+			f.answer(m.Reply, `{"error":`+apiErr+`,"stream":"FAKE","seq":0}`)
+			return
+		}
+		f.answer(m.Reply, fmt.Sprintf(`{"type":"err","seq":%d,"error":%s}`, seq, apiErr))
+		end()
+		return
+	}
+	f.all = append(f.all, m)
+	if f.ids[id] {
+		if seq == 1 {
+			delete(f.batches, bid)
+			f.answer(m.Reply, fmt.Sprintf(`{"stream":"FAKE","seq":%d,"duplicate": true,"batch":%q,"count":1}`, len(f.stored), bid))
+			return
+		}
+	} else {
+		f.ids[id] = true
+		f.stored = append(f.stored, id)
+	}
+	b.lseq = seq
+	if act == actStoreNoAck {
+		return
+	}
+	switch {
+	case seq == 1:
+		f.answer(m.Reply, fmt.Sprintf(`{"type":"ack","seq":0,"msgs":%d}`, f.flow))
+	case b.lseq >= b.fseq+f.flow:
+		b.fseq = b.lseq
+		f.answer(m.Reply, fmt.Sprintf(`{"type":"ack","seq":%d,"msgs":%d}`, b.fseq, f.flow))
+	}
+}
+
+// answer queues a reply; f.mu is held.
+func (f *fakeServer) answer(reply, data string) {
+	if cb := f.handler(reply); cb != nil {
+		m := &natsgo.Msg{Subject: reply, Data: []byte(data)}
+		f.queue <- func() { cb(m) }
+	}
+}
+
+// restart forgets every batch, as a restarted server does.
+func (f *fakeServer) restart() {
+	f.mu.Lock()
+	f.batches = map[string]*fakeBatch{}
+	f.mu.Unlock()
 }
 
 // handler finds the subscription of a reply subject; f.mu is held.

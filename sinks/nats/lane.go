@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -20,40 +21,63 @@ import (
 // How a lane publishes (JetStream mode).
 //
 // Publish encodes the event into a free slot of the lane's window (a ring
-// of MaxInflight slots indexed by LaneSeq) and returns; it blocks only while
+// of MaxInflight slots indexed by LaneSeq, holding at most MaxInflightBytes
+// of messages, but always at least one) and returns; it blocks only while
 // the window is full. The lane's sender goroutine sends the queued slots in
-// LaneSeq order with a reply subject "<inbox>.<laneseq>.<round>", on which
-// the stream answers with its PubAck. The ack handler (the reply
-// subscription's goroutine) marks slots stored and moves the watermark: the
-// highest n such that 1..n are all stored. The notifier goroutine reports
-// the watermark to the tracker (acked), coalescing, so that a slow acked
-// never delays reading acks. Nothing waits for an ack between two sends.
+// LaneSeq order, each with a reply subject of the lane's inbox, on which
+// the stream answers. The ack handler (the reply subscription's goroutine)
+// marks slots stored and moves the watermark: the highest n such that 1..n
+// are all stored. The notifier goroutine reports the watermark to the
+// tracker (acked), coalescing, so that a slow acked never delays reading
+// acks. Nothing waits for an ack between two sends. nats.go's jetstream
+// PublishMsgAsync is not used: its own documentation warns that messages it
+// retries may be stored out of order, and keeping a bind's order is what a
+// lane is for.
 //
-// A publish fails when the stream answers with an error, nobody answers
-// ("no responders": no stream captures the subject), the oldest unacked
-// message waits longer than AckTimeout, or the connection refuses the
-// message. Then the lane stops sending new messages, lets those in flight
+// Order, on streams that allow fast batch publishing (allow_batched,
+// nats-server 2.14 and later; trackerd creates its stream so there): the
+// lane sends its events as a fast batch in gap-fail mode (batch.go), in
+// which the stream stores message n of a batch only right after message
+// n-1 of the same batch, stored or dropped as a duplicate. When a message
+// is lost or refused the stream ends the batch there, telling how many
+// messages it stored, and the lane starts a new batch at the first event
+// not stored, whose predecessor is. So every stored event follows its
+// predecessor, whatever fails: a refused publish, a server restart, a
+// stream leader lost mid-window, messages of an earlier batch arriving
+// late. After a failure whose outcome is unknown (no answer within
+// AckTimeout, a broken connection), the lane first asks the old batch's
+// state (a ping), to learn what it stored or that it is whole. The stream
+// acknowledges a batch every few hundred messages; when the lane has
+// nothing more to send for commitDelay, it ends the batch, which
+// acknowledges the rest, and starts a new one with the next event.
+//
+// Order, on other streams (servers before 2.14, or a stream without
+// allow_batched): each message is published on its own, with the reply
+// subject "<inbox>.<laneseq>.<round>", and answered by a PubAck. There, one
+// case still reorders: message k fails (refused, no responders, no answer
+// within AckTimeout) while later messages k+1.., already sent, are stored;
+// k is stored after them when it is sent again. The lane counts such
+// events (Stats.Reordered: an event stored at a lower stream sequence than
+// an earlier event of its lane, as the PubAcks tell), logs them, and marks
+// every message with the header Trackerd-Order (run, LaneSeq and the
+// event's place among its phase's events), by which changefeed puts them
+// back in order. A reordered event is displaced by fewer than MaxInflight
+// events: k+MaxInflight cannot be published before k is stored.
+//
+// In both modes, a failure stops sending; the lane lets what is in flight
 // settle (answered, or AckTimeout after the last send), waits with back-off
 // until the connection is up, and starts a new round: every message not
 // yet stored is sent again, in LaneSeq order, with the same Nats-Msg-Id and
-// bytes, followed by the queued ones. JetStream drops those it already
-// holds as duplicates (PubAck.duplicate, counted in Stats.Duplicates); an
-// ack from an earlier round still counts, since the message is stored.
-//
-// Order: the stream holds a lane's events in LaneSeq order, except in one
-// case: when message k fails but a later one, k+j, sent before the failure
-// was noticed, is stored. The new round sends k again after k+j, so the
-// stream holds k+j before k (k+j's re-send is a dropped duplicate).
-// Consumers that need strict order sort a transaction's events by
-// trackerdtxseq; transactions are never reordered by more than the window.
-// Messages re-sent after the duplicate window has passed are stored twice.
-// A connection that buffers publishes while reconnecting (nats.go's
-// default; Connect turns it off) adds a second case: what it buffered
-// reaches the server before the re-sends of what the old connection lost.
+// bytes. JetStream drops those it already holds as duplicates
+// (Stats.Duplicates). Outside a batch, the new round sends its first
+// message alone and waits for its answer, so that a stream that is still
+// unavailable refuses one message, not the window. Messages re-sent after
+// the duplicate window has passed are stored twice.
 //
 // Memory: only the encoded bytes of unacknowledged messages are kept, at
-// most MaxInflight of them per lane; while NATS is down the window fills and
-// Publish blocks, which pauses the database reader.
+// most MaxInflight of them and MaxInflightBytes per lane (plus the one
+// event that crosses it); while NATS is down the window fills and Publish
+// blocks, which pauses the database reader.
 
 // slotState is where a message of the window is.
 type slotState uint8
@@ -68,13 +92,15 @@ const (
 
 // slot is one message of the window.
 type slot struct {
-	seq     uint64
-	subject string
-	id      string
-	data    []byte
-	sentAt  time.Time
-	gen     uint32
-	state   slotState
+	seq      uint64
+	subject  string
+	id       string
+	data     []byte
+	phaseSeq uint64 // the event's 1-based place among this run's events of its phase
+	sseq     uint64 // stream sequence from its PubAck, 0 when unknown
+	sentAt   time.Time
+	gen      uint32
+	state    slotState
 }
 
 // warnEvery is how often continuing failures are logged as warnings.
@@ -84,6 +110,26 @@ const warnEvery = 30 * time.Second
 // its message is stored: larger ones are dropped so that a few huge rows
 // do not pin window × their size of memory.
 const maxRetainedBuf = 64 << 10
+
+// commitDelay is how long a lane with nothing more to send waits before
+// it ends its fast batch, which acknowledges the batch's last messages.
+const commitDelay = 5 * time.Millisecond
+
+// batchOutstanding is how many flow acknowledgements a fast batch may have
+// outstanding: the messages in flight are at most this many times the
+// acknowledgement interval the server asks for (and MaxInflight).
+const batchOutstanding = 16
+
+// HeaderOrder is the header by which changefeed restores a bind's order
+// where the stream may hold it out of order (streams without
+// allow_batched): "<run>.<laneseq>.<phaseseq>", run a token of the lane's
+// run (a new one at each start), laneseq the event's place in the bind's
+// stream of events of this run (1, 2, 3...), phaseseq its place among the
+// run's events of its phase.
+const HeaderOrder = "Trackerd-Order"
+
+// orderHeaderLen is the most HeaderOrder adds to a message.
+const orderHeaderLen = len(HeaderOrder+": ") + 16 + 1 + 20 + 1 + 20 + len("\r\n")
 
 type lane struct {
 	s      *Sink
@@ -95,12 +141,14 @@ type lane struct {
 	window uint64
 	inbox  string // reply prefix, ending in "."
 	unsub  func() error
+	run    string // this run's token in HeaderOrder
 
 	// Publish's own state, guarded by pubMu (the tracker calls Publish from
 	// one goroutine; the mutex makes misuse safe, not fast).
-	pubMu   sync.Mutex
-	subjBuf []byte
-	dataBuf []byte
+	pubMu     sync.Mutex
+	subjBuf   []byte
+	dataBuf   []byte
+	phaseSeqs [3]uint64 // events published per phase (before_commit, after_commit, rollback)
 	// subjects interns rendered subjects: a table's changes share a few,
 	// so a publish need not allocate one.
 	subjects map[string]string
@@ -109,6 +157,7 @@ type lane struct {
 	msg      natsgo.Msg
 	hdr      natsgo.Header
 	replyBuf []byte
+	orderBuf []byte
 
 	mu          sync.Mutex
 	slots       []slot
@@ -116,16 +165,46 @@ type lane struct {
 	next        uint64 // LaneSeq of the next Publish
 	sendAt      uint64 // next LaneSeq to send in this round
 	gen         uint32 // the round
-	outstanding int    // slots sent in this round without an answer
+	outstanding int    // per-message mode: slots sent in this round without an answer
 	lastSent    time.Time
 	failed      error // why this round failed; nil while healthy
 	failing     bool  // set from the first failure until progress
 	lastWarn    time.Time
 	roundBase   uint64 // base when this round began
+	probe       bool   // per-message mode: this round sends base alone until it is stored
+	bytes       int64  // encoded bytes of the slots base..next-1
+	held        int64  // capacity of every slot's buffer, in use or kept for reuse
 	fatal       error  // the lane cannot go on
 	closing     bool
 	drained     chan struct{} // closed once closing and everything is stored
 	dead        chan struct{} // closed when fatal is set
+
+	// Fast batch state (batched rounds).
+	batched     bool      // this round publishes in fast batches
+	batchID     string    // the open batch, "" when none
+	bstart      uint64    // LaneSeq of the batch's message 1
+	bsent       uint64    // the batch's last message sent
+	backed      uint64    // the batch's messages 1..backed are stored
+	flowMsgs    uint64    // the server's acknowledgement interval, 0 before its first answer
+	bending     bool      // no more messages go into the batch: it is ending
+	bcommitted  bool      // the lane ended the batch itself (EOB)
+	batchErr    error     // why the stream is ending the batch
+	pingAt      time.Time // when the failed round's ping was sent; zero: none
+	pingAlive   bool      // the ping found the batch whole: go on with it
+	lastSubject string    // a subject the stream captures, for EOB and ping messages
+
+	// Order checks (per-message mode): the highest stream sequence among
+	// the events stored below base, and which event has it.
+	maxSseq   uint64
+	maxSseqID string
+	maxSseqAt uint64
+
+	// What this run has stored since it started or the stream was last
+	// recreated, to name what a deleted stream took with it.
+	storedFrom    uint64 // first LaneSeq stored into the current stream
+	storedFirstID string
+	storedLastID  string
+	storedLastAt  time.Time
 
 	wakeSend chan struct{}
 	wakePub  chan struct{}
@@ -141,27 +220,30 @@ func (s *Sink) openLane(bind string, acked func(uint64)) (*lane, error) {
 		acked = func(uint64) {}
 	}
 	l := &lane{
-		s:         s,
-		t:         s.t,
-		bind:      bind,
-		acked:     acked,
-		log:       s.log.With(slog.String("bind", bind)),
-		core:      s.o.Mode == Core,
-		window:    uint64(s.o.MaxInflight),
-		slots:     make([]slot, s.o.MaxInflight),
-		base:      1,
-		next:      1,
-		sendAt:    1,
-		gen:       1,
-		roundBase: 1,
-		dead:      make(chan struct{}),
-		wakeSend:  make(chan struct{}, 1),
-		wakePub:   make(chan struct{}, 1),
-		wakeAck:   make(chan struct{}, 1),
-		stop:      make(chan struct{}),
-		hdr:       natsgo.Header{HeaderContentType: {ContentType}, HeaderMsgID: {""}},
+		s:          s,
+		t:          s.t,
+		bind:       bind,
+		acked:      acked,
+		log:        s.log.With(slog.String("bind", bind)),
+		core:       s.o.Mode == Core,
+		window:     uint64(s.o.MaxInflight),
+		run:        strconv.FormatUint(rand.Uint64()|1<<63, 36),
+		slots:      make([]slot, s.o.MaxInflight),
+		base:       1,
+		next:       1,
+		sendAt:     1,
+		gen:        1,
+		roundBase:  1,
+		storedFrom: 1,
+		dead:       make(chan struct{}),
+		wakeSend:   make(chan struct{}, 1),
+		wakePub:    make(chan struct{}, 1),
+		wakeAck:    make(chan struct{}, 1),
+		stop:       make(chan struct{}),
+		hdr:        natsgo.Header{HeaderContentType: {ContentType}, HeaderMsgID: {""}},
 	}
 	if !l.core {
+		l.batched = s.batched.Load()
 		l.inbox = s.t.newInbox() + "."
 		unsub, err := s.t.subscribe(l.inbox+">", l.onAck)
 		if err != nil {
@@ -169,6 +251,7 @@ func (s *Sink) openLane(bind string, acked func(uint64)) (*lane, error) {
 		}
 		l.unsub = unsub
 	}
+	s.addLane(l)
 	l.wg.Add(2)
 	go l.sender()
 	go l.notifier()
@@ -193,10 +276,12 @@ func (l *lane) Publish(ctx context.Context, ev *tracker.Event) error {
 	if err := l.s.awaitReady(ctx, l.log); err != nil {
 		return fmt.Errorf("nats: lane %s: %w", l.bind, err)
 	}
-	// Wait for a free slot.
+	// Wait for a free slot, and for room in the byte budget (an empty
+	// window takes any event).
 	for {
 		l.mu.Lock()
-		fatal, closing, full := l.fatal, l.closing, l.next-l.base >= l.window
+		fatal, closing := l.fatal, l.closing
+		full := l.next-l.base >= l.window || l.next > l.base && l.bytes >= l.s.o.MaxInflightBytes
 		l.mu.Unlock()
 		switch {
 		case fatal != nil:
@@ -217,20 +302,25 @@ func (l *lane) Publish(ctx context.Context, ev *tracker.Event) error {
 	// The slot at next is free, and only Publish touches a free slot.
 	seq := ev.LaneSeq
 	sl := &l.slots[seq%l.window]
+	oldCap := cap(sl.data)
 	data, err := l.encode(sl.data[:0], ev)
 	if err != nil {
 		return err
 	}
 	l.subjBuf = l.s.subjects.Append(l.subjBuf[:0], ev.Phase, ev.Change)
-	*sl = slot{seq: seq, subject: l.intern(l.subjBuf), id: ev.ID, data: data, state: slotQueued}
+	*sl = slot{seq: seq, subject: l.intern(l.subjBuf), id: ev.ID, data: data, state: slotQueued,
+		phaseSeq: l.nextPhaseSeq(ev.Phase)}
 	l.mu.Lock()
 	if l.closing {
 		// Close began while the event was encoded, and may have found
 		// the lane drained: the event must not slip in behind its back.
+		l.held += int64(cap(data) - oldCap)
 		l.mu.Unlock()
 		return ErrLaneClosed
 	}
 	l.next = seq + 1
+	l.bytes += int64(len(data))
+	l.held += int64(cap(data) - oldCap)
 	l.mu.Unlock()
 	signal(l.wakeSend)
 	l.s.published.Add(1)
@@ -239,6 +329,20 @@ func (l *lane) Publish(ctx context.Context, ev *tracker.Event) error {
 		l.log.LogAttrs(ctx, slog.LevelInfo, "published", slog.String("subject", sl.subject), slog.String("event_id", ev.ID))
 	}
 	return nil
+}
+
+// nextPhaseSeq counts an event of phase p and returns its place among the
+// run's events of that phase. pubMu is held.
+func (l *lane) nextPhaseSeq(p tracker.Phase) uint64 {
+	i := 0
+	switch p {
+	case tracker.PhaseAfterCommit:
+		i = 1
+	case tracker.PhaseRollback:
+		i = 2
+	}
+	l.phaseSeqs[i]++
+	return l.phaseSeqs[i]
 }
 
 // check refuses events the lane cannot publish: they are bugs upstream.
@@ -280,11 +384,15 @@ func headerLen(id string) int {
 		len(HeaderMsgID+": \r\n") + len(id) + len("\r\n")
 }
 
+// maxHeaderLen is the most headers a message with this id carries: with
+// HeaderOrder, sent on streams without batch publishing.
+func maxHeaderLen(id string) int { return headerLen(id) + orderHeaderLen }
+
 // encode appends ev's message to b, applying the oversize policy.
 func (l *lane) encode(b []byte, ev *tracker.Event) ([]byte, error) {
 	b = appendEvent(b, ev, eventData(ev))
 	limit := l.s.limit()
-	size := len(b) + headerLen(ev.ID)
+	size := len(b) + maxHeaderLen(ev.ID)
 	if limit <= 0 || size <= limit {
 		return b, nil
 	}
@@ -294,7 +402,7 @@ func (l *lane) encode(b []byte, ev *tracker.Event) ([]byte, error) {
 			l.s.truncated.Add(1)
 			l.log.Warn("event too large: column values left out", slog.String("event_id", ev.ID),
 				slog.String("table", ev.Change.Schema+"."+ev.Change.Table), slog.Any("columns", cols),
-				slog.Int("size", size), slog.Int("new_size", len(out)+headerLen(ev.ID)), slog.Int("limit", limit))
+				slog.Int("size", size), slog.Int("new_size", len(out)+maxHeaderLen(ev.ID)), slog.Int("limit", limit))
 			return out, nil
 		}
 		return nil, fmt.Errorf("nats: event %s (%s.%s) is %d bytes with its headers, over the limit of %d bytes (the server's max_payload or the stream's max_msg_size), and still too large with every non-key column left out: raise max_payload: %w",
@@ -358,48 +466,18 @@ func (l *lane) work(bo *backoff) (time.Duration, bool) {
 		return -1, true
 	}
 	if l.failed != nil {
-		// Let what is in flight settle before sending again.
-		if l.outstanding > 0 {
-			if d := l.lastSent.Add(l.s.o.AckTimeout).Sub(now); d > 0 {
-				l.mu.Unlock()
-				return d, true
-			}
-		}
-		if l.base > l.roundBase {
-			bo.reset() // the failed round made progress
-		}
-		noStream := errors.Is(l.failed, errNoStream)
-		l.mu.Unlock()
-		select {
-		case <-l.stop:
-			return 0, false
-		case <-time.After(bo.next()):
-		}
-		if !l.t.connected() {
-			return 0, true
-		}
-		if noStream && !l.core {
-			// The stream went away (deleted, or a server without its
-			// store): check it again, creating it as at start.
-			if err := l.restoreStream(); err != nil {
-				if errors.Is(err, tracker.ErrConfig) {
-					l.mu.Lock()
-					l.setFatal(fmt.Errorf("nats: lane %s: %w", l.bind, err))
-					l.mu.Unlock()
-					return -1, true
-				}
-				l.log.Debug("stream check failed", slog.Any("err", err))
-			}
-		}
-		l.mu.Lock()
-		l.newRound()
-		l.mu.Unlock()
-		return 0, true
+		return l.recover(bo, now)
 	}
 	if l.sendAt < l.base {
 		l.sendAt = l.base
 	}
-	if l.sendAt < l.next {
+	if l.batched {
+		return l.workBatch(now)
+	}
+	if l.probe && l.base > l.roundBase {
+		l.probe = false // the round's first message is stored
+	}
+	if l.sendAt < l.next && (!l.probe || l.sendAt == l.base) {
 		sl := &l.slots[l.sendAt%l.window]
 		if sl.state == slotStored {
 			// Acknowledged by an earlier round after this one began.
@@ -407,12 +485,8 @@ func (l *lane) work(bo *backoff) (time.Duration, bool) {
 			l.mu.Unlock()
 			return 0, true
 		}
-		if err := l.send(sl); err != nil {
-			if errors.Is(err, natsgo.ErrConnectionClosed) {
-				l.setFatal(fmt.Errorf("nats: lane %s: %w", l.bind, err))
-			} else {
-				l.fail(err)
-			}
+		if err := l.send(sl, ""); err != nil {
+			l.sendFailed(err)
 			l.mu.Unlock()
 			return 0, true
 		}
@@ -431,20 +505,198 @@ func (l *lane) work(bo *backoff) (time.Duration, bool) {
 		return 0, true
 	}
 	// Everything is sent: watch the oldest unacknowledged message.
-	if !l.core && l.base < l.sendAt {
-		if sl := &l.slots[l.base%l.window]; sl.state == slotSent {
-			d := sl.sentAt.Add(l.s.o.AckTimeout).Sub(now)
+	d := l.watchOldest(now)
+	l.mu.Unlock()
+	return d, true
+}
+
+// watchOldest fails the round when the oldest unacknowledged message has
+// waited AckTimeout, else returns how long until it will have (-1: nothing
+// to watch). l.mu is held.
+func (l *lane) watchOldest(now time.Time) time.Duration {
+	if l.core || l.base >= l.sendAt {
+		return -1
+	}
+	sl := &l.slots[l.base%l.window]
+	if sl.state != slotSent {
+		return -1
+	}
+	d := sl.sentAt.Add(l.s.o.AckTimeout).Sub(now)
+	if d <= 0 {
+		l.fail(fmt.Errorf("no acknowledgement for event %s within %v", sl.id, l.s.o.AckTimeout))
+		return 0
+	}
+	return d
+}
+
+// sendFailed handles a message the connection refused. l.mu is held.
+func (l *lane) sendFailed(err error) {
+	if errors.Is(err, natsgo.ErrConnectionClosed) {
+		l.setFatal(fmt.Errorf("nats: lane %s: %w", l.bind, err))
+		return
+	}
+	l.fail(err)
+}
+
+// workBatch is a sender step in a batched round. l.mu is held; it unlocks
+// it.
+func (l *lane) workBatch(now time.Time) (time.Duration, bool) {
+	if l.batchID == "" {
+		if l.base >= l.next {
+			l.mu.Unlock()
+			return -1, true
+		}
+		l.openBatch()
+	}
+	if l.bending {
+		// Waiting for the batch's end: its PubAck, or AckTimeout.
+		d := l.watchOldest(now)
+		if d < 0 {
+			d = l.lastSent.Add(l.s.o.AckTimeout).Sub(now)
 			if d <= 0 {
-				l.fail(fmt.Errorf("no acknowledgement for event %s within %v", sl.id, l.s.o.AckTimeout))
-				l.mu.Unlock()
-				return 0, true
+				l.fail(fmt.Errorf("no answer to the end of batch %s within %v", l.batchID, l.s.o.AckTimeout))
+				d = 0
 			}
+		}
+		l.mu.Unlock()
+		return d, true
+	}
+	inFlight := l.bsent - l.backed
+	allowed := uint64(2) // until the server's first answer sets the pace
+	if l.flowMsgs > 0 {
+		allowed = min(l.window, l.flowMsgs*batchOutstanding)
+	}
+	if l.sendAt < l.next && inFlight < allowed {
+		sl := &l.slots[l.sendAt%l.window]
+		bseq := l.sendAt - l.bstart + 1
+		op := batchOpAppend
+		if bseq == 1 {
+			op = batchOpStart
+		}
+		l.replyBuf = appendBatchReply(l.replyBuf[:0], l.inbox, l.batchID, bseq, op)
+		if err := l.send(sl, string(l.replyBuf)); err != nil {
+			l.sendFailed(err)
+			l.mu.Unlock()
+			return 0, true
+		}
+		if sl.state != slotStored {
+			sl.state = slotSent
+		}
+		sl.sentAt, sl.gen = now, l.gen
+		l.lastSent = now
+		l.lastSubject = sl.subject
+		l.bsent = bseq
+		l.sendAt++
+		l.mu.Unlock()
+		return 0, true
+	}
+	if l.sendAt < l.next {
+		// Paced by the server: wait for its acknowledgements.
+		d := l.watchOldest(now)
+		l.mu.Unlock()
+		return d, true
+	}
+	// Nothing more to send: end the batch after commitDelay, which
+	// acknowledges its last messages.
+	if d := l.lastSent.Add(commitDelay).Sub(now); d > 0 {
+		if w := l.watchOldest(now); w >= 0 && w < d {
+			d = w
+		}
+		l.mu.Unlock()
+		return d, true
+	}
+	if err := l.sendControl(batchOpEOB, l.bsent+1); err != nil {
+		l.sendFailed(err)
+		l.mu.Unlock()
+		return 0, true
+	}
+	l.bending, l.bcommitted = true, true
+	l.lastSent = now
+	l.mu.Unlock()
+	return 0, true
+}
+
+// openBatch starts a new fast batch at base. l.mu is held.
+func (l *lane) openBatch() {
+	l.batchID = strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(uint64(l.gen), 36)
+	l.bstart, l.bsent, l.backed, l.flowMsgs = l.base, 0, 0, 0
+	l.bending, l.bcommitted, l.batchErr = false, false, nil
+	l.sendAt = l.base
+}
+
+// sendControl sends an EOB or ping message of the open batch: no payload,
+// not stored. l.mu is held.
+func (l *lane) sendControl(op int, seq uint64) error {
+	l.replyBuf = appendBatchReply(l.replyBuf[:0], l.inbox, l.batchID, seq, op)
+	l.msg = natsgo.Msg{Subject: l.lastSubject, Reply: string(l.replyBuf)}
+	return l.t.publishMsg(&l.msg)
+}
+
+// recover runs a failed round: it lets what is in flight settle, learns
+// what a batch stored, backs off, and starts a new round. l.mu is held; it
+// unlocks it.
+func (l *lane) recover(bo *backoff, now time.Time) (time.Duration, bool) {
+	if l.batched && l.batchID != "" && !l.bcommitted && !l.pingAlive {
+		// The batch's outcome is unknown: ask the stream (a ping answers
+		// with the batch's state: whole, or ended at a gap with the count
+		// of messages stored). Without an answer within AckTimeout, the
+		// lane gives the batch up.
+		if l.pingAt.IsZero() {
+			if l.t.connected() && l.sendControl(batchOpPing, l.bsent) == nil {
+				l.pingAt = now
+				l.mu.Unlock()
+				return l.s.o.AckTimeout, true
+			}
+			// Not connected: back off, then ask.
+			l.mu.Unlock()
+			select {
+			case <-l.stop:
+				return 0, false
+			case <-time.After(bo.next()):
+			}
+			return 0, true
+		}
+		if d := l.pingAt.Add(l.s.o.AckTimeout).Sub(now); d > 0 {
+			l.mu.Unlock()
+			return d, true
+		}
+	} else if !l.batched && l.outstanding > 0 {
+		// Let what is in flight settle before sending again.
+		if d := l.lastSent.Add(l.s.o.AckTimeout).Sub(now); d > 0 {
 			l.mu.Unlock()
 			return d, true
 		}
 	}
+	if l.base > l.roundBase || l.pingAlive {
+		bo.reset() // the failed round made progress
+	}
+	noStream := errors.Is(l.failed, errNoStream)
 	l.mu.Unlock()
-	return -1, true
+	select {
+	case <-l.stop:
+		return 0, false
+	case <-time.After(bo.next()):
+	}
+	if !l.t.connected() {
+		return 0, true
+	}
+	if noStream && !l.core {
+		// The stream went away (deleted, or a server without its
+		// store): check it again, creating it as at start.
+		if err := l.restoreStream(); err != nil {
+			if errors.Is(err, tracker.ErrConfig) {
+				l.mu.Lock()
+				l.setFatal(fmt.Errorf("nats: lane %s: %w", l.bind, err))
+				l.mu.Unlock()
+				return -1, true
+			}
+			l.log.Debug("stream check failed", slog.Any("err", err))
+		}
+	}
+	l.mu.Lock()
+	l.newRound()
+	l.mu.Unlock()
+	return 0, true
 }
 
 // restoreStream makes the sink check its stream again, until Close.
@@ -462,17 +714,29 @@ func (l *lane) restoreStream() error {
 	return l.s.checkReady(ctx)
 }
 
-// send hands one message to the connection. l.mu is held: a slot's bytes
-// may not change while they are sent.
-func (l *lane) send(sl *slot) error {
+// send hands one message to the connection, with reply as its reply
+// subject ("" for the per-message one). l.mu is held: a slot's bytes may
+// not change while they are sent.
+func (l *lane) send(sl *slot, reply string) error {
 	l.hdr[HeaderMsgID][0] = sl.id
 	l.msg = natsgo.Msg{Subject: sl.subject, Data: sl.data, Header: l.hdr}
-	if !l.core {
+	switch {
+	case l.core:
+	case reply != "":
+		delete(l.hdr, HeaderOrder)
+		l.msg.Reply = reply
+	default:
 		l.replyBuf = append(l.replyBuf[:0], l.inbox...)
 		l.replyBuf = strconv.AppendUint(l.replyBuf, sl.seq, 10)
 		l.replyBuf = append(l.replyBuf, '.')
 		l.replyBuf = strconv.AppendUint(l.replyBuf, uint64(l.gen), 10)
 		l.msg.Reply = string(l.replyBuf)
+		l.orderBuf = append(l.orderBuf[:0], l.run...)
+		l.orderBuf = append(l.orderBuf, '.')
+		l.orderBuf = strconv.AppendUint(l.orderBuf, sl.seq, 10)
+		l.orderBuf = append(l.orderBuf, '.')
+		l.orderBuf = strconv.AppendUint(l.orderBuf, sl.phaseSeq, 10)
+		l.hdr[HeaderOrder] = []string{string(l.orderBuf)}
 	}
 	return l.t.publishMsg(&l.msg)
 }
@@ -483,6 +747,7 @@ func (l *lane) fail(err error) {
 		return
 	}
 	l.failed = err
+	l.pingAt, l.pingAlive = time.Time{}, false
 	pending := l.next - l.base
 	// Loud, never a silent stall: a warning at the first failure, then
 	// at most every warnEvery while the failures go on.
@@ -502,6 +767,23 @@ func (l *lane) newRound() {
 	l.failed = nil
 	l.outstanding = 0
 	l.roundBase = l.base
+	wasBatched := l.batched
+	l.batched = !l.core && l.s.batched.Load()
+	if l.batched && wasBatched && l.pingAlive && l.batchID != "" {
+		// The stream holds the batch whole: go on with it, re-sending
+		// nothing. The messages in flight keep waiting for their
+		// acknowledgement from now on.
+		l.pingAt, l.pingAlive = time.Time{}, false
+		for seq := l.base; seq < l.bstart+l.bsent; seq++ {
+			if sl := &l.slots[seq%l.window]; sl.state == slotSent {
+				sl.sentAt = time.Now()
+			}
+		}
+		return
+	}
+	l.batchID = ""
+	l.pingAt, l.pingAlive = time.Time{}, false
+	l.probe = !l.batched
 	l.sendAt = l.base
 	var n uint64
 	for seq := l.base; seq < l.next; seq++ {
@@ -526,43 +808,113 @@ func (l *lane) setFatal(err error) {
 	signal(l.wakePub)
 }
 
-// advance moves base past stored slots. l.mu is held.
+// advance moves base past stored slots, checking their order in the
+// stream. l.mu is held.
 func (l *lane) advance() {
 	start := l.base
+	var (
+		reordered       uint64
+		firstID, lastID string
+		lateID          string
+		lateSeq         uint64
+	)
 	for l.base < l.next {
 		sl := &l.slots[l.base%l.window]
 		if sl.state != slotStored {
 			break
 		}
+		if sl.sseq != 0 {
+			if sl.sseq < l.maxSseq {
+				// Stored before an earlier event of the lane.
+				if reordered == 0 {
+					firstID, lateID, lateSeq = sl.id, l.maxSseqID, l.maxSseqAt
+				}
+				reordered++
+				lastID = sl.id
+			} else {
+				l.maxSseq, l.maxSseqID, l.maxSseqAt = sl.sseq, sl.id, sl.seq
+			}
+		}
+		if l.storedFirstID == "" {
+			l.storedFirstID = sl.id
+		}
+		l.storedLastID = sl.id
+		l.bytes -= int64(len(sl.data))
 		sl.state = slotFree
 		sl.subject, sl.id = "", ""
-		if cap(sl.data) > maxRetainedBuf {
+		if c := int64(cap(sl.data)); c > maxRetainedBuf || l.held > l.s.o.MaxInflightBytes {
+			l.held -= c
 			sl.data = nil
 		}
 		l.base++
 	}
-	if n := l.base - start; n > 0 {
-		l.s.inFlight.Add(-int64(n))
-		if l.failing && l.failed == nil {
-			l.failing = false
-			l.log.Info("publishing resumed")
-		}
-		signal(l.wakePub)
-		signal(l.wakeAck)
-		if l.closing && l.base == l.next && l.drained != nil {
-			close(l.drained)
-			l.drained = nil
-		}
+	n := l.base - start
+	if n == 0 {
+		return
+	}
+	l.storedLastAt = time.Now()
+	if reordered > 0 {
+		l.s.reordered.Add(reordered)
+		l.log.Warn("events stored out of order: a failed publish let later events of this bind into the stream before an earlier one (the stream does not allow batch publishing); changefeed restores their order by the Trackerd-Order header",
+			slog.Uint64("events", reordered), slog.String("first_event", firstID), slog.String("last_event", lastID),
+			slog.String("stored_after_them", lateID), slog.Uint64("lane_seq", lateSeq))
+	}
+	l.s.inFlight.Add(-int64(n))
+	if l.failing && l.failed == nil {
+		l.failing = false
+		l.log.Info("publishing resumed")
+	}
+	signal(l.wakePub)
+	signal(l.wakeAck)
+	if l.closing && l.base == l.next && l.drained != nil {
+		close(l.drained)
+		l.drained = nil
+	}
+}
+
+// streamRecreated is called by the sink when it has created the stream
+// again: it logs which of this run's events the old stream took with it,
+// and forgets the old stream's sequences.
+func (l *lane) streamRecreated(stream string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.storedFirstID != "" {
+		l.log.Warn("events of this bind acknowledged by the deleted stream are gone with it, and the checkpoint is past them: they are not sent again",
+			slog.String("stream", stream), slog.Uint64("events", l.base-l.storedFrom),
+			slog.String("first_event", l.storedFirstID), slog.String("last_event", l.storedLastID),
+			slog.Time("last_acknowledged_at", l.storedLastAt),
+			slog.String("also_lost", "every event stored before this trackerd started"))
+	}
+	l.storedFrom, l.storedFirstID, l.storedLastID = l.base, "", ""
+	l.maxSseq, l.maxSseqID, l.maxSseqAt = 0, "", 0
+}
+
+// markStored marks slot sl stored with stream sequence sseq (0: unknown).
+// l.mu is held; the caller advances.
+func (l *lane) markStored(sl *slot, sseq uint64, dup bool) {
+	if sl.state == slotSent && sl.gen == l.gen && !l.batched {
+		l.outstanding--
+	}
+	sl.state = slotStored
+	sl.sseq = sseq
+	l.s.acked.Add(1)
+	if dup {
+		l.s.duplicates.Add(1)
 	}
 }
 
 // onAck handles the stream's answer to one publish.
 func (l *lane) onAck(m *natsgo.Msg) {
+	rest := m.Subject[min(len(l.inbox), len(m.Subject)):]
+	if id, bseq, op, ok := parseBatchReply(rest); ok {
+		l.onBatchAnswer(m, id, bseq, op)
+		return
+	}
 	seq, gen, ok := parseReply(m.Subject, len(l.inbox))
 	if !ok {
 		return
 	}
-	dup, err := parsePubAck(m)
+	dup, sseq, err := parsePubAck(m)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if seq < l.base || seq >= l.next {
@@ -577,13 +929,9 @@ func (l *lane) onAck(m *natsgo.Msg) {
 		signal(l.wakeSend) // the failed round has settled: no need to wait longer
 	}
 	if err == nil {
-		if current {
-			l.outstanding--
-		}
-		sl.state = slotStored
-		l.s.acked.Add(1)
-		if dup {
-			l.s.duplicates.Add(1)
+		l.markStored(sl, sseq, dup)
+		if current && l.probe {
+			signal(l.wakeSend) // the round's first message is in: send the rest
 		}
 		l.advance()
 		return
@@ -594,6 +942,117 @@ func (l *lane) onAck(m *natsgo.Msg) {
 	l.outstanding--
 	sl.state = slotFailed
 	l.fail(fmt.Errorf("event %s: %w", sl.id, err))
+}
+
+// onBatchAnswer handles the stream's answer to a fast batch message.
+func (l *lane) onBatchAnswer(m *natsgo.Msg, id string, bseq uint64, op int) {
+	var status string
+	if m.Header != nil {
+		status = m.Header.Get("Status")
+	}
+	a, perr := parseBatchAnswer(status, m.Data)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if id != l.batchID || l.batchID == "" {
+		return // an earlier batch's: the lane has moved on
+	}
+	if perr != nil {
+		l.batchOver()
+		l.fail(fmt.Errorf("batch %s: %w", id, perr))
+		return
+	}
+	switch a.kind {
+	case batchFlowAck:
+		if a.msgs > 0 {
+			l.flowMsgs = a.msgs
+		}
+		l.batchStored(a.seq, false)
+		if op == batchOpPing && l.failed != nil {
+			l.pingAlive = true // the stream has every message sent: no gap
+			signal(l.wakeSend)
+		}
+		signal(l.wakeSend)
+	case batchGap, batchErr:
+		// The stream ends the batch; its PubAck follows.
+		l.bending = true
+		if l.batchErr == nil {
+			l.batchErr = a.err
+		}
+	case batchNoStream:
+		l.batchOver()
+		l.fail(fmt.Errorf("event %s: %w", l.slotID(l.bstart+bseq-1), a.err))
+	case batchEnd:
+		l.batchStored(a.count, a.dup && a.count == l.bsent)
+		committed := l.bcommitted
+		ended := l.bsent
+		l.batchOver()
+		switch {
+		case a.err != nil:
+			var apiErr *jetstream.APIError
+			if errors.As(a.err, &apiErr) && apiErr.ErrorCode == errCodeBatchDisabled {
+				// The stream no longer allows batches: publish one by one.
+				l.s.batched.Store(false)
+				l.log.Info("the stream does not allow batch publishing any more: publishing events one by one")
+			}
+			l.fail(fmt.Errorf("event %s: %w", l.slotID(l.bstart+bseq-1), a.err))
+		case committed && a.count == ended:
+			// Ended by the lane, every message stored: the next event
+			// opens a new batch.
+		case a.dup && a.count == 1 && ended <= 2:
+			// The batch's first message was stored before (a re-send
+			// whose acknowledgement was lost): the stream ends such a
+			// batch at once. Open the next one after it.
+			l.sendAt = l.base
+			for seq := l.base; seq < l.next; seq++ {
+				if sl := &l.slots[seq%l.window]; sl.state == slotSent {
+					sl.state = slotQueued
+				}
+			}
+		default:
+			why := l.batchErr
+			if why == nil {
+				why = errors.New("the stream ended the batch")
+			}
+			l.fail(fmt.Errorf("event %s: %w (stored %d of the batch's %d messages)", l.slotID(l.bstart+a.count), why, a.count, ended))
+		}
+		signal(l.wakeSend)
+	}
+}
+
+// batchStored marks the open batch's messages 1..n stored. l.mu is held.
+func (l *lane) batchStored(n uint64, lastDup bool) {
+	if n > l.bsent {
+		n = l.bsent
+	}
+	if n <= l.backed {
+		return
+	}
+	for bseq := l.backed + 1; bseq <= n; bseq++ {
+		seq := l.bstart + bseq - 1
+		if seq < l.base || seq >= l.next {
+			continue
+		}
+		sl := &l.slots[seq%l.window]
+		if sl.state != slotStored && sl.seq == seq {
+			l.markStored(sl, 0, lastDup && bseq == n)
+		}
+	}
+	l.backed = n
+	l.advance()
+}
+
+// batchOver forgets the open batch. l.mu is held.
+func (l *lane) batchOver() {
+	l.batchID = ""
+	l.bending, l.bcommitted = false, false
+}
+
+// slotID returns the id of the event at LaneSeq seq, if in the window.
+func (l *lane) slotID(seq uint64) string {
+	if seq < l.base || seq >= l.next {
+		return "?"
+	}
+	return l.slots[seq%l.window].id
 }
 
 // parseReply reads "<inbox><seq>.<gen>".
@@ -627,38 +1086,78 @@ func parseReply(subject string, prefixLen int) (seq uint64, gen uint32, ok bool)
 var errNoStream = errors.New("no stream answered (no responders): is the stream there?")
 
 // parsePubAck reads a JetStream publish answer: nil error when the message
-// is stored, and whether it was a duplicate.
-func parsePubAck(m *natsgo.Msg) (dup bool, err error) {
+// is stored, whether it was a duplicate, and its stream sequence (0 when
+// the answer does not say).
+func parsePubAck(m *natsgo.Msg) (dup bool, seq uint64, err error) {
 	if len(m.Data) == 0 {
 		if st := m.Header.Get("Status"); st == "503" {
-			return false, errNoStream
+			return false, 0, errNoStream
 		} else if st != "" {
-			return false, fmt.Errorf("publish answered with status %s %s", st, m.Header.Get("Description"))
+			return false, 0, fmt.Errorf("publish answered with status %s %s", st, m.Header.Get("Description"))
 		}
-		return false, errors.New("empty publish answer")
+		return false, 0, errors.New("empty publish answer")
 	}
-	// Fast path: a plain PubAck. The server writes the duplicate flag as
-	// `"duplicate": true`, with a space, and leaves it out when false.
-	if bytes.HasPrefix(m.Data, []byte(`{"stream":`)) && m.Data[len(m.Data)-1] == '}' && !bytes.Contains(m.Data, []byte(`"error"`)) {
-		if !bytes.Contains(m.Data, []byte(`"duplicate"`)) {
-			return false, nil
+	// Fast path: a plain PubAck, {"stream":"S","seq":5} (servers before
+	// 2.10 write a space after the comma). The server writes the duplicate
+	// flag as `"duplicate": true`, with a space, and leaves it out when
+	// false.
+	if bytes.HasPrefix(m.Data, []byte(`{"stream":`)) && m.Data[len(m.Data)-1] == '}' &&
+		!bytes.Contains(m.Data, []byte(`"error"`)) && !bytes.Contains(m.Data, []byte(`"duplicate"`)) {
+		if seq, ok := pubAckSeq(m.Data); ok {
+			return false, seq, nil
 		}
 	}
 	var r struct {
 		Error     *jetstream.APIError `json:"error"`
 		Stream    string              `json:"stream"`
+		Seq       uint64              `json:"seq"`
 		Duplicate bool                `json:"duplicate"`
 	}
 	if err := json.Unmarshal(m.Data, &r); err != nil {
-		return false, fmt.Errorf("read publish answer: %w", err)
+		return false, 0, fmt.Errorf("read publish answer: %w", err)
 	}
 	if r.Error != nil {
-		return false, r.Error
+		return false, 0, r.Error
 	}
 	if r.Stream == "" {
-		return false, errors.New("publish answer names no stream")
+		return false, 0, errors.New("publish answer names no stream")
 	}
-	return r.Duplicate, nil
+	return r.Duplicate, r.Seq, nil
+}
+
+// pubAckSeq finds the "seq" of a PubAck that starts {"stream":"...
+func pubAckSeq(b []byte) (uint64, bool) {
+	const start = len(`{"stream":"`)
+	if len(b) < start || b[start-1] != '"' {
+		return 0, false
+	}
+	end := bytes.IndexByte(b[start:], '"')
+	if end < 0 || bytes.IndexByte(b[start:start+end], '\\') >= 0 {
+		return 0, false // an escaped stream name: leave it to encoding/json
+	}
+	rest := b[start+end+1:]
+	i := bytes.Index(rest, []byte(`"seq":`))
+	if i < 0 {
+		return 0, false
+	}
+	b = rest
+	i += len(`"seq":`)
+	for i < len(b) && b[i] == ' ' {
+		i++
+	}
+	var n uint64
+	digits := i
+	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+		d := uint64(b[i] - '0')
+		if n > (1<<64-1-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	if i == digits || i == len(b) || b[i] != ',' && b[i] != '}' && b[i] != ' ' {
+		return 0, false
+	}
+	return n, true
 }
 
 // notifier reports the watermark to the tracker.
@@ -726,6 +1225,7 @@ func (l *lane) Close(ctx context.Context) error {
 	close(l.stop)
 	l.wg.Wait()
 	l.closed = true
+	l.s.removeLane(l)
 	if l.unsub != nil {
 		if uerr := l.unsub(); uerr != nil && err == nil && !errors.Is(uerr, natsgo.ErrConnectionClosed) {
 			err = fmt.Errorf("nats: lane %s: unsubscribe: %w", l.bind, uerr)

@@ -438,16 +438,21 @@ func TestParsePubAck(t *testing.T) {
 		data    string
 		status  string
 		dup     bool
+		seq     uint64
 		wantErr string
 	}{
-		{name: "ok - stored", data: `{"stream":"S","seq":5}`},
-		{name: "ok - with domain", data: `{"stream":"S","domain":"hub","seq":5}`},
-		{name: "ok - duplicate", data: `{"stream":"S","seq":5,"duplicate":true}`, dup: true},
-		{name: "ok - other order", data: `{"seq":5,"duplicate":true,"stream":"S"}`, dup: true},
-		// The bytes nats-server 2.9 and 2.15 really send: a space after the colon.
-		{name: "ok - duplicate as the server writes it", data: `{"stream":"S", "seq":5, "duplicate": true}`, dup: true},
-		{name: "ok - duplicate false", data: `{"stream":"S","seq":5,"duplicate":false}`},
-		{name: "ok - stream named error", data: `{"stream":"error","seq":1}`},
+		{name: "ok - stored", data: `{"stream":"S","seq":5}`, seq: 5},
+		{name: "ok - with domain", data: `{"stream":"S","domain":"hub","seq":5}`, seq: 5},
+		{name: "ok - duplicate", data: `{"stream":"S","seq":5,"duplicate":true}`, dup: true, seq: 5},
+		{name: "ok - other order", data: `{"seq":5,"duplicate":true,"stream":"S"}`, dup: true, seq: 5},
+		// The bytes nats-server 2.9 and 2.15 really send: a space after the colon
+		// (and, in 2.9, after the comma).
+		{name: "ok - duplicate as the server writes it", data: `{"stream":"S", "seq":5, "duplicate": true}`, dup: true, seq: 5},
+		{name: "ok - 2.9 spacing", data: `{"stream":"S", "seq":17}`, seq: 17},
+		{name: "ok - large seq", data: `{"stream":"S","seq":18446744073709551615}`, seq: 1<<64 - 1},
+		{name: "ok - duplicate false", data: `{"stream":"S","seq":5,"duplicate":false}`, seq: 5},
+		{name: "ok - stream named error", data: `{"stream":"error","seq":1}`, seq: 1},
+		{name: "ok - stream named seq", data: `{"stream":"\"seq\":9","seq":1}`, seq: 1},
 		{name: "error - api error", data: `{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"},"stream":"S","seq":0}`, wantErr: "temporarily unavailable"},
 		{name: "error - wrong sequence", data: `{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 4"}}`, wantErr: "wrong last sequence"},
 		{name: "error - no responders", status: "503", wantErr: "no responders"},
@@ -462,31 +467,40 @@ func TestParsePubAck(t *testing.T) {
 			if tc.status != "" {
 				m.Header = natsgo.Header{"Status": {tc.status}}
 			}
-			dup, err := parsePubAck(m)
+			dup, seq, err := parsePubAck(m)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)
 				}
 				return
 			}
-			if err != nil || dup != tc.dup {
-				t.Fatalf("parsePubAck = %v, %v; want %v, nil", dup, err, tc.dup)
+			if err != nil || dup != tc.dup || seq != tc.seq {
+				t.Fatalf("parsePubAck = %v, %d, %v; want %v, %d, nil", dup, seq, err, tc.dup, tc.seq)
 			}
 		})
 	}
 }
 
 func FuzzParsePubAck(f *testing.F) {
-	for _, s := range []string{`{"stream":"S","seq":5}`, `{"stream":"S","seq":5,"duplicate":true}`, `{"error":{"code":503}}`, `{}`, ``, `{"stream":"`} {
+	for _, s := range []string{`{"stream":"S","seq":5}`, `{"stream":"S","seq":5,"duplicate":true}`, `{"error":{"code":503}}`, `{}`, ``, `{"stream":"`, `{"stream":"S", "seq":17}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		dup, err := parsePubAck(&natsgo.Msg{Data: data})
+		dup, seq, err := parsePubAck(&natsgo.Msg{Data: data})
 		if err == nil && !json.Valid(data) && !bytes.HasPrefix(data, []byte(`{"stream":`)) {
 			t.Fatalf("%q accepted as a PubAck", data)
 		}
-		if err != nil && dup {
-			t.Fatalf("%q: duplicate with an error", data)
+		if err != nil && (dup || seq != 0) {
+			t.Fatalf("%q: duplicate or sequence with an error", data)
+		}
+		if err == nil && json.Valid(data) {
+			// The fast path reads what encoding/json reads.
+			var r struct {
+				Seq uint64 `json:"seq"`
+			}
+			if json.Unmarshal(data, &r) == nil && r.Seq != seq {
+				t.Fatalf("%q: seq %d, encoding/json reads %d", data, seq, r.Seq)
+			}
 		}
 	})
 }

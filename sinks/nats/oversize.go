@@ -45,7 +45,7 @@ func (l *lane) truncate(b []byte, ev *tracker.Event, size, limit int) (out []byt
 
 	e := *ev
 	e.Change = &c
-	hdr := headerLen(ev.ID)
+	hdr := maxHeaderLen(ev.ID)
 	for _, cd := range cands {
 		for _, r := range []tracker.Row{c.Before, c.After} {
 			if i := slices.Index(r.Names, cd.name); i >= 0 {

@@ -47,7 +47,9 @@ const (
 	DefaultStreamName      = "TRACKERD"
 	DefaultDuplicateWindow = 10 * time.Minute
 	DefaultMaxInflight     = 8192
-	DefaultAckTimeout      = 5 * time.Second
+	// DefaultMaxInflightBytes is MAX_INFLIGHT_BYTES' default, 64 MiB.
+	DefaultMaxInflightBytes = 64 << 20
+	DefaultAckTimeout       = 5 * time.Second
 )
 
 // ErrTooLarge is wrapped by Publish's error for an event that is larger
@@ -87,9 +89,13 @@ type Options struct {
 	// Stream is the JetStream stream (JetStream mode only).
 	Stream StreamConfig
 	// MaxInflight is MAX_INFLIGHT, default 8192: each lane's window of
-	// unacknowledged messages. Publish blocks while it is full; memory
-	// is bounded by it times the size of the messages.
+	// unacknowledged messages. Publish blocks while it is full.
 	MaxInflight int
+	// MaxInflightBytes is MAX_INFLIGHT_BYTES, default 64 MiB: the most
+	// bytes of unacknowledged messages a lane keeps. Publish blocks while
+	// they reach it, but a lane with none takes any event: a lane's memory
+	// is bounded by it plus one message.
+	MaxInflightBytes int64
 	// OversizePolicy is OVERSIZE_POLICY: OversizeTruncate (default) or
 	// OversizeFail.
 	OversizePolicy string
@@ -119,6 +125,13 @@ type Stats struct {
 	Truncated uint64
 	// InFlight is the number of events published but not yet acknowledged.
 	InFlight uint64
+	// Reordered counts events the stream stored before an earlier event of
+	// their bind: only on streams without batch publishing, after a failed
+	// publish (see the lane's documentation). Each is logged.
+	Reordered uint64
+	// StreamRecreated counts the times the stream was found deleted and
+	// created again while publishing: what it held is gone.
+	StreamRecreated uint64
 }
 
 // Sink publishes tracker events to NATS. It implements [tracker.Sink]; its
@@ -139,7 +152,17 @@ type Sink struct {
 	readyMu          sync.Mutex
 	readyErr         error // a configuration error found by a readiness check
 
+	// batched is set when the stream allows fast batch publishing
+	// (allow_batched): lanes then keep order through any failure.
+	batched atomic.Bool
+	// streamSeen is set once the stream has been found or created.
+	streamSeen atomic.Bool
+
+	lanesMu sync.Mutex
+	lanes   map[*lane]struct{}
+
 	published, acked, retried, duplicates, truncated atomic.Uint64
+	reordered, recreated                             atomic.Uint64
 	inFlight                                         atomic.Int64
 }
 
@@ -225,6 +248,9 @@ func newSink(t transport, js jetstream.JetStream, o Options) (*Sink, error) {
 	if o.MaxInflight <= 0 {
 		o.MaxInflight = DefaultMaxInflight
 	}
+	if o.MaxInflightBytes <= 0 {
+		o.MaxInflightBytes = DefaultMaxInflightBytes
+	}
 	if o.AckTimeout <= 0 {
 		o.AckTimeout = DefaultAckTimeout
 	}
@@ -235,7 +261,32 @@ func newSink(t transport, js jetstream.JetStream, o Options) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sink{t: t, js: js, o: o, subjects: subjects, log: o.Logger}, nil
+	return &Sink{t: t, js: js, o: o, subjects: subjects, log: o.Logger, lanes: map[*lane]struct{}{}}, nil
+}
+
+func (s *Sink) addLane(l *lane) {
+	s.lanesMu.Lock()
+	s.lanes[l] = struct{}{}
+	s.lanesMu.Unlock()
+}
+
+func (s *Sink) removeLane(l *lane) {
+	s.lanesMu.Lock()
+	delete(s.lanes, l)
+	s.lanesMu.Unlock()
+}
+
+// streamRecreated tells every lane that the stream was created again.
+func (s *Sink) streamRecreated(stream string) {
+	s.lanesMu.Lock()
+	lanes := make([]*lane, 0, len(s.lanes))
+	for l := range s.lanes {
+		lanes = append(lanes, l)
+	}
+	s.lanesMu.Unlock()
+	for _, l := range lanes {
+		l.streamRecreated(stream)
+	}
 }
 
 func validStreamName(s string) bool {
@@ -261,12 +312,14 @@ func (s *Sink) Ready() bool { return s.ready.Load() && s.t.connected() }
 // Stats returns the sink's counters.
 func (s *Sink) Stats() Stats {
 	return Stats{
-		Published:  s.published.Load(),
-		Acked:      s.acked.Load(),
-		Retried:    s.retried.Load(),
-		Duplicates: s.duplicates.Load(),
-		Truncated:  s.truncated.Load(),
-		InFlight:   uint64(max(s.inFlight.Load(), 0)),
+		Published:       s.published.Load(),
+		Acked:           s.acked.Load(),
+		Retried:         s.retried.Load(),
+		Duplicates:      s.duplicates.Load(),
+		Truncated:       s.truncated.Load(),
+		InFlight:        uint64(max(s.inFlight.Load(), 0)),
+		Reordered:       s.reordered.Load(),
+		StreamRecreated: s.recreated.Load(),
 	}
 }
 

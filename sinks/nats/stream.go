@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -31,6 +32,11 @@ func (s *Sink) streamConfig() jetstream.StreamConfig {
 		MaxMsgSize:   -1,
 		MaxConsumers: -1,
 	}
+	if s.js != nil && serverAtLeast(s.js.Conn().ConnectedServerVersion(), 2, 14) {
+		// Fast batch publishing keeps a bind's order through any failure
+		// (see the lane). Servers before 2.14 do not know it.
+		cfg.AllowBatchPublish = true
+	}
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = -1
 	}
@@ -55,9 +61,15 @@ func (s *Sink) ensureStream(ctx context.Context) (int32, error) {
 		switch {
 		case errors.Is(err, jetstream.ErrStreamNameAlreadyInUse):
 			st, err = s.js.Stream(ctx, want.Name) // created meanwhile by another instance
+		case err == nil && s.streamSeen.Load():
+			s.recreated.Add(1)
+			s.log.Warn("the stream was deleted while trackerd ran, and is created again: the events it held are gone, and the checkpoints are past those trackerd had stored in it, so they are not sent again (each bind logs which of its events are lost)",
+				slog.String("stream", want.Name), slog.String("subjects", want.Subjects[0]))
+			defer s.streamRecreated(want.Name)
 		case err == nil:
 			s.log.Info("created stream", slog.String("stream", want.Name),
-				slog.String("subjects", want.Subjects[0]), slog.Duration("duplicate_window", want.Duplicates))
+				slog.String("subjects", want.Subjects[0]), slog.Duration("duplicate_window", want.Duplicates),
+				slog.Bool("batch_publish", want.AllowBatchPublish))
 		case isAPIError(err) && !isUnavailable(err):
 			return 0, tracker.ConfigError(fmt.Errorf("create stream %s for %s: %w (check STREAM_* settings; an existing stream may already capture these subjects: then set STREAM_NAME to it)",
 				want.Name, want.Subjects[0], err))
@@ -80,11 +92,32 @@ func (s *Sink) ensureStream(ctx context.Context) (int32, error) {
 	if cfg.NoAck {
 		return 0, tracker.ConfigError(fmt.Errorf("stream %s does not acknowledge publishes (no_ack): trackerd needs acks to checkpoint; turn no_ack off or use PUBLISH_MODE=core", want.Name))
 	}
+	if !cfg.AllowBatchPublish && !s.streamSeen.Load() {
+		s.log.Info("the stream does not allow batch publishing: events are published one by one, and a failed publish can let later events of a bind into the stream before it (counted in trackerd_sink_reordered_total, and put back in order by changefeed); on nats-server 2.14 or later, allow it with `nats stream edit "+want.Name+" --allow-fast`",
+			slog.String("stream", want.Name))
+	}
+	s.batched.Store(cfg.AllowBatchPublish)
+	s.streamSeen.Store(true)
 	if cfg.Duplicates != want.Duplicates {
 		s.log.Warn("the stream's duplicate window is not DUPLICATE_WINDOW; leaving the stream as it is",
 			slog.String("stream", want.Name), slog.Duration("stream_window", cfg.Duplicates), slog.Duration("configured", want.Duplicates))
 	}
 	return cfg.MaxMsgSize, nil
+}
+
+// serverAtLeast reports whether a nats-server version ("2.14.1",
+// "2.15.0-beta.1") is at least major.minor.
+func serverAtLeast(version string, major, minor int) bool {
+	parts := strings.SplitN(version, ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	ma, err1 := strconv.Atoi(parts[0])
+	mi, err2 := strconv.Atoi(strings.TrimRightFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
 }
 
 // jetStreamMissing reports an error that says nothing serves JetStream's API.
