@@ -31,6 +31,8 @@ type fakeServer struct {
 	all      []*natsgo.Msg // every message handed to publishMsg
 	stored   []string      // the stream: message ids in order
 	ids      map[string]bool
+	seqOf    map[string]int // an id's stream sequence
+	mute     bool           // store, but lose the answers (except a batch's first flow acknowledgement)
 	attempts map[string]int
 	subs     map[string]natsgo.MsgHandler // by reply prefix
 	maxPay   int64
@@ -41,8 +43,9 @@ type fakeServer struct {
 	// Fast batches: allowBatch makes the fake answer batch messages as
 	// nats-server 2.14+ does on a stream with allow_batched (gap mode
 	// "fail"), with a flow acknowledgement every flow messages.
-	allowBatch bool
-	flow       uint64
+	allowBatch    bool
+	batchDisabled bool // answer batch messages as a 2.14+ server without allow_batched
+	flow          uint64
 	batches    map[string]*fakeBatch
 
 	queue chan func()
@@ -58,6 +61,7 @@ type fakeBatch struct {
 func newFakeServer() *fakeServer {
 	f := &fakeServer{
 		ids:      map[string]bool{},
+		seqOf:    map[string]int{},
 		attempts: map[string]int{},
 		subs:     map[string]natsgo.MsgHandler{},
 		maxPay:   1 << 20,
@@ -109,6 +113,11 @@ func (f *fakeServer) publishMsg(m *natsgo.Msg) error {
 		f.mu.Unlock()
 		return errors.New("fake: refused")
 	}
+	if f.batchDisabled && strings.HasSuffix(cp.Reply, batchSuffix) {
+		f.answer(cp.Reply, `{"error":{"code":400,"err_code":10205,"description":"batch publish is disabled"},"stream":"FAKE","seq":0}`)
+		f.mu.Unlock()
+		return nil
+	}
 	if f.allowBatch && strings.HasSuffix(cp.Reply, batchSuffix) {
 		f.batchMsg(cp, id, act)
 		f.mu.Unlock()
@@ -120,13 +129,12 @@ func (f *fakeServer) publishMsg(m *natsgo.Msg) error {
 	case actStore, actStoreNoAck:
 		dup := f.ids[id]
 		if !dup {
-			f.ids[id] = true
-			f.stored = append(f.stored, id)
+			f.store(id)
 		}
 		if act == actStore {
-			data := fmt.Sprintf(`{"stream":"FAKE","seq":%d}`, len(f.stored))
+			data := fmt.Sprintf(`{"stream":"FAKE", "seq":%d}`, f.seqOf[id])
 			if dup {
-				data = fmt.Sprintf(`{"stream":"FAKE","seq":%d,"duplicate":true}`, len(f.stored))
+				data = fmt.Sprintf(`{"stream":"FAKE", "seq":%d, "duplicate": true}`, f.seqOf[id])
 			}
 			answer = &natsgo.Msg{Subject: cp.Reply, Data: []byte(data)}
 		}
@@ -135,7 +143,7 @@ func (f *fakeServer) publishMsg(m *natsgo.Msg) error {
 	case actNoResponders:
 		answer = &natsgo.Msg{Subject: cp.Reply, Header: natsgo.Header{"Status": {"503"}}}
 	}
-	if answer != nil && cp.Reply != "" {
+	if answer != nil && cp.Reply != "" && !f.mute {
 		cb := f.handler(cp.Reply)
 		if cb != nil {
 			f.queue <- func() { cb(answer) }
@@ -194,7 +202,7 @@ func (f *fakeServer) batchMsg(m *natsgo.Msg, id string, act action) {
 	case actDrop:
 		return // lost on the way: the next message finds the gap
 	case actNoResponders:
-		if cb := f.handler(m.Reply); cb != nil {
+		if cb := f.handler(m.Reply); cb != nil && !f.mute {
 			answer := &natsgo.Msg{Subject: m.Reply, Header: natsgo.Header{"Status": {"503"}}}
 			f.queue <- func() { cb(answer) }
 		}
@@ -218,8 +226,7 @@ func (f *fakeServer) batchMsg(m *natsgo.Msg, id string, act action) {
 			return
 		}
 	} else {
-		f.ids[id] = true
-		f.stored = append(f.stored, id)
+		f.store(id)
 	}
 	b.lseq = seq
 	if act == actStoreNoAck {
@@ -227,19 +234,38 @@ func (f *fakeServer) batchMsg(m *natsgo.Msg, id string, act action) {
 	}
 	switch {
 	case seq == 1:
+		mute := f.mute
+		f.mute = false
 		f.answer(m.Reply, fmt.Sprintf(`{"type":"ack","seq":0,"msgs":%d}`, f.flow))
+		f.mute = mute
 	case b.lseq >= b.fseq+f.flow:
 		b.fseq = b.lseq
 		f.answer(m.Reply, fmt.Sprintf(`{"type":"ack","seq":%d,"msgs":%d}`, b.fseq, f.flow))
 	}
 }
 
+// store appends id to the stream; f.mu is held.
+func (f *fakeServer) store(id string) {
+	f.ids[id] = true
+	f.stored = append(f.stored, id)
+	f.seqOf[id] = len(f.stored)
+}
+
 // answer queues a reply; f.mu is held.
 func (f *fakeServer) answer(reply, data string) {
+	if f.mute {
+		return
+	}
 	if cb := f.handler(reply); cb != nil {
 		m := &natsgo.Msg{Subject: reply, Data: []byte(data)}
 		f.queue <- func() { cb(m) }
 	}
+}
+
+func (f *fakeServer) setMute(mute bool) {
+	f.mu.Lock()
+	f.mute = mute
+	f.mu.Unlock()
 }
 
 // restart forgets every batch, as a restarted server does.

@@ -289,8 +289,20 @@ func TestIntegrationStreamDeleted(t *testing.T) {
 			if got := streamIDs(t, nc, s.o.Stream.Name); !slices.Equal(got, ids[100:]) {
 				t.Fatalf("the new stream holds %d events, want the 100 published after the deletion, in order", len(got))
 			}
-			if !logs.contains("created stream") {
-				t.Errorf("no stream creation logged:\n%s", logs.String())
+			// Issue 9, M2: the recreation is a warning, counted, and names
+			// the events that went with the old stream.
+			out := logs.String()
+			for _, want := range []string{
+				"level=WARN msg=\"the stream was deleted while trackerd ran, and is created again",
+				"level=WARN msg=\"events of this bind acknowledged by the deleted stream are gone with it",
+				"events=100 first_event=" + ids[0] + " last_event=" + ids[99] + " ",
+			} {
+				if !strings.Contains(out, want) {
+					t.Errorf("log lacks %q:\n%s", want, out)
+				}
+			}
+			if st := s.Stats(); st.StreamRecreated != 1 {
+				t.Errorf("Stats.StreamRecreated = %d, want 1", st.StreamRecreated)
 			}
 		})
 	}

@@ -982,7 +982,7 @@ func (l *lane) onBatchAnswer(m *natsgo.Msg, id string, bseq uint64, op int) {
 		l.batchOver()
 		l.fail(fmt.Errorf("event %s: %w", l.slotID(l.bstart+bseq-1), a.err))
 	case batchEnd:
-		l.batchStored(a.count, a.dup && a.count == l.bsent)
+		l.batchStored(a.count, a.dup)
 		committed := l.bcommitted
 		ended := l.bsent
 		l.batchOver()

@@ -32,7 +32,25 @@ type laneRig struct {
 	bad   []string
 }
 
+// The two ways a lane publishes in JetStream mode.
+const (
+	oneByOne = false // a stream without allow_batched (servers before 2.14)
+	batched  = true  // fast batches, gap mode "fail"
+)
+
+func modeName(b bool) string {
+	if b {
+		return "batched"
+	}
+	return "one by one"
+}
+
 func newRig(t *testing.T, o Options) *laneRig {
+	return newModeRig(t, o, oneByOne)
+}
+
+// newModeRig is a lane on a fake server that allows fast batches or not.
+func newModeRig(t *testing.T, o Options, batch bool) *laneRig {
 	t.Helper()
 	r := &laneRig{t: t, f: newFakeServer(), gen: eventSeq{bind: "b", txSize: 3}}
 	if o.AckTimeout == 0 {
@@ -42,6 +60,8 @@ func newRig(t *testing.T, o Options) *laneRig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.f.allowBatch = batch
+	s.batched.Store(batch)
 	r.s = s
 	lane, err := s.OpenLane(t.Context(), "b", r.onAcked)
 	if err != nil {
@@ -125,46 +145,176 @@ func (r *laneRig) finish(strictOrder bool) {
 	}
 }
 
+// TestLaneDelivers publishes through one failure of each kind. Batched,
+// the stream always holds the events in LaneSeq order (issue 9, F10: one
+// failed publish must not let a later event be stored before it). One by
+// one, some failures let later events overtake the failed one: the lane
+// then counts exactly the events stored ahead of an earlier one.
 func TestLaneDelivers(t *testing.T) {
+	const (
+		ev2b1 = "b/lsn-0000000000000002/1/before_commit"
+		ev1b0 = "b/lsn-0000000000000001/0/before_commit"
+		ev3a2 = "b/lsn-0000000000000003/2/after_commit"
+		ev2a0 = "b/lsn-0000000000000002/0/after_commit"
+		ev2b2 = "b/lsn-0000000000000002/2/before_commit"
+		ev2b0 = "b/lsn-0000000000000002/0/before_commit"
+	)
 	tests := []struct {
 		name   string
 		opts   Options
 		policy func(id string, attempt int) action
-		strict bool // the failure cannot reorder the stream
+		strict bool // one by one, the failure cannot reorder the stream
 		retry  bool // Stats.Retried must count re-sends
 		dup    bool // Stats.Duplicates must count a duplicate ack
 		clean  bool // nothing may be retried
 	}{
 		{name: "ok - no failure", strict: true, clean: true},
 		{name: "ok - window of one", opts: Options{MaxInflight: 1}, strict: true, clean: true},
-		{name: "retry - one API error", policy: failOnce("b/lsn-0000000000000002/1/before_commit", actError), retry: true},
-		{name: "retry - no responders", policy: failOnce("b/lsn-0000000000000001/0/before_commit", actNoResponders), retry: true},
-		{name: "retry - lost message times out", opts: Options{AckTimeout: 30 * time.Millisecond}, policy: failOnce("b/lsn-0000000000000003/2/after_commit", actDrop), retry: true},
-		{name: "retry - lost ack times out, duplicate on re-send", opts: Options{AckTimeout: 30 * time.Millisecond}, policy: failOnce("b/lsn-0000000000000002/0/after_commit", actStoreNoAck), retry: true, dup: true},
-		{name: "retry - connection refuses", policy: failOnce("b/lsn-0000000000000002/2/before_commit", actRefuse), strict: true},
-		{name: "retry - server down from one event on", policy: downFrom("b/lsn-0000000000000002/0/before_commit", 3), strict: true, retry: true},
+		{name: "retry - one API error", policy: failOnce(ev2b1, actError), retry: true},
+		{name: "retry - API errors in a row", policy: failN(ev2b1, actError, 3), retry: true},
+		{name: "retry - no responders", policy: failOnce(ev1b0, actNoResponders), retry: true},
+		{name: "retry - lost message times out", opts: Options{AckTimeout: 30 * time.Millisecond}, policy: failOnce(ev3a2, actDrop), retry: true},
+		{name: "retry - lost ack times out, duplicate on re-send", opts: Options{AckTimeout: 30 * time.Millisecond}, policy: failOnce(ev2a0, actStoreNoAck)},
+		{name: "retry - connection refuses", policy: failOnce(ev2b2, actRefuse), strict: true},
+		{name: "retry - server down from one event on", policy: downFrom(ev2b0, 3), strict: true, retry: true},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			r := newRig(t, tc.opts)
-			r.f.setPolicy(tc.policy)
-			r.publish(60)
-			r.finish(tc.strict)
-			st := r.s.Stats()
-			if st.Published != 60 || st.Acked < 60 || st.InFlight != 0 {
-				t.Errorf("Stats = %+v", st)
-			}
-			if tc.retry && st.Retried == 0 {
-				t.Errorf("Stats.Retried = 0 after a failure")
-			}
-			if tc.dup && st.Duplicates == 0 {
-				t.Errorf("Stats.Duplicates = 0 after a re-sent stored event")
-			}
-			if tc.clean && (st.Retried != 0 || st.Duplicates != 0) {
-				t.Errorf("Stats = %+v: retries or duplicates without a failed publish", st)
-			}
-		})
+	for _, mode := range []bool{oneByOne, batched} {
+		for _, tc := range tests {
+			t.Run(modeName(mode)+"/"+tc.name, func(t *testing.T) {
+				r := newModeRig(t, tc.opts, mode)
+				r.f.setPolicy(tc.policy)
+				r.publish(60)
+				r.finish(mode == batched || tc.strict)
+				st := r.s.Stats()
+				if st.Published != 60 || st.Acked < 60 || st.InFlight != 0 {
+					t.Errorf("Stats = %+v", st)
+				}
+				if tc.retry && st.Retried == 0 {
+					t.Errorf("Stats.Retried = 0 after a failure")
+				}
+				if tc.clean && (st.Retried != 0 || st.Duplicates != 0) {
+					t.Errorf("Stats = %+v: retries or duplicates without a failed publish", st)
+				}
+				if want := overtakers(r.f.streamIDs(), r.ids); st.Reordered != want {
+					t.Errorf("Stats.Reordered = %d, want %d: the events stored ahead of an earlier one, in %v", st.Reordered, want, r.f.streamIDs())
+				}
+				if mode == oneByOne {
+					for _, m := range r.f.published() {
+						if !strings.HasPrefix(m.Header.Get(HeaderOrder), r.lane.(*lane).run+".") {
+							t.Fatalf("message %s without the %s header of the run", m.Header.Get(HeaderMsgID), HeaderOrder)
+						}
+					}
+				}
+			})
+		}
 	}
+}
+
+// overtakers counts the events of stream stored ahead of an event that
+// precedes them in order.
+func overtakers(stream, order []string) uint64 {
+	pos := make(map[string]int, len(order))
+	for i, id := range order {
+		pos[id] = i
+	}
+	var n uint64
+	highest := -1
+	for _, id := range order {
+		p := slices.Index(stream, id)
+		if p < highest {
+			n++
+		}
+		highest = max(highest, p)
+	}
+	return n
+}
+
+// failN fails the first n attempts of one id.
+func failN(id string, act action, n int) func(string, int) action {
+	return func(got string, attempt int) action {
+		if got == id && attempt <= n {
+			return act
+		}
+		return actStore
+	}
+}
+
+// TestLaneRoundProbes: one by one, a round after a failure sends its first
+// message alone until the stream takes it, so a stream that stays
+// unavailable refuses one message per round, not the window.
+func TestLaneRoundProbes(t *testing.T) {
+	r := newRig(t, Options{MaxInflight: 64})
+	const failing = "b/lsn-0000000000000002/0/before_commit"
+	var mu sync.Mutex
+	down := false
+	r.f.setPolicy(func(id string, attempt int) action {
+		mu.Lock()
+		defer mu.Unlock()
+		if id == failing && attempt == 1 {
+			down = true
+		}
+		if down && id == failing && attempt < 6 {
+			return actNoResponders
+		}
+		if id == failing {
+			down = false
+		}
+		if down {
+			return actNoResponders
+		}
+		return actStore
+	})
+	r.publish(40)
+	r.finish(false)
+	// Every event after the failing one was sent in the first round (and
+	// refused) and once more after the stream came back: never in the
+	// rounds in between.
+	for _, id := range r.ids[7:] {
+		if n := r.f.attempts[id]; n > 2 {
+			t.Errorf("%s sent %d times while the stream refused the round's first message", id, n)
+		}
+	}
+	if n := r.f.attempts[failing]; n != 6 {
+		t.Errorf("%s sent %d times, want 6", failing, n)
+	}
+}
+
+// TestLaneBatchFailures: failures only fast batches have.
+func TestLaneBatchFailures(t *testing.T) {
+	t.Run("answers lost and the batch forgotten: re-sent duplicates start new batches", func(t *testing.T) {
+		r := newModeRig(t, Options{AckTimeout: 50 * time.Millisecond}, batched)
+		r.publish(10)
+		eventually(t, 5*time.Second, "first 10 acked", func() bool { return r.ackedN() == 10 })
+		r.f.setMute(true) // stores, answers nothing
+		r.publish(10)
+		eventually(t, 5*time.Second, "20 stored", func() bool { return len(r.f.streamIDs()) == 20 })
+		time.Sleep(150 * time.Millisecond) // the acknowledgement and the ping time out
+		r.f.restart()                      // and the stream forgets the batch
+		r.f.setMute(false)
+		r.publish(10)
+		r.finish(true)
+		if st := r.s.Stats(); st.Duplicates == 0 {
+			t.Errorf("Stats = %+v: no duplicate acknowledged", st)
+		}
+	})
+	t.Run("the connection refuses one message: the ping finds the batch whole, nothing is sent again", func(t *testing.T) {
+		r := newModeRig(t, Options{}, batched)
+		r.f.setPolicy(failOnce("b/lsn-0000000000000003/1/before_commit", actRefuse))
+		r.publish(60)
+		r.finish(true)
+		if st := r.s.Stats(); st.Retried != 0 || st.Duplicates != 0 {
+			t.Errorf("Stats = %+v: re-sent what the stream had", st)
+		}
+	})
+	t.Run("the stream refuses batches: the lane publishes one by one", func(t *testing.T) {
+		r := newModeRig(t, Options{}, batched)
+		r.f.allowBatch, r.f.batchDisabled = false, true
+		r.publish(20)
+		r.finish(true)
+		if r.s.batched.Load() {
+			t.Error("the sink still publishes in batches")
+		}
+	})
 }
 
 // failOnce fails the first attempt of one id.
