@@ -177,6 +177,8 @@ type consumeOptions struct {
 	dedup         int
 	maxTxChanges  int
 	txTimeout     time.Duration
+	orderWait     time.Duration
+	orderWaitSet  bool
 	jetstreamOnly []string // names of the options given that need JetStream
 	durableOnly   []string // names of the options given that need a durable consumer
 	txOnly        []string
@@ -339,6 +341,38 @@ func UntilEnd() ConsumeOption {
 	}
 }
 
+// OrderWait sets how long a subscription holds an event that arrived
+// ahead of an earlier event of its bind, waiting for that one: default
+// 1m; 0 hands events over as they arrive.
+//
+// Where the stream does not allow batch publishing (nats-server before
+// 2.14, or a stream without allow_batched), a failed publish can let later
+// events of a bind into the stream ahead of the failed one, which trackerd
+// stores when it sends it again (it counts them in
+// trackerd_sink_reordered_total and marks every event with its place:
+// [Order]). A subscription that reads every event of its binds — a
+// [Filter] with no Schema, Table, Op or Pattern, whether or not it names a
+// Bind or a Phase; [Feed.ConsumeTx] always, unless given a Pattern — holds
+// such early events until the missing one arrives and hands them over in
+// order; transactions then complete in order too. It gives up, logging a
+// warning, after OrderWait, or when MaxAckPending/2 events (10000 for
+// [Feed.Follow]) are held. Narrower filters see the events in stream order.
+// JetStream subscriptions only: [Feed.Consume], [Feed.ConsumeTx],
+// [Feed.Follow].
+func OrderWait(d time.Duration) ConsumeOption {
+	return func(o *consumeOptions) error {
+		if d < 0 {
+			return fmt.Errorf("changefeed: OrderWait(%v): want 0 (off) or more", d)
+		}
+		o.orderWait, o.orderWaitSet = d, true
+		o.jetstreamOnly = append(o.jetstreamOnly, "OrderWait")
+		return nil
+	}
+}
+
+// defaultOrderWait is OrderWait's default.
+const defaultOrderWait = time.Minute
+
 // kinds of subscription, for option checks.
 const (
 	kindCore = iota
@@ -386,6 +420,9 @@ func buildConsumeOptions(kind int, opts []ConsumeOption) (consumeOptions, error)
 	}
 	if o.maxTxChanges == 0 {
 		o.maxTxChanges = 10000
+	}
+	if !o.orderWaitSet {
+		o.orderWait = defaultOrderWait
 	}
 	if o.ackWait == 0 {
 		o.ackWait = 30 * time.Second

@@ -57,6 +57,9 @@ type Message struct {
 	// Raw is the message body as received: for trackerd's own events, the
 	// structured-mode CloudEvent JSON exactly as published.
 	Raw []byte
+	// Order is the event's place in its bind's order of publication, where
+	// trackerd marks it (see [Order]); zero otherwise.
+	Order Order
 }
 
 // ErrNotEvent is wrapped by the errors of Decode for a message that is not
@@ -99,6 +102,7 @@ func Decode(subject string, header nats.Header, data []byte) (Message, error) {
 	}
 	m.Subject = subject
 	m.Raw = data
+	m.Order = orderOf(header)
 	return m, nil
 }
 

@@ -193,22 +193,17 @@ func (f *Feed) Consume(ctx context.Context, durable string, flt Filter, h Handle
 	ctx, cancel := context.WithCancel(ctx)
 	s := newSubscription(subject, cancel)
 	dd := newDedup(o.dedup)
-	handle := func(jm jetstream.Msg) {
+	ord := newOrderer(flt, o.orderWait, o.maxAckPending/2, f.log)
+	process := func(m Message, jm jetstream.Msg) {
 		if ctx.Err() != nil {
 			_ = jm.Nak() // stopping: hand it back for immediate redelivery
-			return
-		}
-		m, err := DecodeJetStreamMsg(jm)
-		if err != nil {
-			f.log.Warn("changefeed: terminating a message that is not a trackerd event", slog.String("subject", jm.Subject()), slog.Any("err", err))
-			_ = jm.Term()
 			return
 		}
 		if !flt.Match(&m) || dd.has(&m) {
 			_ = jm.Ack()
 			return
 		}
-		err = retry(ctx, &o, f.log, msgAttrs(&m), func() error { return h(ctx, m) }, func() { _ = jm.InProgress() })
+		err := retry(ctx, &o, f.log, msgAttrs(&m), func() error { return h(ctx, m) }, func() { _ = jm.InProgress() })
 		switch {
 		case err == nil:
 			_ = jm.Ack()
@@ -220,10 +215,39 @@ func (f *Feed) Consume(ctx context.Context, durable string, flt Filter, h Handle
 			_ = jm.Nak()
 		}
 	}
+	handle := func(jm jetstream.Msg) {
+		if ctx.Err() != nil {
+			_ = jm.Nak() // stopping: hand it back for immediate redelivery
+			return
+		}
+		m, err := DecodeJetStreamMsg(jm)
+		if err != nil {
+			f.log.Warn("changefeed: terminating a message that is not a trackerd event", slog.String("subject", jm.Subject()), slog.Any("err", err))
+			_ = jm.Term()
+			return
+		}
+		for _, e := range ord.add(held{m: m, jm: jm}, time.Now()) {
+			process(e.m, e.jm)
+		}
+	}
+	var pinged time.Time
+	idle := func() {
+		now := time.Now()
+		for _, e := range ord.expire(now) {
+			process(e.m, e.jm)
+		}
+		if now.Sub(pinged) >= o.ackWait/3 {
+			pinged = now
+			ord.each(func(e held) { _ = e.jm.InProgress() })
+		}
+	}
 	go func() {
 		defer close(s.done)
 		defer cancel()
-		err := f.pull(ctx, cons, min(o.maxAckPending, 256), o.ackWait, time.Second, handle, nil)
+		err := f.pull(ctx, cons, min(o.maxAckPending, 256), o.ackWait, time.Second, handle, idle)
+		for _, e := range ord.drain() {
+			_ = e.jm.Nak()
+		}
 		f.flush()
 		if ctx.Err() == nil {
 			s.fail(fmt.Errorf("changefeed: consumer %s: %w", durable, err))
@@ -367,6 +391,10 @@ func validName(s string) bool {
 	return s != ""
 }
 
+// followHoldLimit is how many events Follow holds back while an earlier
+// event of their bind is missing (see OrderWait).
+const followHoldLimit = 10000
+
 // Follow calls h with every event flt selects from the feed's stream, in
 // stream order, from a start position ([FromNew], the default, or
 // [FromStart], [FromSequence], [FromTime]), through an ordered consumer:
@@ -415,13 +443,20 @@ func (f *Feed) Follow(ctx context.Context, flt Filter, h Handler, opts ...Consum
 			cancel()
 		}
 	}
+	ord := newOrderer(flt, o.orderWait, followHoldLimit, f.log)
 	go func() { <-ctx.Done(); it.Stop() }()
 	go func() {
 		defer close(s.done)
 		defer cancel()
 		var lastErr error
 		for ctx.Err() == nil {
-			jm, err := it.Next()
+			jm, err := it.Next(jetstream.NextMaxWait(time.Second))
+			if errors.Is(err, nats.ErrTimeout) {
+				for _, e := range ord.expire(time.Now()) {
+					f.deliver(ctx, &o, flt, dd, h, e.m)
+				}
+				continue
+			}
 			if err != nil {
 				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 					if errors.Is(err, jetstream.ErrConnectionClosed) {
@@ -444,6 +479,9 @@ func (f *Feed) Follow(ctx context.Context, flt Filter, h Handler, opts ...Consum
 			if o.untilEnd {
 				md, err := jm.Metadata()
 				if err == nil && md.Sequence.Stream > end {
+					for _, e := range ord.flush() {
+						f.deliver(ctx, &o, flt, dd, h, e.m)
+					}
 					cancel()
 					break
 				}
@@ -453,9 +491,15 @@ func (f *Feed) Follow(ctx context.Context, flt Filter, h Handler, opts ...Consum
 			if err != nil {
 				f.log.Warn("changefeed: skipping a message that is not a trackerd event", slog.String("subject", jm.Subject()), slog.Any("err", err))
 			} else {
-				f.deliver(ctx, &o, flt, dd, h, m)
+				for _, e := range ord.add(held{m: m}, time.Now()) {
+					f.deliver(ctx, &o, flt, dd, h, e.m)
+				}
 			}
 			if last {
+				// What is still held waits for events past the end.
+				for _, e := range ord.flush() {
+					f.deliver(ctx, &o, flt, dd, h, e.m)
+				}
 				cancel()
 			}
 		}

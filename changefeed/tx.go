@@ -102,17 +102,50 @@ func (f *Feed) ConsumeTx(ctx context.Context, durable string, flt Filter, h TxHa
 		f: f, o: &o, h: h, sel: Filter{Bind: flt.Bind, Schema: flt.Schema, Table: flt.Table, Op: flt.Op},
 		dd: newDedup(o.dedup), pending: make(map[txID]*pendingTx), done: newRecent(1024),
 	}
+	// The consumer reads every after_commit event of its binds: put them
+	// back in their order, so that transactions complete in order.
+	ord := newOrderer(Filter{Phase: tracker.PhaseAfterCommit, Pattern: flt.Pattern}, o.orderWait, o.maxAckPending/2, f.log)
 	tick := min(o.txTimeout/4, o.ackWait/4, time.Second)
 	go func() {
 		defer close(s.done)
 		defer cancel()
+		var pinged time.Time
 		err := f.pull(ctx, cons, min(o.maxAckPending, 1024), o.ackWait, tick, func(jm jetstream.Msg) {
 			if ctx.Err() != nil {
 				_ = jm.Nak() // stopping: hand it back for immediate redelivery
 				return
 			}
-			_ = a.add(ctx, jm) // an error means stopping: the next messages are handed back
-		}, func() { _ = a.housekeep(ctx, time.Now()) })
+			m, err := DecodeJetStreamMsg(jm)
+			if err != nil {
+				a.f.log.Warn("changefeed: terminating a message that is not a trackerd event", slog.String("subject", jm.Subject()), slog.Any("err", err))
+				_ = jm.Term()
+				return
+			}
+			for _, e := range ord.add(held{m: m, jm: jm}, time.Now()) {
+				if ctx.Err() != nil {
+					_ = e.jm.Nak()
+					continue
+				}
+				_ = a.add(ctx, e.m, e.jm) // an error means stopping: the next messages are handed back
+			}
+		}, func() {
+			now := time.Now()
+			for _, e := range ord.expire(now) {
+				if ctx.Err() != nil {
+					_ = e.jm.Nak()
+					continue
+				}
+				_ = a.add(ctx, e.m, e.jm)
+			}
+			if now.Sub(pinged) >= o.ackWait/3 {
+				pinged = now
+				ord.each(func(e held) { _ = e.jm.InProgress() })
+			}
+			_ = a.housekeep(ctx, now)
+		})
+		for _, e := range ord.drain() {
+			_ = e.jm.Nak()
+		}
 		a.nakAll()
 		f.flush()
 		if ctx.Err() == nil {
@@ -150,15 +183,9 @@ type assembler struct {
 	done    *recent
 }
 
-// add takes one message; it returns an error only when ctx ended while a
-// handler was retried.
-func (a *assembler) add(ctx context.Context, jm jetstream.Msg) error {
-	m, err := DecodeJetStreamMsg(jm)
-	if err != nil {
-		a.f.log.Warn("changefeed: terminating a message that is not a trackerd event", slog.String("subject", jm.Subject()), slog.Any("err", err))
-		_ = jm.Term()
-		return nil
-	}
+// add takes one event, decoded from jm; it returns an error only when ctx
+// ended while a handler was retried.
+func (a *assembler) add(ctx context.Context, m Message, jm jetstream.Msg) error {
 	if m.Phase != tracker.PhaseAfterCommit {
 		_ = jm.Ack()
 		return nil

@@ -23,6 +23,7 @@ type fakeMsg struct {
 	subject string
 	data    []byte
 	seq     uint64
+	hdr     nats.Header
 
 	mu  sync.Mutex
 	log *[]string
@@ -39,7 +40,7 @@ func (m *fakeMsg) Metadata() (*jetstream.MsgMetadata, error) {
 	return &jetstream.MsgMetadata{Sequence: jetstream.SequencePair{Stream: m.seq}, NumDelivered: 1}, nil
 }
 func (m *fakeMsg) Data() []byte                     { return m.data }
-func (m *fakeMsg) Headers() nats.Header             { return nil }
+func (m *fakeMsg) Headers() nats.Header             { return m.hdr }
 func (m *fakeMsg) Subject() string                  { return m.subject }
 func (m *fakeMsg) Reply() string                    { return "" }
 func (m *fakeMsg) Ack() error                       { return m.record("ack") }
@@ -52,7 +53,7 @@ func (m *fakeMsg) TermWithReason(string) error      { return m.record("term") }
 func (m *fakeMsg) String() string                   { return fmt.Sprint(m.seq) }
 func (m *fakeMsg) withLog(log *[]string) *fakeMsg   { m.log = log; return m }
 func (m *fakeMsg) clone(seq uint64, log *[]string) *fakeMsg {
-	return &fakeMsg{m.subject, m.data, seq, sync.Mutex{}, log}
+	return &fakeMsg{m.subject, m.data, seq, m.hdr, sync.Mutex{}, log}
 }
 
 // afterCommit returns the after_commit message of change seq of a
@@ -92,6 +93,15 @@ func newTestAssembler(t *testing.T, h TxHandler, opts ...ConsumeOption) *assembl
 	return &assembler{f: f, o: &o, h: h, dd: newDedup(o.dedup), pending: make(map[txID]*pendingTx), done: newRecent(16)}
 }
 
+// addMsg decodes m and hands it to the assembler, as ConsumeTx does.
+func (a *assembler) addMsg(ctx context.Context, m jetstream.Msg) error {
+	dm, err := DecodeJetStreamMsg(m)
+	if err != nil {
+		return err
+	}
+	return a.add(ctx, dm, m)
+}
+
 func TestAssembler(t *testing.T) {
 	var log []string
 	var r txRecorder
@@ -99,7 +109,7 @@ func TestAssembler(t *testing.T) {
 	ctx := t.Context()
 	add := func(m *fakeMsg) {
 		t.Helper()
-		if err := a.add(ctx, m); err != nil {
+		if err := a.addMsg(ctx, m); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -147,7 +157,7 @@ func TestAssemblerTimeout(t *testing.T) {
 	var r txRecorder
 	a := newTestAssembler(t, r.handle, TxTimeout(10*time.Second), AckWait(3*time.Second))
 	now := time.Now()
-	if err := a.add(t.Context(), afterCommit("a", "k1", "t", 1, 3, 1, &log)); err != nil {
+	if err := a.addMsg(t.Context(), afterCommit("a", "k1", "t", 1, 3, 1, &log)); err != nil {
 		t.Fatal(err)
 	}
 	a.housekeep(t.Context(), now.Add(2*time.Second))
@@ -171,7 +181,7 @@ func TestAssemblerStop(t *testing.T) {
 	a := newTestAssembler(t, r.handle)
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(50*time.Millisecond, cancel)
-	if err := a.add(ctx, afterCommit("a", "k1", "t", 0, 1, 7, &log)); !errors.Is(err, context.Canceled) {
+	if err := a.addMsg(ctx, afterCommit("a", "k1", "t", 0, 1, 7, &log)); !errors.Is(err, context.Canceled) {
 		t.Fatalf("add = %v, want the context's error", err)
 	}
 	a.nakAll()
@@ -201,7 +211,7 @@ func TestAssemblerSkipAndFilter(t *testing.T) {
 	})
 	a.sel = Filter{Table: "orders"}
 	add := func(m *fakeMsg) {
-		if err := a.add(t.Context(), m); err != nil {
+		if err := a.addMsg(t.Context(), m); err != nil {
 			t.Fatal(err)
 		}
 	}

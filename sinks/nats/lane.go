@@ -111,9 +111,14 @@ const warnEvery = 30 * time.Second
 // do not pin window × their size of memory.
 const maxRetainedBuf = 64 << 10
 
-// commitDelay is how long a lane with nothing more to send waits before
-// it ends its fast batch, which acknowledges the batch's last messages.
-const commitDelay = 5 * time.Millisecond
+// A lane with nothing more to send ends its fast batch, which
+// acknowledges the batch's last messages (no flow acknowledgement is due
+// for them), once it has sent nothing for commitIdle, or once the oldest
+// unacknowledged message is maxTailWait old.
+const (
+	commitIdle  = 20 * time.Millisecond
+	maxTailWait = 100 * time.Millisecond
+)
 
 // batchOutstanding is how many flow acknowledgements a fast batch may have
 // outstanding: the messages in flight are at most this many times the
@@ -188,6 +193,7 @@ type lane struct {
 	flowMsgs    uint64    // the server's acknowledgement interval, 0 before its first answer
 	bending     bool      // no more messages go into the batch: it is ending
 	bcommitted  bool      // the lane ended the batch itself (EOB)
+	cleanEnd    bool      // the last batch ended so, every message stored
 	batchErr    error     // why the stream is ending the batch
 	pingAt      time.Time // when the failed round's ping was sent; zero: none
 	pingAlive   bool      // the ping found the batch whole: go on with it
@@ -562,9 +568,9 @@ func (l *lane) workBatch(now time.Time) (time.Duration, bool) {
 		return d, true
 	}
 	inFlight := l.bsent - l.backed
-	allowed := uint64(2) // until the server's first answer sets the pace
-	if l.flowMsgs > 0 {
-		allowed = min(l.window, l.flowMsgs*batchOutstanding)
+	allowed := min(l.window, max(l.flowMsgs, 1)*batchOutstanding)
+	if l.flowMsgs == 0 {
+		allowed = 2 // until the server's first answer sets the pace
 	}
 	if l.sendAt < l.next && inFlight < allowed {
 		sl := &l.slots[l.sendAt%l.window]
@@ -596,12 +602,15 @@ func (l *lane) workBatch(now time.Time) (time.Duration, bool) {
 		l.mu.Unlock()
 		return d, true
 	}
-	// Nothing more to send: end the batch after commitDelay, which
-	// acknowledges its last messages.
-	if d := l.lastSent.Add(commitDelay).Sub(now); d > 0 {
-		if w := l.watchOldest(now); w >= 0 && w < d {
-			d = w
+	// Nothing more to send: end the batch, which acknowledges its last
+	// messages, once idle for commitIdle or when the oldest is old.
+	d := l.lastSent.Add(commitIdle).Sub(now)
+	if l.base < l.sendAt {
+		if sl := &l.slots[l.base%l.window]; sl.state == slotSent {
+			d = min(d, sl.sentAt.Add(maxTailWait).Sub(now))
 		}
+	}
+	if d > 0 {
 		l.mu.Unlock()
 		return d, true
 	}
@@ -616,10 +625,16 @@ func (l *lane) workBatch(now time.Time) (time.Duration, bool) {
 	return 0, true
 }
 
-// openBatch starts a new fast batch at base. l.mu is held.
+// openBatch starts a new fast batch at base. After a batch the lane ended
+// itself, it goes on at that batch's pace; else it waits for the server's
+// first answer. l.mu is held.
 func (l *lane) openBatch() {
 	l.batchID = strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(uint64(l.gen), 36)
-	l.bstart, l.bsent, l.backed, l.flowMsgs = l.base, 0, 0, 0
+	l.bstart, l.bsent, l.backed = l.base, 0, 0
+	if !l.cleanEnd {
+		l.flowMsgs = 0
+	}
+	l.cleanEnd = false
 	l.bending, l.bcommitted, l.batchErr = false, false, nil
 	l.sendAt = l.base
 }
@@ -998,6 +1013,7 @@ func (l *lane) onBatchAnswer(m *natsgo.Msg, id string, bseq uint64, op int) {
 		case committed && a.count == ended:
 			// Ended by the lane, every message stored: the next event
 			// opens a new batch.
+			l.cleanEnd = true
 		case a.dup && a.count == 1 && ended <= 2:
 			// The batch's first message was stored before (a re-send
 			// whose acknowledgement was lost): the stream ends such a
