@@ -46,7 +46,7 @@ type fakeServer struct {
 	allowBatch    bool
 	batchDisabled bool // answer batch messages as a 2.14+ server without allow_batched
 	flow          uint64
-	batches    map[string]*fakeBatch
+	batches       map[string]*fakeBatch
 
 	queue chan func()
 	once  sync.Once
