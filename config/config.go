@@ -57,6 +57,9 @@ type Config struct {
 	PublishMode string
 	// MaxInflight is MAX_INFLIGHT, default 8192: unacknowledged messages per bind.
 	MaxInflight int
+	// MaxInflightBytes is MAX_INFLIGHT_BYTES, default 64 MiB: bytes of
+	// unacknowledged messages per bind (one message is always let in).
+	MaxInflightBytes int64
 	// OversizePolicy is OVERSIZE_POLICY: what to do with an event larger than
 	// the server's max_payload. "truncate" (default) or "fail".
 	OversizePolicy string

@@ -292,6 +292,8 @@ func specs() []keySpec {
 			func(c *Config) *string { return &c.PublishMode }),
 		intKey("MAX_INFLIGHT", "8192", "Unacknowledged messages per bind before reading pauses.",
 			"a whole number from 1 to 1000000", func(c *Config) *int { return &c.MaxInflight }),
+		sizeKey("MAX_INFLIGHT_BYTES", "64MiB", "Bytes of unacknowledged messages per bind before reading pauses (one message always goes out, however large).",
+			func(c *Config) *int64 { return &c.MaxInflightBytes }),
 		enumKey("OVERSIZE_POLICY", "truncate",
 			"What to do with an event larger than the server's max_payload: `truncate` it (the sink documents how) or `fail` (the bind stops with an error).",
 			func(c *Config) *string { return &c.OversizePolicy }),

@@ -46,6 +46,7 @@ func Default() Config {
 		Signals:            []string{"before_commit", "after_commit"},
 		PublishMode:        "jetstream",
 		MaxInflight:        8192,
+		MaxInflightBytes:   64 << 20,
 		OversizePolicy:     "truncate",
 		StreamName:         "TRACKERD",
 		DuplicateWindow:    10 * time.Minute,

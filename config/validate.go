@@ -42,6 +42,9 @@ func (c *Config) validate() []error {
 	if c.MaxInflight < 1 || c.MaxInflight > 1_000_000 {
 		v.fail("MAX_INFLIGHT", strconv.Itoa(c.MaxInflight), "a whole number from 1 to 1000000", nil)
 	}
+	if c.MaxInflightBytes < 1 {
+		v.fail("MAX_INFLIGHT_BYTES", strconv.FormatInt(c.MaxInflightBytes, 10), "a positive size such as 64MiB", nil)
+	}
 	v.enum("OVERSIZE_POLICY", c.OversizePolicy, "truncate", "fail")
 	if err := checkStreamName(c.StreamName); err != nil {
 		v.fail("STREAM_NAME", c.StreamName, "a JetStream stream name: no white space, '.', '*', '>', '/' or '\\'", err)

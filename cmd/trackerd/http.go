@@ -196,12 +196,14 @@ var (
 	mSinkDup     = prometheus.NewDesc("trackerd_sink_duplicates_total", "Publishes JetStream reported as duplicates.", nil, nil)
 	mSinkTrunc   = prometheus.NewDesc("trackerd_sink_truncated_total", "Events whose large values were left out to fit max_payload.", nil, nil)
 	mSinkInfl    = prometheus.NewDesc("trackerd_sink_inflight", "Messages published and not yet acknowledged.", nil, nil)
+	mSinkReord   = prometheus.NewDesc("trackerd_sink_reordered_total", "Events the stream stored before an earlier event of their bind (streams without batch publishing, after a failed publish).", nil, nil)
+	mSinkRecr    = prometheus.NewDesc("trackerd_sink_stream_recreated_total", "Times the stream was found deleted and created again; what it held is gone.", nil, nil)
 	mNATSUp      = prometheus.NewDesc("trackerd_nats_connected", "1 while connected to NATS.", nil, nil)
 )
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mChanges, mTxs, mPublished, mAcked, mCheckpoints, mCheckpointT, mOpenTx, mSpilled,
-		mRetries, mLagBytes, mLagSeconds, mUp, mSinkPub, mSinkAck, mSinkRetry, mSinkDup, mSinkTrunc, mSinkInfl, mNATSUp} {
+		mRetries, mLagBytes, mLagSeconds, mUp, mSinkPub, mSinkAck, mSinkRetry, mSinkDup, mSinkTrunc, mSinkInfl, mSinkReord, mSinkRecr, mNATSUp} {
 		ch <- d
 	}
 }
@@ -243,6 +245,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(mSinkDup, float64(st.Duplicates))
 	counter(mSinkTrunc, float64(st.Truncated))
 	gauge(mSinkInfl, float64(st.InFlight))
+	counter(mSinkReord, float64(st.Reordered))
+	counter(mSinkRecr, float64(st.StreamRecreated))
 	connected := 0.0
 	if m.bus.nc != nil && m.bus.nc.IsConnected() {
 		connected = 1

@@ -280,10 +280,11 @@ func sinkOptions(cfg *config.Config, log *slog.Logger) natssink.Options {
 			MaxMsgs:         cfg.StreamMaxMsgs,
 			Replicas:        cfg.StreamReplicas,
 		},
-		MaxInflight:    cfg.MaxInflight,
-		OversizePolicy: cfg.OversizePolicy,
-		Logger:         log.With(slog.String("component", "sink")),
-		Echo:           cfg.Echo,
+		MaxInflight:      cfg.MaxInflight,
+		MaxInflightBytes: cfg.MaxInflightBytes,
+		OversizePolicy:   cfg.OversizePolicy,
+		Logger:           log.With(slog.String("component", "sink")),
+		Echo:             cfg.Echo,
 	}
 }
 

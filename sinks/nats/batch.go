@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
+	"time"
 
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -174,4 +177,211 @@ func truncateForLog(b []byte) []byte {
 		return append(bytes.Clone(b[:200]), "..."...)
 	}
 	return b
+}
+
+// workBatch is a sender step in a batched round. l.mu is held; it unlocks
+// it.
+func (l *lane) workBatch(now time.Time) (time.Duration, bool) {
+	if l.batchID == "" {
+		if l.base >= l.next {
+			l.mu.Unlock()
+			return -1, true
+		}
+		l.openBatch()
+	}
+	if l.bending {
+		// Waiting for the batch's end: its PubAck, or AckTimeout.
+		d := l.watchOldest(now)
+		if d < 0 {
+			d = l.lastSent.Add(l.s.o.AckTimeout).Sub(now)
+			if d <= 0 {
+				l.fail(fmt.Errorf("no answer to the end of batch %s within %v", l.batchID, l.s.o.AckTimeout))
+				d = 0
+			}
+		}
+		l.mu.Unlock()
+		return d, true
+	}
+	inFlight := l.bsent - l.backed
+	allowed := min(l.window, max(l.flowMsgs, 1)*batchOutstanding)
+	if l.flowMsgs == 0 {
+		allowed = 2 // until the server's first answer sets the pace
+	}
+	if l.sendAt < l.next && inFlight < allowed {
+		sl := &l.slots[l.sendAt%l.window]
+		bseq := l.sendAt - l.bstart + 1
+		op := batchOpAppend
+		if bseq == 1 {
+			op = batchOpStart
+		}
+		l.replyBuf = appendBatchReply(l.replyBuf[:0], l.inbox, l.batchID, bseq, op)
+		if err := l.send(sl, string(l.replyBuf)); err != nil {
+			l.sendFailed(err)
+			l.mu.Unlock()
+			return 0, true
+		}
+		if sl.state != slotStored {
+			sl.state = slotSent
+		}
+		sl.sentAt, sl.gen = now, l.gen
+		l.lastSent = now
+		l.lastSubject = sl.subject
+		l.bsent = bseq
+		l.sendAt++
+		l.mu.Unlock()
+		return 0, true
+	}
+	if l.sendAt < l.next {
+		// Paced by the server: wait for its acknowledgements.
+		d := l.watchOldest(now)
+		l.mu.Unlock()
+		return d, true
+	}
+	// Nothing more to send: end the batch, which acknowledges its last
+	// messages, once idle for commitIdle or when the oldest is old.
+	d := l.lastSent.Add(commitIdle).Sub(now)
+	if l.base < l.sendAt {
+		if sl := &l.slots[l.base%l.window]; sl.state == slotSent {
+			d = min(d, sl.sentAt.Add(maxTailWait).Sub(now))
+		}
+	}
+	if d > 0 {
+		l.mu.Unlock()
+		return d, true
+	}
+	if err := l.sendControl(batchOpEOB, l.bsent+1); err != nil {
+		l.sendFailed(err)
+		l.mu.Unlock()
+		return 0, true
+	}
+	l.bending, l.bcommitted = true, true
+	l.lastSent = now
+	l.mu.Unlock()
+	return 0, true
+}
+
+// openBatch starts a new fast batch at base. After a batch the lane ended
+// itself, it goes on at that batch's pace; else it waits for the server's
+// first answer. l.mu is held.
+func (l *lane) openBatch() {
+	l.batchID = strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(uint64(l.gen), 36)
+	l.bstart, l.bsent, l.backed = l.base, 0, 0
+	if !l.cleanEnd {
+		l.flowMsgs = 0
+	}
+	l.cleanEnd = false
+	l.bending, l.bcommitted, l.batchErr = false, false, nil
+	l.sendAt = l.base
+}
+
+// sendControl sends an EOB or ping message of the open batch: no payload,
+// not stored. l.mu is held.
+func (l *lane) sendControl(op int, seq uint64) error {
+	l.replyBuf = appendBatchReply(l.replyBuf[:0], l.inbox, l.batchID, seq, op)
+	l.msg = natsgo.Msg{Subject: l.lastSubject, Reply: string(l.replyBuf)}
+	return l.t.publishMsg(&l.msg)
+}
+
+// onBatchAnswer handles the stream's answer to a fast batch message.
+func (l *lane) onBatchAnswer(m *natsgo.Msg, id string, bseq uint64, op int) {
+	var status string
+	if m.Header != nil {
+		status = m.Header.Get("Status")
+	}
+	a, perr := parseBatchAnswer(status, m.Data)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if id != l.batchID || l.batchID == "" {
+		return // an earlier batch's: the lane has moved on
+	}
+	if perr != nil {
+		l.batchOver()
+		l.fail(fmt.Errorf("batch %s: %w", id, perr))
+		return
+	}
+	switch a.kind {
+	case batchFlowAck:
+		if a.msgs > 0 {
+			l.flowMsgs = a.msgs
+		}
+		l.batchStored(a.seq, false)
+		if op == batchOpPing && l.failed != nil {
+			l.pingAlive = true // the stream has every message sent: no gap
+			signal(l.wakeSend)
+		}
+		signal(l.wakeSend)
+	case batchGap, batchErr:
+		// The stream ends the batch; its PubAck follows.
+		l.bending = true
+		if l.batchErr == nil {
+			l.batchErr = a.err
+		}
+	case batchNoStream:
+		l.batchOver()
+		l.fail(fmt.Errorf("event %s: %w", l.slotID(l.bstart+bseq-1), a.err))
+	case batchEnd:
+		l.batchStored(a.count, a.dup)
+		committed := l.bcommitted
+		ended := l.bsent
+		l.batchOver()
+		switch {
+		case a.err != nil:
+			var apiErr *jetstream.APIError
+			if errors.As(a.err, &apiErr) && apiErr.ErrorCode == errCodeBatchDisabled {
+				// The stream no longer allows batches: publish one by one.
+				l.s.batched.Store(false)
+				l.log.Info("the stream does not allow batch publishing any more: publishing events one by one")
+			}
+			l.fail(fmt.Errorf("event %s: %w", l.slotID(l.bstart+bseq-1), a.err))
+		case committed && a.count == ended:
+			// Ended by the lane, every message stored: the next event
+			// opens a new batch.
+			l.cleanEnd = true
+		case a.dup && a.count == 1 && ended <= 2:
+			// The batch's first message was stored before (a re-send
+			// whose acknowledgement was lost): the stream ends such a
+			// batch at once. Open the next one after it.
+			l.sendAt = l.base
+			for seq := l.base; seq < l.next; seq++ {
+				if sl := &l.slots[seq%l.window]; sl.state == slotSent {
+					sl.state = slotQueued
+				}
+			}
+		default:
+			why := l.batchErr
+			if why == nil {
+				why = errors.New("the stream ended the batch")
+			}
+			l.fail(fmt.Errorf("event %s: %w (stored %d of the batch's %d messages)", l.slotID(l.bstart+a.count), why, a.count, ended))
+		}
+		signal(l.wakeSend)
+	}
+}
+
+// batchStored marks the open batch's messages 1..n stored. l.mu is held.
+func (l *lane) batchStored(n uint64, lastDup bool) {
+	if n > l.bsent {
+		n = l.bsent
+	}
+	if n <= l.backed {
+		return
+	}
+	for bseq := l.backed + 1; bseq <= n; bseq++ {
+		seq := l.bstart + bseq - 1
+		if seq < l.base || seq >= l.next {
+			continue
+		}
+		sl := &l.slots[seq%l.window]
+		if sl.state != slotStored && sl.seq == seq {
+			l.markStored(sl, 0, lastDup && bseq == n)
+		}
+	}
+	l.backed = n
+	l.advance()
+}
+
+// batchOver forgets the open batch. l.mu is held.
+func (l *lane) batchOver() {
+	l.batchID = ""
+	l.bending, l.bcommitted = false, false
 }

@@ -176,6 +176,7 @@ func TestLaneDelivers(t *testing.T) {
 		{name: "retry - lost message times out", opts: Options{AckTimeout: 30 * time.Millisecond}, policy: failOnce(ev3a2, actDrop), retry: true},
 		{name: "retry - lost ack times out, duplicate on re-send", opts: Options{AckTimeout: 30 * time.Millisecond}, policy: failOnce(ev2a0, actStoreNoAck)},
 		{name: "retry - connection refuses", policy: failOnce(ev2b2, actRefuse), strict: true},
+		{name: "retry - connection refuses the first event", policy: failOnce(ev1b0, actRefuse), strict: true},
 		{name: "retry - server down from one event on", policy: downFrom(ev2b0, 3), strict: true, retry: true},
 	}
 	for _, mode := range []bool{oneByOne, batched} {
@@ -380,6 +381,52 @@ func TestLaneBackPressure(t *testing.T) {
 	}
 	r.publish(20)
 	r.finish(true)
+}
+
+// TestLaneBackPressureBytes (issue 9, M4): Publish also blocks once the
+// window's messages reach MaxInflightBytes, but an empty window takes any
+// event, however large.
+func TestLaneBackPressureBytes(t *testing.T) {
+	for _, mode := range []bool{oneByOne, batched} {
+		t.Run(modeName(mode), func(t *testing.T) {
+			probe := newRig(t, Options{})
+			ev := probe.gen.next()
+			size, err := probe.lane.(*lane).encode(nil, ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			per := int64(len(size))
+			r := newModeRig(t, Options{MaxInflight: 1000, MaxInflightBytes: 3 * per, AckTimeout: 50 * time.Millisecond}, mode)
+			r.f.setPolicy(func(string, int) action { return actDrop })
+			r.publish(3)
+			ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+			defer cancel()
+			next := r.gen.next()
+			r.mu.Lock()
+			r.ids = append(r.ids, next.ID)
+			r.mu.Unlock()
+			if err := r.lane.Publish(ctx, next); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Publish with %d bytes in flight (limit %d): err = %v, want it to block", 3*per, 3*per, err)
+			}
+			if got := r.s.Stats().InFlight; got != 3 {
+				t.Errorf("InFlight = %d, want 3", got)
+			}
+			r.f.setPolicy(nil)
+			if err := r.lane.Publish(t.Context(), next); err != nil {
+				t.Fatal(err)
+			}
+			r.publish(20)
+			r.finish(true)
+			if l := r.lane.(*lane); l.held > 3*per+int64(maxRetainedBuf) {
+				t.Errorf("%d bytes of buffers kept, over the limit of %d", l.held, 3*per)
+			}
+		})
+	}
+	t.Run("one event larger than the limit goes out alone", func(t *testing.T) {
+		r := newRig(t, Options{MaxInflightBytes: 10})
+		r.publish(5)
+		r.finish(true)
+	})
 }
 
 // TestLaneWaitsForConnection: a lane on a server that is down holds its

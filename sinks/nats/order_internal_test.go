@@ -379,6 +379,14 @@ func TestIntegrationOrderLeaderKilled(t *testing.T) {
 			if !logs.contains("publish failed") {
 				t.Logf("no publish failed: the kill came between windows")
 			}
+			eventually(t, 30*time.Second, "the stream readable", func() bool {
+				st, err := js.Stream(t.Context(), name)
+				if err != nil {
+					return false
+				}
+				_, err = st.Info(t.Context())
+				return err == nil
+			})
 			checkOrder(t, s, batch, streamIDs(t, nc, name), p.ids, &logs)
 		})
 	}
