@@ -59,6 +59,15 @@
 // handlers can be made idempotent on ([Message.Source], [Message.ID]).
 // [Dedup] drops repeats within a window of recently handled events.
 //
+// Order: trackerd publishes each bind's events in one order (DESIGN.md
+// section 4). On streams without batch publishing (nats-server before
+// 2.14), a failed publish can let later events of a bind into the stream
+// ahead of it; trackerd marks every event with its place ([Order]), and
+// [Feed.Consume], [Feed.ConsumeTx] and [Feed.Follow] subscriptions that
+// read whole binds hold such early events until the missing one arrives,
+// so handlers see events, and whole transactions, in their bind's order
+// ([OrderWait]).
+//
 // Stopping ([Subscription.Stop], or the end of the context given to the
 // call) hands the messages received but not yet handled back to the
 // server for immediate redelivery to the next subscriber of the durable,

@@ -16,11 +16,20 @@
 //     and no ce-* header, so that sdk-go's core-NATS and JetStream receivers
 //     both read it in structured mode;
 //   - publishing: [Sink] and its lanes publish asynchronously with a bounded
-//     window of unacknowledged messages per bind, retry failed publishes with
-//     the same Nats-Msg-Id forever (JetStream's duplicate window drops what was
-//     already stored), and apply the oversize policy;
-//   - the stream: [New] creates the JetStream stream when it is missing and
-//     refuses one that does not cover the subject prefix;
+//     window of unacknowledged messages per bind (MaxInflight messages,
+//     MaxInflightBytes bytes), retry failed publishes with the same
+//     Nats-Msg-Id forever (JetStream's duplicate window drops what was
+//     already stored), and apply the oversize policy. On streams that allow
+//     fast batch publishing (nats-server 2.14+) a lane sends its events as
+//     gap-fail batches, so that no failure stores a later event of a bind
+//     before an earlier one; on others, the events a failure lets through
+//     ahead of an earlier one are counted (Stats.Reordered), logged, and
+//     every message carries the [HeaderOrder] header by which changefeed
+//     restores the order;
+//   - the stream: [New] creates the JetStream stream when it is missing
+//     (with allow_batched on servers that have it) and refuses one that does
+//     not cover the subject prefix; a stream deleted while trackerd runs is
+//     created again with a warning naming what was lost;
 //   - checkpoints: [KVStore] keeps tracker checkpoints in a NATS KV bucket with
 //     compare-and-set writes;
 //   - the connection: [Connect] dials a NATS server that may not be up yet.
