@@ -54,12 +54,12 @@ func reorderedStream(t *testing.T, url string, txs, size int) (b *bus, order []s
 		for j := range changes {
 			id := json.RawMessage(fmt.Sprint(tx*1000 + j))
 			changes[j] = &tracker.Change{Bind: "a", Source: "postgresql", Op: tracker.OpInsert, Schema: "public",
-				Table: fmt.Sprintf("t%d_%d", tx, j), TxKey: key, TxID: fmt.Sprint(tx), Seq: j, Pos: "0/1",
+				Table: fmt.Sprintf("t%d_%d", tx, j), TxKey: key, TxID: fmt.Sprint(tx), Seq: j, Index: int64(j), Origin: "o", Pos: "0/1",
 				Key: tracker.Row{Names: []string{"id"}, Values: []json.RawMessage{id}}}
 		}
 		for _, ph := range []tracker.Phase{tracker.PhaseBeforeCommit, tracker.PhaseAfterCommit} {
 			for j, c := range changes {
-				ev := &tracker.Event{Phase: ph, Change: c, ID: tracker.EventID("a", key, j, ph), LaneSeq: uint64(len(evs) + 1)}
+				ev := &tracker.Event{Phase: ph, Change: c, ID: tracker.EventID("a", "o", key, int64(j), ph), LaneSeq: uint64(len(evs) + 1)}
 				if ph == tracker.PhaseAfterCommit {
 					ev.TxTotal = size
 				}

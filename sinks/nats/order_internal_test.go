@@ -63,7 +63,7 @@ func (g *distinctSubjects) next() *tracker.Event {
 	g.n++
 	c := testChange(g.bind, int(g.n), 0)
 	c.Table = "t" + strconv.FormatUint(g.n, 10)
-	ev := &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: c, ID: tracker.EventID(g.bind, c.TxKey, 0, tracker.PhaseAfterCommit), LaneSeq: g.n, TxTotal: 1}
+	ev := &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: c, ID: tracker.EventID(g.bind, "o", c.TxKey, 0, tracker.PhaseAfterCommit), LaneSeq: g.n, TxTotal: 1}
 	return ev
 }
 
