@@ -211,33 +211,42 @@ func (r *ackRecorder) check(t testing.TB) {
 // streamIDs reads every message id of a stream in stream order.
 func streamIDs(t testing.TB, nc *natsgo.Conn, stream string) []string {
 	t.Helper()
+	ids, err := readStreamIDs(nc, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// readStreamIDs reads every message id of a stream in stream order.
+func readStreamIDs(nc *natsgo.Conn, stream string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
-		t.Fatalf("stream %s: %v", stream, err)
+		return nil, fmt.Errorf("stream %s: %w", stream, err)
 	}
 	info, err := st.Info(ctx)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	total := info.State.Msgs
 	if total == 0 {
-		return nil
+		return nil, nil
 	}
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	ids := make([]string, 0, total)
 	for uint64(len(ids)) < total {
 		batch, err := cons.FetchNoWait(int(min(total-uint64(len(ids)), 1000)))
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		got := 0
 		for m := range batch.Messages() {
@@ -245,16 +254,16 @@ func streamIDs(t testing.TB, nc *natsgo.Conn, stream string) []string {
 			got++
 		}
 		if err := batch.Error(); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		if got == 0 {
 			if ctx.Err() != nil {
-				t.Fatalf("read %d of %d messages of %s", len(ids), total, stream)
+				return nil, fmt.Errorf("read %d of %d messages of %s", len(ids), total, stream)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	return ids
+	return ids, nil
 }
 
 // logBuffer collects a logger's output for assertions.

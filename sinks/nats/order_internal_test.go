@@ -379,15 +379,18 @@ func TestIntegrationOrderLeaderKilled(t *testing.T) {
 			if !logs.contains("publish failed") {
 				t.Logf("no publish failed: the kill came between windows")
 			}
-			eventually(t, 30*time.Second, "the stream readable", func() bool {
-				st, err := js.Stream(t.Context(), name)
-				if err != nil {
+			// The cluster may still be settling after the kill.
+			var stored []string
+			eventually(t, 60*time.Second, "the stream read", func() bool {
+				var err error
+				if stored, err = readStreamIDs(nc, name); err != nil {
+					t.Logf("reading the stream: %v", err)
+					time.Sleep(200 * time.Millisecond)
 					return false
 				}
-				_, err = st.Info(t.Context())
-				return err == nil
+				return true
 			})
-			checkOrder(t, s, batch, streamIDs(t, nc, name), p.ids, &logs)
+			checkOrder(t, s, batch, stored, p.ids, &logs)
 		})
 	}
 }
