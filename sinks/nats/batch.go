@@ -319,7 +319,9 @@ func (l *lane) onBatchAnswer(m *natsgo.Msg, id string, bseq uint64, op int) {
 	case batchNoStream:
 		l.batchOver()
 		l.fail(fmt.Errorf("event %s: %w", l.slotID(l.bstart+bseq-1), a.err))
+		signal(l.wakeSend)
 	case batchEnd:
+		failing := l.slotID(l.bstart + bseq - 1) // before batchStored moves base
 		l.batchStored(a.count, a.dup)
 		committed := l.bcommitted
 		ended := l.bsent
@@ -332,15 +334,16 @@ func (l *lane) onBatchAnswer(m *natsgo.Msg, id string, bseq uint64, op int) {
 				l.s.batched.Store(false)
 				l.log.Info("the stream does not allow batch publishing any more: publishing events one by one")
 			}
-			l.fail(fmt.Errorf("event %s: %w", l.slotID(l.bstart+bseq-1), a.err))
+			l.fail(fmt.Errorf("event %s: %w", failing, a.err))
 		case committed && a.count == ended:
 			// Ended by the lane, every message stored: the next event
 			// opens a new batch.
 			l.cleanEnd = true
-		case a.dup && a.count == 1 && ended <= 2:
+		case a.dup && a.count == 1 && !committed:
 			// The batch's first message was stored before (a re-send
 			// whose acknowledgement was lost): the stream ends such a
-			// batch at once. Open the next one after it.
+			// batch at once, refusing what followed. Open the next one
+			// after it.
 			l.sendAt = l.base
 			for seq := l.base; seq < l.next; seq++ {
 				if sl := &l.slots[seq%l.window]; sl.state == slotSent {

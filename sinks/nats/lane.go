@@ -46,10 +46,11 @@ import (
 // stream leader lost mid-window, messages of an earlier batch arriving
 // late. After a failure whose outcome is unknown (no answer within
 // AckTimeout, a broken connection), the lane first asks the old batch's
-// state (a ping), to learn what it stored or that it is whole. The stream
-// acknowledges a batch every few hundred messages; when the lane has
-// nothing more to send for commitDelay, it ends the batch, which
-// acknowledges the rest, and starts a new one with the next event.
+// state (a ping), to learn what it stored or that it is whole (then it goes
+// on with it). The stream acknowledges a batch every few hundred messages;
+// when the lane has nothing more to send (commitIdle, maxTailWait) it ends
+// the batch, which acknowledges the rest, and opens a new one with the
+// next event once the old one's end is confirmed.
 //
 // Order, on other streams (servers before 2.14, or a stream without
 // allow_batched): each message is published on its own, with the reply
@@ -65,14 +66,16 @@ import (
 // events: k+MaxInflight cannot be published before k is stored.
 //
 // In both modes, a failure stops sending; the lane lets what is in flight
-// settle (answered, or AckTimeout after the last send), waits with back-off
-// until the connection is up, and starts a new round: every message not
-// yet stored is sent again, in LaneSeq order, with the same Nats-Msg-Id and
-// bytes. JetStream drops those it already holds as duplicates
-// (Stats.Duplicates). Outside a batch, the new round sends its first
-// message alone and waits for its answer, so that a stream that is still
-// unavailable refuses one message, not the window. Messages re-sent after
-// the duplicate window has passed are stored twice.
+// settle (answered, or AckTimeout after the last send; in a batch, the
+// ping's answer), waits with back-off until the connection is up, and
+// starts a new round: every message not yet stored is sent again, in
+// LaneSeq order, with the same Nats-Msg-Id and bytes. JetStream drops those
+// it already holds as duplicates (Stats.Duplicates); a batch whose first
+// message is one ends at once, and the lane opens the next at the message
+// after it. Outside a batch, the new round sends its first message alone
+// and waits for its answer, so that a stream that is still unavailable
+// refuses one message, not the window. Messages re-sent after the
+// duplicate window has passed are stored twice.
 //
 // Memory: only the encoded bytes of unacknowledged messages are kept, at
 // most MaxInflight of them and MaxInflightBytes per lane (plus the one
