@@ -40,17 +40,24 @@ const (
 
 // batchFlow is the largest acknowledgement interval a lane asks for; the
 // server uses at most 500, fewer when several publishers share a stream.
+// A lane with a smaller window asks for a quarter of its window, so that
+// acknowledgements come before the window is full.
 const batchFlow = 500
+
+// flowFor returns the acknowledgement interval a lane of this window asks
+// for.
+func flowFor(window uint64) uint64 { return min(max(window/4, 1), batchFlow) }
 
 // batchSuffix ends every fast batch reply subject.
 const batchSuffix = ".$FI"
 
-// appendBatchReply appends the reply subject of message seq of a batch.
-func appendBatchReply(b []byte, inbox, id string, seq uint64, op int) []byte {
+// appendBatchReply appends the reply subject of message seq of a batch
+// whose acknowledgement interval is at most flow.
+func appendBatchReply(b []byte, inbox, id string, flow, seq uint64, op int) []byte {
 	b = append(b, inbox...)
 	b = append(b, id...)
 	b = append(b, '.')
-	b = strconv.AppendUint(b, batchFlow, 10)
+	b = strconv.AppendUint(b, flow, 10)
 	b = append(b, ".fail."...)
 	b = strconv.AppendUint(b, seq, 10)
 	b = append(b, '.')
@@ -214,7 +221,7 @@ func (l *lane) workBatch(now time.Time) (time.Duration, bool) {
 		if bseq == 1 {
 			op = batchOpStart
 		}
-		l.replyBuf = appendBatchReply(l.replyBuf[:0], l.inbox, l.batchID, bseq, op)
+		l.replyBuf = appendBatchReply(l.replyBuf[:0], l.inbox, l.batchID, flowFor(l.window), bseq, op)
 		if err := l.send(sl, string(l.replyBuf)); err != nil {
 			l.sendFailed(err)
 			l.mu.Unlock()
@@ -238,12 +245,16 @@ func (l *lane) workBatch(now time.Time) (time.Duration, bool) {
 		return d, true
 	}
 	// Nothing more to send: end the batch, which acknowledges its last
-	// messages, once idle for commitIdle or when the oldest is old.
+	// messages, once idle for commitIdle or when the oldest is old, or at
+	// once when Publish waits for room in the window.
 	d := l.lastSent.Add(commitIdle).Sub(now)
 	if l.base < l.sendAt {
 		if sl := &l.slots[l.base%l.window]; sl.state == slotSent {
 			d = min(d, sl.sentAt.Add(maxTailWait).Sub(now))
 		}
+	}
+	if l.next-l.base >= l.window || l.bytes >= l.s.o.MaxInflightBytes {
+		d = 0
 	}
 	if d > 0 {
 		l.mu.Unlock()
@@ -277,7 +288,7 @@ func (l *lane) openBatch() {
 // sendControl sends an EOB or ping message of the open batch: no payload,
 // not stored. l.mu is held.
 func (l *lane) sendControl(op int, seq uint64) error {
-	l.replyBuf = appendBatchReply(l.replyBuf[:0], l.inbox, l.batchID, seq, op)
+	l.replyBuf = appendBatchReply(l.replyBuf[:0], l.inbox, l.batchID, flowFor(l.window), seq, op)
 	l.msg = natsgo.Msg{Subject: l.lastSubject, Reply: string(l.replyBuf)}
 	return l.t.publishMsg(&l.msg)
 }

@@ -56,6 +56,7 @@ type fakeServer struct {
 type fakeBatch struct {
 	lseq uint64 // messages 1..lseq received in order (stored or duplicates)
 	fseq uint64 // the last flow acknowledgement's sequence
+	flow uint64 // the acknowledgement interval: the fake's, at most the client's
 }
 
 func newFakeServer() *fakeServer {
@@ -170,7 +171,8 @@ func (f *fakeServer) batchMsg(m *natsgo.Msg, id string, act action) {
 			f.answer(m.Reply, `{"error":{"code":400,"err_code":10208,"description":"batch publish ID unknown"},"stream":"FAKE","seq":0}`)
 			return
 		}
-		b = &fakeBatch{}
+		req, _ := strconv.ParseUint(tok[len(tok)-4], 10, 64)
+		b = &fakeBatch{flow: max(min(f.flow, req), 1)}
 		f.batches[bid] = b
 	}
 	end := func() {
@@ -184,7 +186,7 @@ func (f *fakeServer) batchMsg(m *natsgo.Msg, id string, act action) {
 			end()
 			return
 		}
-		f.answer(m.Reply, fmt.Sprintf(`{"type":"ack","seq":%d,"msgs":%d}`, b.fseq, f.flow))
+		f.answer(m.Reply, fmt.Sprintf(`{"type":"ack","seq":%d,"msgs":%d}`, b.fseq, b.flow))
 		return
 	case batchOpEOB:
 		if seq != b.lseq+1 {
@@ -232,15 +234,15 @@ func (f *fakeServer) batchMsg(m *natsgo.Msg, id string, act action) {
 	if act == actStoreNoAck {
 		return
 	}
-	switch {
-	case seq == 1:
+	if seq == 1 {
 		mute := f.mute
 		f.mute = false
-		f.answer(m.Reply, fmt.Sprintf(`{"type":"ack","seq":0,"msgs":%d}`, f.flow))
+		f.answer(m.Reply, fmt.Sprintf(`{"type":"ack","seq":0,"msgs":%d}`, b.flow))
 		f.mute = mute
-	case b.lseq >= b.fseq+f.flow:
+	}
+	if b.lseq >= b.fseq+b.flow {
 		b.fseq = b.lseq
-		f.answer(m.Reply, fmt.Sprintf(`{"type":"ack","seq":%d,"msgs":%d}`, b.fseq, f.flow))
+		f.answer(m.Reply, fmt.Sprintf(`{"type":"ack","seq":%d,"msgs":%d}`, b.fseq, b.flow))
 	}
 }
 

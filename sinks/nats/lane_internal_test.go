@@ -587,6 +587,91 @@ func TestOversize(t *testing.T) {
 	}
 }
 
+func TestBatchReply(t *testing.T) {
+	tests := []struct {
+		id        string
+		flow, seq uint64
+		op        int
+	}{
+		{"abc", 500, 1, batchOpStart},
+		{"x1y2", 1, 18446744073709551615, batchOpAppend},
+		{"k", 250, 77, batchOpEOB},
+		{"k", 2, 9, batchOpPing},
+	}
+	for _, tc := range tests {
+		reply := string(appendBatchReply(nil, "_INBOX.abc.", tc.id, tc.flow, tc.seq, tc.op))
+		// nats-server reads <prefix>.<id>.<flow>.<gap>.<seq>.<op>.$FI
+		want := fmt.Sprintf("_INBOX.abc.%s.%d.fail.%d.%d.$FI", tc.id, tc.flow, tc.seq, tc.op)
+		if reply != want {
+			t.Errorf("reply %q, want %q", reply, want)
+		}
+		id, seq, op, ok := parseBatchReply(reply[len("_INBOX.abc."):])
+		if !ok || id != tc.id || seq != tc.seq || op != tc.op {
+			t.Errorf("parseBatchReply(%q) = %q, %d, %d, %v", reply, id, seq, op, ok)
+		}
+	}
+	for _, bad := range []string{"", "1.2", "a.500.fail.1.0", "a.500.fail.x.0.$FI", "a.500.fail.1.y.$FI", ".500.fail.1.0.$FI", "500.fail.1.0.$FI"} {
+		if _, _, _, ok := parseBatchReply(bad); ok {
+			t.Errorf("parseBatchReply(%q) accepted", bad)
+		}
+	}
+	if got := flowFor(8192); got != batchFlow {
+		t.Errorf("flowFor(8192) = %d", got)
+	}
+	if got := flowFor(1); got != 1 {
+		t.Errorf("flowFor(1) = %d", got)
+	}
+}
+
+// TestParseBatchAnswer reads the answers nats-server 2.15 sends to fast
+// batch messages (stream.go: BatchFlowAck, BatchFlowGap, BatchFlowErr and
+// the PubAck that ends a batch).
+func TestParseBatchAnswer(t *testing.T) {
+	tests := []struct {
+		name    string
+		status  string
+		data    string
+		want    batchAnswer
+		wantErr string // in the answer's err
+		bad     bool   // parseBatchAnswer fails
+	}{
+		{name: "flow ack", data: `{"type":"ack","seq":500,"msgs":250}`, want: batchAnswer{kind: batchFlowAck, seq: 500, msgs: 250}},
+		{name: "start", data: `{"type":"ack","seq":0,"msgs":500}`, want: batchAnswer{kind: batchFlowAck, msgs: 500}},
+		{name: "gap", data: `{"type":"gap","last_seq":10,"seq":15}`, want: batchAnswer{kind: batchGap, seq: 15}, wantErr: "expected message 10, received 15"},
+		{name: "err", data: `{"type":"err","seq":10,"error":{"code":503,"err_code":10077,"description":"maximum messages per subject exceeded"}}`, want: batchAnswer{kind: batchErr, seq: 10}, wantErr: "maximum messages per subject"},
+		{name: "end", data: `{"stream":"S","seq":1234,"batch":"abc","count":99}`, want: batchAnswer{kind: batchEnd, count: 99}},
+		{name: "end, first a duplicate", data: `{"stream":"S","seq":7,"duplicate": true,"batch":"abc","count":1}`, want: batchAnswer{kind: batchEnd, count: 1, dup: true}},
+		{name: "refused", data: `{"error":{"code":400,"err_code":10208,"description":"batch publish ID unknown"},"stream":"S","seq":0}`, want: batchAnswer{kind: batchEnd}, wantErr: "batch publish ID unknown"},
+		{name: "no responders", status: "503", want: batchAnswer{kind: batchNoStream}, wantErr: "no responders"},
+		{name: "unknown type", data: `{"type":"what"}`, bad: true},
+		{name: "not JSON", data: `x`, bad: true},
+		{name: "no stream", data: `{"count":1}`, bad: true},
+		{name: "other status", status: "408", bad: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseBatchAnswer(tc.status, []byte(tc.data))
+			if tc.bad {
+				if err == nil {
+					t.Fatalf("accepted: %+v", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotErr := got.err
+			got.err = nil
+			if got != tc.want {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+			if (gotErr == nil) != (tc.wantErr == "") || gotErr != nil && !strings.Contains(gotErr.Error(), tc.wantErr) {
+				t.Errorf("err = %v, want %q", gotErr, tc.wantErr)
+			}
+		})
+	}
+}
+
 func TestParseReply(t *testing.T) {
 	tests := []struct {
 		subject string

@@ -253,6 +253,22 @@ func startServers(t *testing.T, n int) []*serverProc {
 	for _, p := range procs {
 		waitJetStream(t, p.url)
 	}
+	if n > 1 {
+		// Every peer known to the meta group: a stream of n replicas can
+		// be placed.
+		nc := dial(t, procs[0].url)
+		js, _ := jetstream.New(nc)
+		eventually(t, 30*time.Second, "the cluster ready for R3 streams", func() bool {
+			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+			defer cancel()
+			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "READY", Subjects: []string{"ready.>"}, Replicas: n}); err != nil {
+				time.Sleep(100 * time.Millisecond)
+				return false
+			}
+			_ = js.DeleteStream(ctx, "READY")
+			return true
+		})
+	}
 	return procs
 }
 
