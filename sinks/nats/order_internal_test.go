@@ -154,6 +154,19 @@ func TestIntegrationOrderRejectedPublish(t *testing.T) {
 	}
 }
 
+// waitAcked waits until the lane has n events acknowledged, showing its
+// log if it does not.
+func waitAcked(t *testing.T, rec *ackRecorder, n uint64, logs *logBuffer) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for rec.last() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d events acknowledged after 60s; the lane's log:\n%s", rec.last(), n, tail(logs.String(), 5000))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // natsServerBin builds nats-server, the version go.mod pins, once.
 var natsServerBin = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "trackerd-nats-server-")
@@ -371,7 +384,7 @@ func TestIntegrationOrderLeaderKilled(t *testing.T) {
 			}
 			const n = 30000
 			p := publishInBackground(t.Context(), lane, n)
-			eventually(t, 30*time.Second, "5000 acked", func() bool { return rec.last() >= 5000 })
+			waitAcked(t, &rec, 5000, &logs)
 			info, err := js.Stream(t.Context(), name)
 			if err != nil {
 				t.Fatal(err)
@@ -395,20 +408,51 @@ func TestIntegrationOrderLeaderKilled(t *testing.T) {
 			if !logs.contains("publish failed") {
 				t.Logf("no publish failed: the kill came between windows")
 			}
-			// The cluster may still be settling after the kill.
-			var stored []string
-			eventually(t, 60*time.Second, "the stream read", func() bool {
-				var err error
-				if stored, err = readStreamIDs(nc, name); err != nil {
-					t.Logf("reading the stream: %v", err)
-					time.Sleep(200 * time.Millisecond)
-					return false
-				}
-				return true
-			})
-			checkOrder(t, s, batch, stored, p.ids, &logs)
+			checkOrder(t, s, batch, readByGet(t, js, name), p.ids, &logs)
 		})
 	}
+}
+
+// readByGet reads a stream's message ids message by message, each
+// request retried while the cluster settles after a kill.
+func readByGet(t *testing.T, js jetstream.JetStream, name string) []string {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	retry := func(what string, fn func(ctx context.Context) error) {
+		for {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			err := fn(ctx)
+			cancel()
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %v", what, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	var st jetstream.Stream
+	var info *jetstream.StreamInfo
+	retry("stream info", func(ctx context.Context) (err error) {
+		if st, err = js.Stream(ctx, name); err != nil {
+			return err
+		}
+		info, err = st.Info(ctx)
+		return err
+	})
+	var ids []string
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		retry(fmt.Sprintf("message %d", seq), func(ctx context.Context) error {
+			m, err := st.GetMsg(ctx, seq)
+			if err != nil {
+				return err
+			}
+			ids = append(ids, m.Header.Get(HeaderMsgID))
+			return nil
+		})
+	}
+	return ids
 }
 
 // TestIntegrationOrderServerRestart kills a nats-server process (SIGKILL)
@@ -449,7 +493,7 @@ func TestIntegrationOrderServerRestart(t *testing.T) {
 			}
 			const n = 30000
 			p := publishInBackground(t.Context(), lane, n)
-			eventually(t, 30*time.Second, "5000 acked", func() bool { return rec.last() >= 5000 })
+			waitAcked(t, &rec, 5000, &logs)
 			procs[0].kill()
 			t.Logf("killed the server at %d acked", rec.last())
 			time.Sleep(500 * time.Millisecond)
