@@ -208,10 +208,14 @@ func prerequisites(si *serverInfo, b binds.Bind) []tracker.CheckResult {
 	var out []tracker.CheckResult
 	add := func(name string, ok bool, detail, fix string) {
 		r := tracker.CheckResult{Name: name, OK: ok, Detail: detail}
-		if !ok || fix != "" && strings.HasPrefix(detail, "warning") {
+		if !ok {
 			r.Fix = fix
 		}
 		out = append(out, r)
+	}
+	// warn adds advice: the prerequisite holds, with something to consider.
+	warn := func(name, detail, fix string) {
+		out = append(out, tracker.CheckResult{Name: name, OK: true, Warn: true, Detail: detail, Fix: fix})
 	}
 	cnf := "in the server's configuration ([mysqld] or [mariadbd]) and restart"
 
@@ -237,8 +241,8 @@ func prerequisites(si *serverInfo, b binds.Bind) []tracker.CheckResult {
 	if meta == "FULL" {
 		add("binlog_row_metadata", true, "binlog_row_metadata is FULL", "")
 	} else {
-		add("binlog_row_metadata", true,
-			"warning: binlog_row_metadata is "+orUnset(si.vars["binlog_row_metadata"])+": column names come from information_schema, so a bind behind an ALTER TABLE stops instead of naming old rows correctly",
+		warn("binlog_row_metadata",
+			"binlog_row_metadata is "+orUnset(si.vars["binlog_row_metadata"])+": column names come from information_schema, so a bind behind an ALTER TABLE stops instead of naming old rows correctly",
 			"SET GLOBAL binlog_row_metadata = 'FULL' and set binlog_row_metadata = FULL "+cnf)
 	}
 	if opts := si.vars["binlog_row_value_options"]; opts != "" {
@@ -250,7 +254,7 @@ func prerequisites(si *serverInfo, b binds.Bind) []tracker.CheckResult {
 	p := si.privs
 	switch {
 	case p.err != nil:
-		add("privileges", true, "warning: cannot read the user's privileges: "+p.err.Error(), "grant SELECT on information_schema privileges tables, or check by hand")
+		warn("privileges", "cannot read the user's privileges: "+p.err.Error(), "grant SELECT on information_schema privileges tables, or check by hand")
 	default:
 		roleNote := ""
 		if p.viaRoles {
@@ -286,17 +290,23 @@ func prerequisites(si *serverInfo, b binds.Bind) []tracker.CheckResult {
 		add("reader server_id", false, fmt.Sprintf("the reader's server_id %d is the server's own", b.ServerID), "give the bind another server_id")
 	case held:
 		// Not a failure for `trackerd check`: it may be this very bind,
-		// running. Open refuses it (tracker.ErrFenced) if it stays.
-		add("reader server_id", true, fmt.Sprintf("warning: a binlog reader with server_id %d is connected from %s (this bind already running, or another reader)", b.ServerID, r.host),
+		// running (check then says so, from the bind's lease). Open
+		// refuses it (tracker.ErrFenced) if it stays.
+		warn("reader server_id", fmt.Sprintf("%s%d is connected from %s (this bind already running, or another reader)", ReaderConnected, b.ServerID, r.host),
 			"give each reader its own server_id, or stop the other reader")
 	case si.replicasErr != nil:
-		add("reader server_id", true, fmt.Sprintf("warning: server_id %d: cannot list binlog readers (%v)", b.ServerID, si.replicasErr),
+		warn("reader server_id", fmt.Sprintf("server_id %d: cannot list binlog readers (%v)", b.ServerID, si.replicasErr),
 			"GRANT REPLICATION MASTER ADMIN (MariaDB) or REPLICATION SLAVE to see other readers")
 	default:
 		add("reader server_id", true, fmt.Sprintf("server_id %d is free", b.ServerID), "")
 	}
 	return out
 }
+
+// ReaderConnected begins the detail of the "reader server_id" check when a
+// binlog reader with the bind's server_id is connected: `trackerd check`
+// tells the bind's own running trackerd from another reader by its lease.
+const ReaderConnected = "a binlog reader with server_id "
 
 func hasWord(ok bool) string {
 	if ok {

@@ -171,13 +171,29 @@ func TestPrerequisites(t *testing.T) {
 			}
 		})
 	}
-	// binlog_row_metadata other than FULL is a warning, not a failure.
+	// binlog_row_metadata other than FULL is a warning, not a failure, and
+	// a reader connected with the bind's server_id too: check's warn status,
+	// never an ok line that says "warning" (operator review row 5).
 	si := good()
 	si.vars["binlog_row_metadata"] = "NO_LOG"
+	si.replicas = []replica{{serverID: b.ServerID, host: "10.0.0.9"}}
+	warned := map[string]bool{}
 	for _, r := range prerequisites(si, b) {
-		if r.Name == "binlog_row_metadata" && (!r.OK || r.Fix == "" || !strings.HasPrefix(r.Detail, "warning")) {
-			t.Errorf("binlog_row_metadata NO_LOG: %+v", r)
+		if strings.Contains(strings.ToLower(r.Detail), "warning") {
+			t.Errorf("%s: the detail says warning: %+v", r.Name, r)
 		}
+		if r.Warn {
+			warned[r.Name] = true
+			if !r.OK || r.Fix == "" {
+				t.Errorf("%s: a warning must hold and give advice: %+v", r.Name, r)
+			}
+		}
+		if r.Name == "reader server_id" && !strings.HasPrefix(r.Detail, ReaderConnected) {
+			t.Errorf("reader server_id: detail %q does not begin with ReaderConnected", r.Detail)
+		}
+	}
+	if !warned["binlog_row_metadata"] || !warned["reader server_id"] {
+		t.Errorf("warnings %v, want binlog_row_metadata and reader server_id", warned)
 	}
 	// A mysql:// URI at MariaDB is fine.
 	si = good()

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -197,7 +198,7 @@ func (s *Source) ensurePublication(ctx context.Context) error {
 			s.log.Info("creating publication for the bind's tables", "publication", b.Publication, "tables", names)
 		}
 	}
-	if _, err := s.pool.Exec(ctx, stmt); err != nil {
+	if err := s.createPublication(ctx, stmt); err != nil {
 		switch pgCode(err) {
 		case "42710": // created meanwhile by another instance
 			return nil
@@ -208,6 +209,20 @@ func (s *Source) ensurePublication(ctx context.Context) error {
 		return s.queryErr("create publication "+b.Publication, err)
 	}
 	return nil
+}
+
+// createPublication runs stmt (a CREATE PUBLICATION) and marks the new
+// publication as trackerd's with a comment naming the bind, in one
+// transaction: `trackerd teardown` drops a publication it finds marked so
+// (see ownerComment), and leaves one a user made alone.
+func (s *Source) createPublication(ctx context.Context, stmt string) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "COMMENT ON PUBLICATION "+quoteIdent(s.b.Publication)+" IS "+quoteLiteral(ownerComment(s.b)))
+		return err
+	})
 }
 
 // publishedQuery lists the database's tables and whether publication $1
@@ -415,8 +430,11 @@ func (s *Source) createSlot(ctx context.Context) error {
 	if s.twoPhase {
 		options = "(SNAPSHOT 'nothing', TWO_PHASE)"
 	}
+	s.report(tracker.SourceStatus{State: tracker.SourceCreatingSlot})
+	stopWatch := s.watchSlotWait(cctx, s.conn.PID())
 	res, err := pglogrepl.CreateReplicationSlot(cctx, s.conn, slot, "pgoutput",
 		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: options})
+	stopWatch()
 	if err != nil {
 		if ctx.Err() == nil && cctx.Err() != nil {
 			return s.slotTimeout(ctx)
@@ -440,7 +458,84 @@ func (s *Source) createSlot(ctx context.Context) error {
 	}
 	s.slotConfirmed = l
 	s.log.Info("created replication slot", "consistent_point", res.ConsistentPoint, "two_phase", s.twoPhase)
+	// The slot is made: the bind is no longer creating_slot.
+	s.report(tracker.SourceStatus{State: tracker.SourceStreaming, Position: res.ConsistentPoint})
 	return nil
+}
+
+// How soon a slot creation that still waits is reported with what it
+// waits for, and how often again while it waits.
+const (
+	defaultSlotWaitFirst = time.Second
+	defaultSlotWaitEvery = 30 * time.Second
+)
+
+// watchSlotWait reports, while CREATE_REPLICATION_SLOT runs on the
+// replication connection of PID replPID, what PostgreSQL waits for: it
+// makes the slot only once every transaction open when it was asked has
+// ended. The first report comes after hooks.slotWaitFirst (most slots are
+// made at once), then one every hooks.slotWaitEvery, each logged by the
+// tracker and shown as the bind's state detail. stop ends the watch and
+// waits for it.
+func (s *Source) watchSlotWait(ctx context.Context, replPID uint32) (stop func()) {
+	first := cmp.Or(s.hooks.slotWaitFirst, defaultSlotWaitFirst)
+	every := cmp.Or(s.hooks.slotWaitEvery, defaultSlotWaitEvery)
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTimer(first)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+			}
+			if detail := s.slotWaitDetail(wctx, replPID); detail != "" && wctx.Err() == nil {
+				s.report(tracker.SourceStatus{State: tracker.SourceCreatingSlot, Detail: detail})
+			}
+			t.Reset(every)
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// slotWaitQuery finds the oldest open transaction of another session:
+// those holding a transaction id first (the ones slot creation waits
+// for), then those holding a snapshot (xmin).
+const slotWaitQuery = `SELECT pid, COALESCE(usename::text, ''), COALESCE(datname::text, ''),
+	COALESCE(to_char(xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), ''),
+	COALESCE(EXTRACT(EPOCH FROM now() - xact_start), 0)::float8
+	FROM pg_catalog.pg_stat_activity
+	WHERE (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)
+	  AND pid <> pg_catalog.pg_backend_pid() AND pid <> $1
+	ORDER BY backend_xid IS NULL, xact_start NULLS LAST LIMIT 1`
+
+// slotWaitDetail says what a slot creation waits for, "" when it cannot
+// tell: the oldest open transaction, or the oldest prepared one.
+func (s *Source) slotWaitDetail(ctx context.Context, replPID uint32) string {
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var (
+		pid            int32
+		user, db, from string
+		age            float64
+	)
+	err := s.pool.QueryRow(qctx, slotWaitQuery, int32(replPID)).Scan(&pid, &user, &db, &from, &age)
+	if err == nil {
+		return fmt.Sprintf("PostgreSQL waits for transactions open since %s (%s ago), pid %d (user %s, database %s), before it creates the slot; "+
+			"they must end (COMMIT, ROLLBACK, or SELECT pg_terminate_backend(%d))",
+			from, (time.Duration(age) * time.Second).Round(time.Second), pid, user, db, pid)
+	}
+	var gid, since string
+	err = s.pool.QueryRow(qctx, `SELECT gid, to_char(prepared AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+		FROM pg_catalog.pg_prepared_xacts ORDER BY prepared LIMIT 1`).Scan(&gid, &since)
+	if err == nil {
+		return fmt.Sprintf("PostgreSQL waits for transactions open since %s, prepared transaction %s, before it creates the slot; it must end (COMMIT PREPARED or ROLLBACK PREPARED)",
+			since, quoteLiteral(gid))
+	}
+	return ""
 }
 
 // slotTimeout explains a slot creation that waited too long: the server

@@ -24,6 +24,7 @@ type Source struct {
 	b        binds.Bind
 	log      *slog.Logger
 	echo     bool
+	report   func(tracker.SourceStatus) // SourceOptions.Report, never nil
 	cs       *connSettings
 	pool     *pgxpool.Pool
 	hooks    hooks
@@ -66,6 +67,11 @@ type hooks struct {
 	statusEvery time.Duration     // standby status interval
 	slotTimeout time.Duration     // how long slot creation may wait
 	fateEvery   time.Duration     // how often the fate of orphans is asked
+	// slotWaitFirst and slotWaitEvery: when a slot creation that is still
+	// waiting is first reported with what it waits for, and how often
+	// again (0: the defaults of setup.go).
+	slotWaitFirst time.Duration
+	slotWaitEvery time.Duration
 }
 
 var (
@@ -114,7 +120,11 @@ func open(ctx context.Context, b binds.Bind, opts tracker.SourceOptions, h hooks
 	if h.fateEvery == 0 {
 		h.fateEvery = defaultFateInterval
 	}
-	s := &Source{b: b, log: log.With("slot", b.Slot), echo: opts.Echo, hooks: h}
+	report := opts.Report
+	if report == nil {
+		report = func(tracker.SourceStatus) {}
+	}
+	s := &Source{b: b, log: log.With("slot", b.Slot), echo: opts.Echo, report: report, hooks: h}
 	if err := s.open(ctx); err != nil {
 		s.Close()
 		return nil, s.boundary(err)
