@@ -104,6 +104,9 @@ type Config struct {
 	LogFormat string
 	// LogLevel is LOG_LEVEL: "debug", "info" (default), "warn", "error".
 	LogLevel string
+	// ProgressInterval is PROGRESS_INTERVAL, default 60s: how often
+	// `trackerd run` logs each bind's progress at info; 0 turns it off.
+	ProgressInterval time.Duration
 	// Debug and Testing are DEBUG and TESTING, as in Flask.
 	Debug   bool
 	Testing bool

@@ -341,6 +341,20 @@ func specs() []keySpec {
 			func(c *Config) *string { return &c.LogFormat }),
 		enumKey("LOG_LEVEL", "info", "`debug`, `info`, `warn` (or `warning`) or `error`.",
 			func(c *Config) *string { return &c.LogLevel }),
+		{
+			KeyInfo: KeyInfo{Name: "PROGRESS_INTERVAL", Type: "duration", Default: "60s",
+				Doc: "How often `trackerd run` logs each bind's progress at info: events, position, lag; 0 turns it off."},
+			set: func(st *state, f field, v any) {
+				d, ok := toDuration(f, v, allowedDuration)
+				switch {
+				case !ok:
+				case d < 0:
+					f.bad(v, "0 (off) or a positive duration such as 60s", nil)
+				default:
+					st.c.ProgressInterval = d
+				}
+			},
+		},
 		boolKey("DEBUG", "false", "As in Flask; turns `RECORD_QUERIES` on.", false,
 			func(c *Config) *bool { return &c.Debug }),
 		boolKey("TESTING", "false", "As in Flask; turns `RECORD_QUERIES` on.", false,

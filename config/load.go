@@ -60,6 +60,7 @@ func Default() Config {
 		HTTPAddr:           "127.0.0.1:9187",
 		LogFormat:          "text",
 		LogLevel:           "info",
+		ProgressInterval:   time.Minute,
 	}
 }
 

@@ -4,6 +4,8 @@
 //
 //	trackerd run     [--config FILE] [flags]   the daemon
 //	trackerd check   [--config FILE] [flags]   is every bind's server, and NATS, ready?
+//	trackerd teardown --bind KEY [--yes]       remove what trackerd made for a bind
+//	trackerd reset   --bind KEY --to current   move a stuck bind to the server's current position
 //	trackerd tail    [flags] [PATTERN]          print events as JSON lines
 //	trackerd probe   [--addr HOST:PORT]         is a running trackerd ready? (health checks)
 //	trackerd version

@@ -78,9 +78,11 @@ func cmdRun(ctx context.Context, args []string, lookup env, stdout, stderr io.Wr
 		return nil
 	}
 	// Refuse a bad bind before starting anything.
-	if _, err := binds.FromConfig(cfg); err != nil {
+	bs, err := binds.FromConfig(cfg)
+	if err != nil {
 		return err
 	}
+	logStart(log, cfg, bs)
 
 	opts := []tracker.Option{
 		tracker.WithLogger(log),
@@ -89,6 +91,10 @@ func cmdRun(ctx context.Context, args []string, lookup env, stdout, stderr io.Wr
 	}
 	bus, err := startBus(ctx, cfg, log)
 	if err != nil {
+		if interrupted(ctx, err) {
+			log.Info("stopped cleanly: interrupted while waiting for NATS")
+			return nil
+		}
 		return err
 	}
 	defer bus.close(log)
@@ -108,11 +114,26 @@ func cmdRun(ctx context.Context, args []string, lookup env, stdout, stderr io.Wr
 		return err
 	}
 	defer stopHTTP()
+	pctx, stopProgress := context.WithCancel(ctx)
+	defer stopProgress()
+	go logProgress(pctx, log, tr, cfg.ProgressInterval)
 	err = tr.Run(ctx)
-	if err == nil {
+	switch {
+	case err != nil && interrupted(ctx, err):
+		// A signal while a bind was still starting (waiting for NATS, or
+		// for its database): a clean stop, like one while streaming.
+		log.Info("stopped cleanly: interrupted before every bind was streaming")
+		return nil
+	case err == nil:
 		log.Info("stopped cleanly")
 	}
 	return err
+}
+
+// interrupted reports whether err is only ctx ending: SIGINT or SIGTERM
+// cancelled what was under way.
+func interrupted(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && errors.Is(err, context.Canceled)
 }
 
 // logConfigNotes logs what the configuration skipped (a Flask config
@@ -161,8 +182,9 @@ func startBus(ctx context.Context, cfg *config.Config, log *slog.Logger) (*bus, 
 		b.embedded = e
 		url = e.ClientURL()
 		co = embeddedConnectOptions("trackerd", creds, log)
-		log.Info("embedded NATS server started: NATS_URL is not set", slog.String("url", url), slog.String("store_dir", dir),
-			slog.String("credentials", credFile), slog.String("looked_at", cfg.LookedFor("NATS_URL")))
+		// natsserver has logged the server's URL and store: say why.
+		log.Info("NATS_URL is not set: events go to the embedded NATS server, on this host only", slog.String("credentials", credFile),
+			slog.String("looked_at", cfg.LookedFor("NATS_URL")))
 		b.urlFile = filepath.Join(cfg.DataDir, "nats.url")
 		if err := os.WriteFile(b.urlFile, []byte(url+"\n"), 0o600); err != nil {
 			log.Warn("cannot write the embedded server's URL for `trackerd tail`", slog.Any("err", err))
@@ -300,7 +322,7 @@ func retryUntil(ctx context.Context, log *slog.Logger, msg string, fn func() err
 		log.Warn(msg, slog.Any("err", err), slog.Int("attempt", attempt))
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s: %w", msg, err)
+			return fmt.Errorf("%s: %w (last: %v)", msg, ctx.Err(), err)
 		case <-time.After(wait/2 + rand.N(wait/2+1)):
 		}
 		wait = min(2*wait, 10*time.Second)
@@ -314,21 +336,4 @@ func isConfigError(err error) bool {
 	var use usageError
 	return errors.As(err, &fe) || errors.As(err, &ue) || errors.As(err, &use) ||
 		errors.Is(err, tracker.ErrConfig) || errors.Is(err, binds.ErrUnsupportedDialect)
-}
-
-func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	level := slog.LevelInfo
-	switch cfg.LogLevel {
-	case "debug":
-		level = slog.LevelDebug
-	case "warn":
-		level = slog.LevelWarn
-	case "error":
-		level = slog.LevelError
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }

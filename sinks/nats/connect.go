@@ -71,8 +71,7 @@ func Connect(ctx context.Context, url string, o ConnectOptions) (*natsgo.Conn, e
 	}
 	nc, err := natsgo.Connect(url, opts...)
 	if err == nil {
-		log.Info("connected to NATS", slog.String("url", nc.ConnectedUrlRedacted()))
-		return nc, nil
+		return nc, nil // the ConnectHandler logs "connected to NATS"
 	}
 	if !unreachable(err) {
 		return nil, tracker.ConfigError(fmt.Errorf("nats: connect to %s: %s", shown, redact(err.Error(), secrets)))
