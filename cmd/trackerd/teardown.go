@@ -303,7 +303,13 @@ func cmdReset(ctx context.Context, args []string, lookup env, stdout, stderr io.
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stderr)
+	// The source's notes on what it makes are the reset's own lines here:
+	// only its warnings go to the log, unless LOG_LEVEL is debug.
+	quieter := *cfg
+	if quieter.LogLevel != "debug" {
+		quieter.LogLevel = "warn"
+	}
+	log := newLogger(&quieter, stderr)
 	op := ops[b.Kind]
 	fp, err := op.footprint(ctx, b)
 	if err != nil {

@@ -456,11 +456,25 @@ func (s *Source) createSlot(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create replication slot %s: consistent point %q: %w", slot, res.ConsistentPoint, err)
 	}
-	s.slotConfirmed = l
+	s.slotConfirmed, s.slotCreated = l, true
 	s.log.Info("created replication slot", "consistent_point", res.ConsistentPoint, "two_phase", s.twoPhase)
 	// The slot is made: the bind is no longer creating_slot.
 	s.report(tracker.SourceStatus{State: tracker.SourceStreaming, Position: res.ConsistentPoint})
 	return nil
+}
+
+// checkNewSlot refuses to resume from a checkpoint position with a slot
+// Open had to make: the slot the checkpoint was read from is gone (dropped
+// by hand, or by a teardown of another configuration), and the new one
+// starts at the server's current position, so the changes in between are
+// lost. Resuming would skip them in silence.
+func (s *Source) checkNewSlot(from position) error {
+	if !s.slotCreated || from.through == 0 || s.slotConfirmed <= from.confirm() {
+		return nil
+	}
+	return fmt.Errorf("replication slot %s was missing and was made anew at %s, but the bind's checkpoint is at %s: the changes in between went with the old slot: %w; "+
+		"to go on from the server's current position without them: trackerd reset --bind %s --to current",
+		s.b.Slot, formatLSN(s.slotConfirmed), from.String(), tracker.ErrResnapshotRequired, s.b.Key)
 }
 
 // How soon a slot creation that still waits is reported with what it

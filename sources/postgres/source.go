@@ -39,6 +39,8 @@ type Source struct {
 	// slotConfirmed is the slot's confirmed_flush_lsn when Open looked
 	// (or its consistent point when Open created it).
 	slotConfirmed lsn
+	// slotCreated: Open made the slot (it did not exist).
+	slotCreated bool
 
 	mu      sync.Mutex
 	conn    *pgconn.PgConn // Open's replication connection, until Run takes it

@@ -105,6 +105,9 @@ func (s *Source) Run(ctx context.Context, from string, h tracker.Handler) error 
 	if err != nil {
 		return s.boundary(tracker.ConfigError(fmt.Errorf("resume position %q: %w", from, err)))
 	}
+	if err := s.checkNewSlot(start); err != nil {
+		return s.boundary(err)
+	}
 	err = s.run(ctx, start, h)
 	if ctx.Err() != nil {
 		return ctx.Err()
