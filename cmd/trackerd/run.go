@@ -211,7 +211,9 @@ func startBus(ctx context.Context, cfg *config.Config, log *slog.Logger) (*bus, 
 			b.store = tracker.NewFileStore(checkpointFile(cfg))
 			return nil
 		}
-		st, err := natssink.NewKVStore(ctx, nc, cfg.CheckpointBucket)
+		// Its retries are logged (every 30 s while NATS is away): a bind
+		// waiting for its lease or checkpoint is not silent.
+		st, err := natssink.NewKVStore(ctx, nc, cfg.CheckpointBucket, natssink.KVLogger(log.With(slog.String("component", "checkpoints"))))
 		if err != nil {
 			return err
 		}
