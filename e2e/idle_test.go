@@ -151,7 +151,7 @@ func testIdleSlot(t *testing.T, heartbeat string) {
 	t.Logf("/metrics: trackerd_replication_lag_bytes %.0f, trackerd_replication_lag_seconds %g", lagBytes, lagSeconds)
 
 	// `trackerd check` beside the running trackerd: the bind's checkpoint
-	// and who holds its lease (the slot in use is a failing line then).
+	// and who holds its lease (the slot in use is then the holder's: ok).
 	cpLine := regexp.MustCompile(`(?m)^ok\s+nats\s+checkpoint of ` + b.key + `: at (\S+) of pg/\d+/\S+, written (\d+)s ago(; held by a running trackerd \(.+, pid \d+\))?$`)
 	running := start(t, env, "check")
 	running.exitCode(2 * time.Minute)
