@@ -69,6 +69,9 @@ type pipeline struct {
 	changes, txs, published, checkpoints, retries atomic.Uint64
 	spilled                                       atomic.Int64
 	openTxs                                       atomic.Int64
+
+	rate meter       // events/s, for Stats
+	lat  *ackLatency // commit to ack, for Stats
 }
 
 // pendingPos is a position that may be checkpointed once the lane has acked
@@ -117,6 +120,7 @@ func (t *Tracker) openPipeline(ctx context.Context, b binds.Bind, st *bindState)
 		identity: src.Identity(),
 		open:     make(map[string]*openTx),
 		st:       st,
+		lat:      newAckLatency(),
 	}
 	p.key = CheckpointKey(b.Key, p.identity)
 	if l, ok := p.store.(Leaser); ok {
@@ -585,6 +589,9 @@ func (p *pipeline) commit(ctx context.Context, info TxInfo, pos string) error {
 	if err != nil {
 		return err
 	}
+	if publishAfter && total > 0 && p.lane != nil {
+		p.lat.published(p.laneSeq, commitTime)
+	}
 	if _, hasTx := hasKinds(after); hasTx {
 		if err := p.callTx(ctx, after, txv); err != nil {
 			return err
@@ -645,6 +652,7 @@ func (p *pipeline) addPending(pos string) {
 func (p *pipeline) onAck(n uint64) {
 	if n > p.acked.Load() {
 		p.acked.Store(n)
+		p.lat.acked(n, time.Now())
 		if p.t.debug != nil {
 			p.t.debug.acked(p.bind.Key, n, time.Now())
 		}
@@ -668,7 +676,8 @@ func (p *pipeline) checkpointer(ctx context.Context) error {
 			return nil
 		case <-p.lost():
 			return nil // run stops the bind; not one more write
-		case <-tick.C:
+		case now := <-tick.C:
+			p.rate.sample(now, p.eventCount())
 		}
 		err := p.checkpoint(ctx)
 		switch {
@@ -845,6 +854,9 @@ func safeCall(fn func() error) (err error) {
 }
 
 func (p *pipeline) snapshot() BindStats {
+	if rs, ok := p.t.sink.(ReadySink); ok {
+		p.st.setSinkReady(rs.Ready())
+	}
 	v := p.st.view()
 	p.mu.Lock()
 	s := BindStats{Bind: p.bind.Key, State: v.State, StateDetail: v.Detail, StateSince: v.Since, Reconnects: v.Reconnects,
@@ -858,9 +870,28 @@ func (p *pipeline) snapshot() BindStats {
 	s.SpilledBytes = p.spilled.Load()
 	s.Checkpoints = p.checkpoints.Load()
 	s.ReceiverRetry = p.retries.Load()
+	s.SourceConnected = v.Connected
+	s.EventsPerSecond, s.LastEventAt = p.rate.rate(time.Now(), p.eventCount())
+	s.CommitToAck = p.lat.histogram()
+	if p.lease != nil && v.State != StateStopped && v.State != StateFailed {
+		select {
+		case <-p.lease.Lost():
+		default:
+			s.LeaseHolder = p.t.owner
+		}
+	}
 	s.Lag = Lag{Bytes: -1}
 	if lr, ok := p.src.(LagReporter); ok {
-		s.Lag = lr.Lag()
+		s.Lag, s.LagKnown = lr.Lag(), true
 	}
 	return s
+}
+
+// eventCount is what the events/s rate counts: events handed to the sink,
+// or changes read without one.
+func (p *pipeline) eventCount() uint64 {
+	if p.t.sink == nil {
+		return p.changes.Load()
+	}
+	return p.published.Load()
 }

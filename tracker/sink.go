@@ -24,3 +24,11 @@ type Lane interface {
 	// then releases the lane.
 	Close(ctx context.Context) error
 }
+
+// ReadySink is implemented by sinks that can tell whether they can publish
+// now (the NATS sink: connected, and its stream checked). While one cannot,
+// a streaming bind's state is waiting_for_nats. Stats asks it: it must be
+// cheap.
+type ReadySink interface {
+	Ready() bool
+}

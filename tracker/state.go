@@ -75,6 +75,9 @@ type bindState struct {
 	reconnects uint64
 	lastWarn   time.Time
 	shown      string // the state last returned, for since
+	// sinkDown is set while the sink cannot publish (ReadySink): a
+	// streaming bind then waits for NATS.
+	sinkDown bool
 }
 
 func newBindState(log *slog.Logger) *bindState {
@@ -137,6 +140,17 @@ func (s *bindState) setPhase(phase string, err error) {
 	s.mu.Unlock()
 }
 
+// setSinkReady records whether the sink can publish now; Stats asks the
+// sink (see ReadySink), so the change is seen at the next Stats.
+func (s *bindState) setSinkReady(ready bool) {
+	s.mu.Lock()
+	if s.sinkDown != !ready {
+		s.sinkDown = !ready
+		s.touch(time.Now())
+	}
+	s.mu.Unlock()
+}
+
 // touch moves since when the state shown changes. s.mu is held.
 func (s *bindState) touch(now time.Time) {
 	if st := s.stateLocked(); st != s.shown {
@@ -157,7 +171,26 @@ func (s *bindState) stateLocked() string {
 	case SourceConnecting:
 		return StateStarting
 	}
+	if s.phase == StateStreaming && s.sinkDown {
+		return StateWaitingForNATS
+	}
 	return s.phase
+}
+
+// connectedLocked reports whether the source is connected to its server:
+// as it reports, or, when it reports nothing, while the bind streams.
+func (s *bindState) connectedLocked() bool {
+	switch s.phase {
+	case StateStopped, StateFailed:
+		return false
+	}
+	switch s.src {
+	case SourceStreaming, SourceCreatingSlot:
+		return true
+	case "":
+		return s.phase == StateStreaming || s.phase == StateStopping
+	}
+	return false
 }
 
 // stateView is a copy of a bind's state for BindStats.
@@ -167,11 +200,12 @@ type stateView struct {
 	LastError     string
 	LastErrorAt   time.Time
 	Reconnects    uint64
+	Connected     bool
 }
 
 func (s *bindState) view() stateView {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return stateView{State: s.stateLocked(), Detail: s.detail, Since: s.since,
-		LastError: s.lastErr, LastErrorAt: s.lastErrAt, Reconnects: s.reconnects}
+		LastError: s.lastErr, LastErrorAt: s.lastErrAt, Reconnects: s.reconnects, Connected: s.connectedLocked()}
 }

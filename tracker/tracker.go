@@ -44,6 +44,8 @@ type Tracker struct {
 	// may be checkpointed (WithCheckpointDelay).
 	cpDelay time.Duration
 
+	created time.Time
+
 	mu        sync.Mutex
 	pipelines map[string]*pipeline
 	states    map[string]*bindState // every tracked bind's, from the start of Run
@@ -142,6 +144,7 @@ func New(cfg *config.Config, opts ...Option) (*Tracker, error) {
 		phases:       make(map[Phase]bool),
 		pipelines:    make(map[string]*pipeline),
 		states:       make(map[string]*bindState),
+		created:      time.Now(),
 	}
 	for _, o := range opts {
 		if err := o(t); err != nil {
@@ -220,6 +223,10 @@ func spillDir(cfg *config.Config) string {
 	}
 	return filepath.Join(cfg.DataDir, "spill")
 }
+
+// Owner returns the name this instance takes the binds' leases under (see
+// WithOwner).
+func (t *Tracker) Owner() string { return t.owner }
 
 // Binds returns the configured binds, tracked or not, sorted by key.
 func (t *Tracker) Binds() []binds.Bind { return append([]binds.Bind(nil), t.binds...) }
@@ -327,7 +334,29 @@ type BindStats struct {
 	Checkpoints   uint64
 	ReceiverRetry uint64
 	Lag           Lag
-	LastError     string
+	// LagKnown is set when Lag comes from the bind's source (a source
+	// that reports it, once opened); Lag.Bytes is -1 when the source does
+	// not know it.
+	LagKnown  bool
+	LastError string
+	// SourceConnected is set while the source is connected to its server:
+	// as it reports (streaming, creating the slot), or, for a source that
+	// reports nothing, while the bind streams.
+	SourceConnected bool
+	// EventsPerSecond is the rate of events handed to the sink (changes
+	// read, without a sink) over the last RateWindow; LastEventAt is when
+	// the count was last seen to grow (zero: no event yet), to within a
+	// CHECKPOINT_INTERVAL.
+	EventsPerSecond float64
+	LastEventAt     time.Time
+	// CommitToAck is, per transaction, the time from its commit on the
+	// database to the acknowledgement of its last after_commit event by
+	// the sink (by this host's clock against the database's: a skew shows
+	// in it), since the bind started.
+	CommitToAck Histogram
+	// LeaseHolder is this instance's owner name (WithOwner) while it holds
+	// the bind's lease, empty otherwise or when the store leases nothing.
+	LeaseHolder string
 }
 
 // Stats returns every tracked bind's progress once Run has begun (a bind
@@ -343,7 +372,19 @@ func (t *Tracker) Stats() []BindStats {
 		if t.pipelines[key] == nil {
 			v := st.view()
 			opening = append(opening, BindStats{Bind: key, State: v.State, StateDetail: v.Detail, StateSince: v.Since,
-				LastError: v.LastError, LastErrorAt: v.LastErrorAt, Reconnects: v.Reconnects, Lag: Lag{Bytes: -1}})
+				LastError: v.LastError, LastErrorAt: v.LastErrorAt, Reconnects: v.Reconnects, Lag: Lag{Bytes: -1},
+				SourceConnected: v.Connected, CommitToAck: newHistogram(LatencyBuckets)})
+		}
+	}
+	if t.cfg.Tracking() {
+		// Until Run takes it up, a tracked bind is starting: metrics and
+		// status show each from the first scrape, never a series that
+		// appears.
+		for _, b := range t.binds {
+			if b.Track && t.states[b.Key] == nil {
+				opening = append(opening, BindStats{Bind: b.Key, State: StateStarting, StateSince: t.created,
+					Lag: Lag{Bytes: -1}, CommitToAck: newHistogram(LatencyBuckets)})
+			}
 		}
 	}
 	t.mu.Unlock()
