@@ -17,18 +17,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/trackerd/trackerd/config"
+	natssink "github.com/trackerd/trackerd/sinks/nats"
 	"github.com/trackerd/trackerd/tracker"
 )
 
-// serveHTTP starts /healthz, /readyz and /metrics on HTTP_ADDR ("off"
-// disables it), and the debug endpoints — /debug/events and, with DEBUG,
+// serveHTTP starts the status page (/), /status.json, /healthz, /readyz
+// and /metrics on HTTP_ADDR ("off" disables it), and the debug endpoints — /debug/events and, with DEBUG,
 // /debug/pprof/ — on a loopback address only: on HTTP_ADDR when it is
 // loopback, else on DEBUG_ADDR (default 127.0.0.1:0, logged). It returns a
 // function that stops the servers.
 //
 // /debug/pprof/cmdline is never served: it shows the command line, which
 // may hold a password.
-func serveHTTP(ctx context.Context, cfg *config.Config, tr *tracker.Tracker, b *bus, log *slog.Logger) (func(), error) {
+func serveHTTP(ctx context.Context, cfg *config.Config, d *daemon, log *slog.Logger) (func(), error) {
+	tr, b := d.tr, d.bus
 	var servers []*http.Server
 	stop := func() {
 		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -85,10 +87,12 @@ func serveHTTP(ctx context.Context, cfg *config.Config, tr *tracker.Tracker, b *
 	if main != nil {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		reg.MustRegister(&metrics{tr: tr, bus: b})
+		reg.MustRegister(&metrics{tr: tr, bus: b, build: d.build})
 		mux := http.NewServeMux()
 		mountHealth(mux, tr, b, reg)
-		paths := []string{"/healthz", "/readyz", "/metrics"}
+		d.http = "http://" + main.Addr().String()
+		mountStatus(mux, d)
+		paths := []string{"/", "/status.json", "/healthz", "/readyz", "/metrics"}
 		if debugOnMain {
 			paths = append(paths, mountDebug(mux, cfg, tr)...)
 		}
@@ -172,38 +176,50 @@ func isLoopback(a net.Addr) bool {
 }
 
 // metrics exports the tracker's and the sink's counters at scrape time.
+// A series is never -1 for "unknown": an unknown value leaves its series
+// out. The series of a bind are there from the first scrape (the tracker
+// lists every tracked bind from its start), one per state for
+// trackerd_bind_state.
 type metrics struct {
-	tr  *tracker.Tracker
-	bus *bus
+	tr    *tracker.Tracker
+	bus   *bus
+	build buildInfo
 }
 
 var (
+	mBuild       = prometheus.NewDesc("trackerd_build_info", "Always 1: the version, revision and Go version of this trackerd.", []string{"version", "revision", "goversion"}, nil)
+	mState       = prometheus.NewDesc("trackerd_bind_state", "1 for the bind's current state, 0 for every other state.", []string{"bind", "state"}, nil)
+	mConnected   = prometheus.NewDesc("trackerd_source_connected", "1 while the bind's source is connected to its database server.", []string{"bind"}, nil)
 	mChanges     = prometheus.NewDesc("trackerd_changes_total", "Row changes read from the bind's source.", []string{"bind"}, nil)
 	mTxs         = prometheus.NewDesc("trackerd_transactions_total", "Transactions whose commit was processed.", []string{"bind"}, nil)
 	mPublished   = prometheus.NewDesc("trackerd_events_published_total", "Events handed to the sink.", []string{"bind"}, nil)
 	mAcked       = prometheus.NewDesc("trackerd_events_acked_total", "Events acknowledged by the sink.", []string{"bind"}, nil)
+	mLastEvent   = prometheus.NewDesc("trackerd_last_event_timestamp_seconds", "When the bind last handed an event to the sink (to within CHECKPOINT_INTERVAL); absent before the first.", []string{"bind"}, nil)
+	mCommitAck   = prometheus.NewDesc("trackerd_commit_to_ack_seconds", "Per transaction, from its commit on the database to the acknowledgement of its last after_commit event (host clock against the database's).", []string{"bind"}, nil)
 	mCheckpoints = prometheus.NewDesc("trackerd_checkpoints_total", "Checkpoints written.", []string{"bind"}, nil)
 	mCheckpointT = prometheus.NewDesc("trackerd_checkpoint_timestamp_seconds", "When the last checkpoint was written.", []string{"bind"}, nil)
 	mOpenTx      = prometheus.NewDesc("trackerd_open_transactions", "Transactions read but not yet committed.", []string{"bind"}, nil)
 	mSpilled     = prometheus.NewDesc("trackerd_spilled_bytes", "Bytes of the open transaction spilled to disk.", []string{"bind"}, nil)
 	mRetries     = prometheus.NewDesc("trackerd_receiver_retries_total", "In-process receiver calls that failed and were retried.", []string{"bind"}, nil)
-	mLagBytes    = prometheus.NewDesc("trackerd_replication_lag_bytes", "Server WAL/binlog end minus the confirmed position (-1 unknown).", []string{"bind"}, nil)
-	mLagSeconds  = prometheus.NewDesc("trackerd_replication_lag_seconds", "Age of the oldest commit read but not yet confirmed.", []string{"bind"}, nil)
-	mUp          = prometheus.NewDesc("trackerd_bind_streaming", "1 while the bind is streaming.", []string{"bind", "state"}, nil)
-	mSinkPub     = prometheus.NewDesc("trackerd_sink_published_total", "Messages published to NATS.", nil, nil)
-	mSinkAck     = prometheus.NewDesc("trackerd_sink_acked_total", "Messages acknowledged by JetStream.", nil, nil)
-	mSinkRetry   = prometheus.NewDesc("trackerd_sink_retried_total", "Publishes retried after a failure or timeout.", nil, nil)
-	mSinkDup     = prometheus.NewDesc("trackerd_sink_duplicates_total", "Publishes JetStream reported as duplicates.", nil, nil)
-	mSinkTrunc   = prometheus.NewDesc("trackerd_sink_truncated_total", "Events whose large values were left out to fit max_payload.", nil, nil)
-	mSinkInfl    = prometheus.NewDesc("trackerd_sink_inflight", "Messages published and not yet acknowledged.", nil, nil)
-	mSinkReord   = prometheus.NewDesc("trackerd_sink_reordered_total", "Events the stream stored before an earlier event of their bind (streams without batch publishing, after a failed publish).", nil, nil)
+	mReconnects  = prometheus.NewDesc("trackerd_source_reconnects_total", "Times the bind's source lost its connection to the database.", []string{"bind"}, nil)
+	mLagBytes    = prometheus.NewDesc("trackerd_replication_lag_bytes", "Server WAL/binlog end minus the checkpointed position; absent while unknown.", []string{"bind"}, nil)
+	mLagSeconds  = prometheus.NewDesc("trackerd_replication_lag_seconds", "Age of the oldest commit read but not yet checkpointed; absent while unknown.", []string{"bind"}, nil)
+	mSinkPub     = prometheus.NewDesc("trackerd_sink_published_total", "Messages of the bind published to NATS.", []string{"bind"}, nil)
+	mSinkAck     = prometheus.NewDesc("trackerd_sink_acked_total", "Messages of the bind acknowledged by JetStream.", []string{"bind"}, nil)
+	mSinkRetry   = prometheus.NewDesc("trackerd_sink_retried_total", "Publishes of the bind retried after a failure or timeout.", []string{"bind"}, nil)
+	mSinkDup     = prometheus.NewDesc("trackerd_sink_duplicates_total", "Publishes of the bind JetStream reported as duplicates.", []string{"bind"}, nil)
+	mSinkTrunc   = prometheus.NewDesc("trackerd_sink_truncated_total", "Events of the bind whose large values were left out to fit max_payload.", []string{"bind"}, nil)
+	mSinkInfl    = prometheus.NewDesc("trackerd_sink_inflight", "Messages of the bind published and not yet acknowledged.", []string{"bind"}, nil)
+	mSinkReord   = prometheus.NewDesc("trackerd_sink_reordered_total", "Events of the bind the stream stored before an earlier event of the bind (streams without batch publishing, after a failed publish).", []string{"bind"}, nil)
 	mSinkRecr    = prometheus.NewDesc("trackerd_sink_stream_recreated_total", "Times the stream was found deleted and created again; what it held is gone.", nil, nil)
+	mSinkLimit   = prometheus.NewDesc("trackerd_sink_inflight_limit", "MAX_INFLIGHT: the most unacknowledged messages of one bind.", nil, nil)
 	mNATSUp      = prometheus.NewDesc("trackerd_nats_connected", "1 while connected to NATS.", nil, nil)
 )
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mChanges, mTxs, mPublished, mAcked, mCheckpoints, mCheckpointT, mOpenTx, mSpilled,
-		mRetries, mLagBytes, mLagSeconds, mUp, mSinkPub, mSinkAck, mSinkRetry, mSinkDup, mSinkTrunc, mSinkInfl, mSinkReord, mSinkRecr, mNATSUp} {
+	for _, d := range []*prometheus.Desc{mBuild, mState, mConnected, mChanges, mTxs, mPublished, mAcked, mLastEvent, mCommitAck,
+		mCheckpoints, mCheckpointT, mOpenTx, mSpilled, mRetries, mReconnects, mLagBytes, mLagSeconds,
+		mSinkPub, mSinkAck, mSinkRetry, mSinkDup, mSinkTrunc, mSinkInfl, mSinkReord, mSinkRecr, mSinkLimit, mNATSUp} {
 		ch <- d
 	}
 }
@@ -215,41 +231,69 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, l ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
 	}
+	bit := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	gauge(mBuild, 1, m.build.Version, m.build.Revision, m.build.GoVersion)
+	var sinkStats map[string]natssink.Stats
+	if m.bus != nil && m.bus.sink != nil {
+		sinkStats = m.bus.sink.BindStats()
+	}
 	for _, s := range m.tr.Stats() {
+		for _, state := range tracker.States {
+			gauge(mState, bit(s.State == state), s.Bind, state)
+		}
+		gauge(mConnected, bit(s.SourceConnected), s.Bind)
 		counter(mChanges, float64(s.Changes), s.Bind)
 		counter(mTxs, float64(s.Transactions), s.Bind)
 		counter(mPublished, float64(s.Published), s.Bind)
 		counter(mAcked, float64(s.Acked), s.Bind)
+		if !s.LastEventAt.IsZero() {
+			gauge(mLastEvent, unixSeconds(s.LastEventAt), s.Bind)
+		}
+		h := s.CommitToAck
+		buckets := make(map[float64]uint64, len(h.Bounds))
+		var cum uint64
+		for i, b := range h.Bounds {
+			cum += h.Counts[i]
+			buckets[b] = cum
+		}
+		ch <- prometheus.MustNewConstHistogram(mCommitAck, h.Count, h.Sum, buckets, s.Bind)
 		counter(mCheckpoints, float64(s.Checkpoints), s.Bind)
 		if !s.CheckpointAt.IsZero() {
-			gauge(mCheckpointT, float64(s.CheckpointAt.UnixNano())/1e9, s.Bind)
+			gauge(mCheckpointT, unixSeconds(s.CheckpointAt), s.Bind)
 		}
 		gauge(mOpenTx, float64(s.OpenTx), s.Bind)
 		gauge(mSpilled, float64(s.SpilledBytes), s.Bind)
 		counter(mRetries, float64(s.ReceiverRetry), s.Bind)
-		gauge(mLagBytes, float64(s.Lag.Bytes), s.Bind)
-		gauge(mLagSeconds, s.Lag.Behind.Seconds(), s.Bind)
-		up := 0.0
-		if s.State == tracker.StateStreaming {
-			up = 1
+		counter(mReconnects, float64(s.Reconnects), s.Bind)
+		if s.Lag.Bytes >= 0 {
+			gauge(mLagBytes, float64(s.Lag.Bytes), s.Bind)
 		}
-		gauge(mUp, up, s.Bind, s.State)
+		if s.LagKnown {
+			gauge(mLagSeconds, s.Lag.Behind.Seconds(), s.Bind)
+		}
+		if sinkStats != nil {
+			// A bind's sink counters are 0 until its lane opens.
+			st := sinkStats[s.Bind]
+			counter(mSinkPub, float64(st.Published), s.Bind)
+			counter(mSinkAck, float64(st.Acked), s.Bind)
+			counter(mSinkRetry, float64(st.Retried), s.Bind)
+			counter(mSinkDup, float64(st.Duplicates), s.Bind)
+			counter(mSinkTrunc, float64(st.Truncated), s.Bind)
+			gauge(mSinkInfl, float64(st.InFlight), s.Bind)
+			counter(mSinkReord, float64(st.Reordered), s.Bind)
+		}
 	}
 	if m.bus == nil || m.bus.sink == nil {
 		return
 	}
-	st := m.bus.sink.Stats()
-	counter(mSinkPub, float64(st.Published))
-	counter(mSinkAck, float64(st.Acked))
-	counter(mSinkRetry, float64(st.Retried))
-	counter(mSinkDup, float64(st.Duplicates))
-	counter(mSinkTrunc, float64(st.Truncated))
-	gauge(mSinkInfl, float64(st.InFlight))
-	counter(mSinkReord, float64(st.Reordered))
-	counter(mSinkRecr, float64(st.StreamRecreated))
-	connected := 0.0
-	if m.bus.nc != nil && m.bus.nc.IsConnected() {
-		connected = 1
-	}
-	gauge(mNATSUp, connected)
+	gauge(mSinkLimit, float64(m.bus.sink.InflightLimit()))
+	counter(mSinkRecr, float64(m.bus.sink.Stats().StreamRecreated))
+	gauge(mNATSUp, bit(m.bus.nc != nil && m.bus.nc.IsConnected()))
 }
+
+func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }

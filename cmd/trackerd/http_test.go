@@ -111,7 +111,7 @@ func TestServeHTTPDebugOnLoopbackOnly(t *testing.T) {
 				t.Fatal(err)
 			}
 			var logs syncBuffer
-			stop, err := serveHTTP(t.Context(), cfg, tr, nil, slog.New(slog.NewTextHandler(&logs, nil)))
+			stop, err := serveHTTP(t.Context(), cfg, newDaemon(cfg, tr, nil), slog.New(slog.NewTextHandler(&logs, nil)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -160,7 +160,7 @@ func TestServeHTTPDebugAddrNotLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = serveHTTP(t.Context(), &cfg, tr, nil, slog.New(slog.DiscardHandler))
+	_, err = serveHTTP(t.Context(), &cfg, newDaemon(&cfg, tr, nil), slog.New(slog.DiscardHandler))
 	if err == nil || !isConfigError(err) || !strings.Contains(err.Error(), "not loopback") {
 		t.Fatalf("err = %v, want a configuration error saying not loopback", err)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -69,18 +68,27 @@ func cmdProbe(ctx context.Context, args []string, lookup env, stdout, stderr io.
 	return nil
 }
 
-// readyzURL is the /readyz URL of an HTTP_ADDR or --addr: host:port, or a
-// URL. An unspecified host (":9187", "0.0.0.0:9187", "[::]:9187") is asked
-// on loopback; "off" and port 0 have nothing to ask.
+// readyzURL is the /readyz URL of an HTTP_ADDR or --addr (see httpBase).
 func readyzURL(addr string) (string, error) {
+	base, err := httpBase(addr, "/readyz")
+	if err != nil {
+		return "", err
+	}
+	return base + "/readyz", nil
+}
+
+// httpBase is the base URL of an HTTP_ADDR or --addr: host:port, or a URL.
+// An unspecified host (":9187", "0.0.0.0:9187", "[::]:9187") is asked on
+// loopback; "off" and port 0 have nothing to ask (path, for the error).
+func httpBase(addr, path string) (string, error) {
 	if base, ok := strings.CutPrefix(addr, "http://"); ok {
-		return "http://" + strings.TrimSuffix(base, "/") + "/readyz", nil
+		return "http://" + strings.TrimSuffix(base, "/"), nil
 	}
 	if strings.HasPrefix(addr, "https://") {
-		return strings.TrimSuffix(addr, "/") + "/readyz", nil
+		return strings.TrimSuffix(addr, "/"), nil
 	}
 	if addr == "" || addr == "off" {
-		return "", errors.New("is off: trackerd serves no /readyz to ask; set HTTP_ADDR, or give --addr")
+		return "", fmt.Errorf("is off: trackerd serves no %s to ask; set HTTP_ADDR, or give --addr", path)
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -95,5 +103,5 @@ func readyzURL(addr string) (string, error) {
 	case "::":
 		host = "::1"
 	}
-	return "http://" + net.JoinHostPort(host, port) + "/readyz", nil
+	return "http://" + net.JoinHostPort(host, port), nil
 }

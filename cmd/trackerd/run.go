@@ -109,7 +109,8 @@ func cmdRun(ctx context.Context, args []string, lookup env, stdout, stderr io.Wr
 	if err != nil {
 		return err
 	}
-	stopHTTP, err := serveHTTP(ctx, cfg, tr, bus, log)
+	d := newDaemon(cfg, tr, bus)
+	stopHTTP, err := serveHTTP(ctx, cfg, d, log)
 	if err != nil {
 		return err
 	}
@@ -117,6 +118,11 @@ func cmdRun(ctx context.Context, args []string, lookup env, stdout, stderr io.Wr
 	pctx, stopProgress := context.WithCancel(ctx)
 	defer stopProgress()
 	go logProgress(pctx, log, tr, cfg.ProgressInterval)
+	if stopControl, err := startControl(bus.nc, cfg, d, log); err != nil {
+		log.Warn("trackerd status cannot reach this instance over NATS", slog.Any("err", err))
+	} else {
+		defer stopControl()
+	}
 	err = tr.Run(ctx)
 	switch {
 	case err != nil && interrupted(ctx, err):

@@ -33,9 +33,19 @@ func readBuildInfo() *debug.BuildInfo {
 	return bi
 }
 
-// formatVersion fills in what the stamped version and revision leave
-// empty from bi (which may be nil).
-func formatVersion(v, rev string, bi *debug.BuildInfo) string {
+// buildInfo is what trackerd_build_info and the status show: the version
+// ("devel" when unknown), the revision ("" when unknown, with "+dirty"
+// for a build of a modified checkout) and the Go version.
+type buildInfo struct {
+	Version, Revision, GoVersion string
+}
+
+// currentBuild is this binary's buildInfo.
+func currentBuild() buildInfo { return resolveBuild(version, revision, readBuildInfo()) }
+
+// resolveBuild fills in what the stamped version and revision leave empty
+// from bi (which may be nil).
+func resolveBuild(v, rev string, bi *debug.BuildInfo) buildInfo {
 	dirty := false
 	if bi != nil {
 		if v == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
@@ -55,16 +65,22 @@ func formatVersion(v, rev string, bi *debug.BuildInfo) string {
 	if v == "" {
 		v = "devel"
 	}
-	out := "trackerd " + v + " ("
-	if rev != "" {
-		if len(rev) > 12 {
-			rev = rev[:12]
-		}
-		out += "revision " + rev
-		if dirty {
-			out += "+dirty"
-		}
-		out += ", "
+	if len(rev) > 12 {
+		rev = rev[:12]
 	}
-	return out + fmt.Sprintf("%s, %s/%s)", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if rev != "" && dirty {
+		rev += "+dirty"
+	}
+	return buildInfo{Version: v, Revision: rev, GoVersion: runtime.Version()}
+}
+
+// formatVersion fills in what the stamped version and revision leave
+// empty from bi (which may be nil).
+func formatVersion(v, rev string, bi *debug.BuildInfo) string {
+	b := resolveBuild(v, rev, bi)
+	out := "trackerd " + b.Version + " ("
+	if b.Revision != "" {
+		out += "revision " + b.Revision + ", "
+	}
+	return out + fmt.Sprintf("%s, %s/%s)", b.GoVersion, runtime.GOOS, runtime.GOARCH)
 }

@@ -220,3 +220,35 @@ func listCheckpoints(ctx context.Context, kv jetstream.KeyValue, bind string, no
 	}
 	return out, nil
 }
+
+// LeaseHolders returns, for `trackerd status`, the holder of each bind's
+// live lease in bucket ("owner, pid N"), by bind key; a bind no running
+// trackerd holds is left out. It changes nothing: a missing bucket holds no
+// lease.
+func LeaseHolders(ctx context.Context, nc *natsgo.Conn, bucket string, bindKeys []string, now time.Time) (map[string]string, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := js.KeyValue(ctx, bucket)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		return map[string]string{}, nil
+	case err != nil:
+		return nil, fmt.Errorf("bucket %s: %w", bucket, err)
+	}
+	out := map[string]string{}
+	for _, b := range bindKeys {
+		cps, err := listCheckpoints(ctx, kv, b, now)
+		if err != nil {
+			return nil, fmt.Errorf("bucket %s, bind %s: %w", bucket, b, err)
+		}
+		for _, cp := range cps {
+			if cp.Holder != "" {
+				out[b] = cp.Holder
+				break
+			}
+		}
+	}
+	return out, nil
+}

@@ -141,6 +141,7 @@ const orderHeaderLen = len(HeaderOrder+": ") + 16 + 1 + 20 + 1 + 20 + len("\r\n"
 
 type lane struct {
 	s      *Sink
+	c      *counters // the bind's
 	t      transport
 	bind   string
 	acked  func(uint64)
@@ -230,6 +231,7 @@ func (s *Sink) openLane(bind string, acked func(uint64)) (*lane, error) {
 	}
 	l := &lane{
 		s:          s,
+		c:          s.bindCounters(bind),
 		t:          s.t,
 		bind:       bind,
 		acked:      acked,
@@ -332,8 +334,8 @@ func (l *lane) Publish(ctx context.Context, ev *tracker.Event) error {
 	l.held += int64(cap(data) - oldCap)
 	l.mu.Unlock()
 	signal(l.wakeSend)
-	l.s.published.Add(1)
-	l.s.inFlight.Add(1)
+	l.c.published.Add(1)
+	l.c.inFlight.Add(1)
 	if l.s.o.Echo {
 		l.log.LogAttrs(ctx, slog.LevelInfo, "published", slog.String("subject", sl.subject), slog.String("event_id", ev.ID))
 	}
@@ -408,7 +410,7 @@ func (l *lane) encode(b []byte, ev *tracker.Event) ([]byte, error) {
 	if l.s.o.OversizePolicy == OversizeTruncate && ev.Phase != tracker.PhaseRollback {
 		out, cols, ok := l.truncate(b[:0], ev, size, limit)
 		if ok {
-			l.s.truncated.Add(1)
+			l.c.truncated.Add(1)
 			l.log.Warn("event too large: column values left out", slog.String("event_id", ev.ID),
 				slog.String("table", ev.Change.Schema+"."+ev.Change.Table), slog.Any("columns", cols),
 				slog.Int("size", size), slog.Int("new_size", len(out)+maxHeaderLen(ev.ID)), slog.Int("limit", limit))
@@ -504,7 +506,7 @@ func (l *lane) work(bo *backoff) (time.Duration, bool) {
 		l.sendAt++
 		if l.core {
 			sl.state = slotStored
-			l.s.acked.Add(1)
+			l.c.acked.Add(1)
 			l.advance()
 		} else {
 			sl.state = slotSent
@@ -719,7 +721,7 @@ func (l *lane) newRound() {
 			sl.state = slotQueued
 		}
 	}
-	l.s.retried.Add(n)
+	l.c.retried.Add(n)
 }
 
 // setFatal stops the lane for good. l.mu is held.
@@ -778,12 +780,12 @@ func (l *lane) advance() {
 	}
 	l.storedLastAt = time.Now()
 	if reordered > 0 {
-		l.s.reordered.Add(reordered)
+		l.c.reordered.Add(reordered)
 		l.log.Warn("events stored out of order: a failed publish let later events of this bind into the stream before an earlier one (the stream does not allow batch publishing); changefeed restores their order by the Trackerd-Order header",
 			slog.Uint64("events", reordered), slog.String("first_event", firstID), slog.String("last_event", lastID),
 			slog.String("stored_after_them", lateID), slog.Uint64("lane_seq", lateSeq))
 	}
-	l.s.inFlight.Add(-int64(n))
+	l.c.inFlight.Add(-int64(n))
 	if l.failing && l.failed == nil {
 		l.failing = false
 		l.log.Info("publishing resumed")
@@ -821,9 +823,9 @@ func (l *lane) markStored(sl *slot, sseq uint64, dup bool) {
 	}
 	sl.state = slotStored
 	sl.sseq = sseq
-	l.s.acked.Add(1)
+	l.c.acked.Add(1)
 	if dup {
-		l.s.duplicates.Add(1)
+		l.c.duplicates.Add(1)
 	}
 }
 

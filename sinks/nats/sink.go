@@ -108,7 +108,8 @@ type Options struct {
 	AckTimeout time.Duration
 }
 
-// Stats are a sink's counters, summed over its lanes.
+// Stats are a sink's counters, summed over its lanes, or one bind's (see
+// [Sink.BindStats]).
 type Stats struct {
 	// Published counts events handed to Publish and accepted.
 	Published uint64
@@ -161,9 +162,47 @@ type Sink struct {
 	lanesMu sync.Mutex
 	lanes   map[*lane]struct{}
 
+	// recreated counts the times the stream was created again.
+	recreated atomic.Uint64
+
+	// binds holds each bind's counters, from its first lane on: a bind's
+	// counters only grow, whatever lanes it opens and closes.
+	bindsMu sync.Mutex
+	binds   map[string]*counters
+}
+
+// counters are one bind's: its lanes count into them.
+type counters struct {
 	published, acked, retried, duplicates, truncated atomic.Uint64
-	reordered, recreated                             atomic.Uint64
+	reordered                                        atomic.Uint64
 	inFlight                                         atomic.Int64
+}
+
+func (c *counters) stats() Stats {
+	return Stats{
+		Published:  c.published.Load(),
+		Acked:      c.acked.Load(),
+		Retried:    c.retried.Load(),
+		Duplicates: c.duplicates.Load(),
+		Truncated:  c.truncated.Load(),
+		InFlight:   uint64(max(c.inFlight.Load(), 0)),
+		Reordered:  c.reordered.Load(),
+	}
+}
+
+// bindCounters returns bind's counters, made at its first lane.
+func (s *Sink) bindCounters(bind string) *counters {
+	s.bindsMu.Lock()
+	defer s.bindsMu.Unlock()
+	if s.binds == nil {
+		s.binds = make(map[string]*counters)
+	}
+	c := s.binds[bind]
+	if c == nil {
+		c = &counters{}
+		s.binds[bind] = c
+	}
+	return c
 }
 
 var _ tracker.Sink = (*Sink)(nil)
@@ -309,19 +348,37 @@ func (s *Sink) Subjects() *Subjects { return s.subjects }
 // JetStream mode) its stream checked. For /readyz.
 func (s *Sink) Ready() bool { return s.ready.Load() && s.t.connected() }
 
-// Stats returns the sink's counters.
+// Stats returns the sink's counters, summed over its binds.
 func (s *Sink) Stats() Stats {
-	return Stats{
-		Published:       s.published.Load(),
-		Acked:           s.acked.Load(),
-		Retried:         s.retried.Load(),
-		Duplicates:      s.duplicates.Load(),
-		Truncated:       s.truncated.Load(),
-		InFlight:        uint64(max(s.inFlight.Load(), 0)),
-		Reordered:       s.reordered.Load(),
-		StreamRecreated: s.recreated.Load(),
+	var t Stats
+	for _, st := range s.BindStats() {
+		t.Published += st.Published
+		t.Acked += st.Acked
+		t.Retried += st.Retried
+		t.Duplicates += st.Duplicates
+		t.Truncated += st.Truncated
+		t.InFlight += st.InFlight
+		t.Reordered += st.Reordered
 	}
+	t.StreamRecreated = s.recreated.Load()
+	return t
 }
+
+// BindStats returns the counters of every bind that has opened a lane, by
+// bind key.
+func (s *Sink) BindStats() map[string]Stats {
+	s.bindsMu.Lock()
+	defer s.bindsMu.Unlock()
+	out := make(map[string]Stats, len(s.binds))
+	for bind, c := range s.binds {
+		out[bind] = c.stats()
+	}
+	return out
+}
+
+// InflightLimit is MaxInflight as the sink uses it (its default when 0):
+// each lane's most unacknowledged events.
+func (s *Sink) InflightLimit() int { return s.o.MaxInflight }
 
 // errNotConnected is the transient reason readiness waits.
 var errNotConnected = errors.New("not connected to NATS")
