@@ -41,7 +41,7 @@ func TestHTTPEndpoints(t *testing.T) {
 		return strings.Contains(m, `trackerd_changes_total{bind="pg"} 3`) && strings.Contains(m, `trackerd_events_acked_total{bind="pg"} 6`)
 	})
 	_, m := httpGet(t, base+"/metrics")
-	for _, name := range []string{"trackerd_replication_lag_bytes", "trackerd_checkpoints_total", "trackerd_sink_published_total", "trackerd_bind_streaming",
+	for _, name := range []string{"trackerd_replication_lag_bytes", "trackerd_checkpoints_total", "trackerd_sink_published_total", "trackerd_bind_state",
 		"trackerd_sink_reordered_total", "trackerd_sink_stream_recreated_total"} {
 		if !regexp.MustCompile(`(?m)^` + name + `[{ ]`).MatchString(m) {
 			t.Errorf("/metrics lacks %s", name)

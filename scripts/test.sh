@@ -15,7 +15,10 @@
 #   2. scripts/docker-engine.sh  a Docker engine, for the container fault tests
 #   3. scripts/test-images.sh    their images, built locally
 #   4. scripts/install-tools.sh  the nats CLI
-# Steps 1 and 3 need root. As root they just run; otherwise each runs with
+#   5. scripts/install-packages.sh  Debian's chromium (the status page's
+#                                browser test) and prometheus (promtool, for
+#                                deploy/prometheus)
+# Steps 1, 3 and 5 need root. As root they just run; otherwise each runs with
 # --check first, which lists what it would change, and only then asks sudo.
 # PREPARE=0 skips preparing.
 #
@@ -68,6 +71,8 @@ if [ "${PREPARE:-1}" != 0 ]; then
   as_root test-images.sh
   step "tools (scripts/install-tools.sh)"
   bash scripts/install-tools.sh
+  step "Debian packages: chromium, prometheus (scripts/install-packages.sh)"
+  as_root install-packages.sh
 fi
 
 step "gofmt"
