@@ -332,7 +332,7 @@ func specs() []keySpec {
 			"Bytes of one transaction's changes held in memory before the rest spill to disk.",
 			func(c *Config) *int64 { return &c.SpillThreshold }),
 		stringKey("HTTP_ADDR", "address", "127.0.0.1:9187",
-			"`host:port` of `/healthz`, `/readyz`, `/metrics`, and of the debug endpoints when it is a loopback address (see `DEBUG_ADDR`); port 0 picks a free one, `off` disables it.",
+			"`host:port` of the status page (`/`), `/status.json`, `/healthz`, `/readyz`, `/metrics`, and of the debug endpoints when it is a loopback address (see `DEBUG_ADDR`); port 0 picks a free one, `off` disables it.",
 			false, public, func(c *Config) *string { return &c.HTTPAddr }),
 		stringKey("DEBUG_ADDR", "address", "HTTP_ADDR if loopback, else 127.0.0.1:0",
 			"Loopback `host:port` of `/debug/events` and, with `DEBUG`, `/debug/pprof/` (never its `cmdline`); port 0 picks a free one (logged), `off` serves neither. Unset: on `HTTP_ADDR` when it is loopback, on `127.0.0.1:0` when it is not, nowhere when it is `off`.",

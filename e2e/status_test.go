@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"syscall"
@@ -168,5 +169,19 @@ func TestDeployFilesMatchMetrics(t *testing.T) {
 	}
 	if names["trackerd_bind_streaming"] {
 		t.Error("trackerd_bind_streaming is still exported")
+	}
+
+	// Prometheus's own linter (promlint) on the scrape.
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("promtool is not installed: CI must lint /metrics (scripts/install-packages.sh installs Debian's prometheus)")
+		}
+		t.Skip("promtool is not installed: /metrics not linted (Debian's prometheus package)")
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(text)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 }

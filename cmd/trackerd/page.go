@@ -101,9 +101,10 @@ func pageFuncs(now time.Time) template.FuncMap {
 			}
 			return formatSeconds(*v)
 		},
-		"seconds": formatSeconds,
-		"rate":    formatRate,
-		"bytes":   formatBytes,
+		"seconds":       formatSeconds,
+		"shortPosition": shortPosition,
+		"rate":          formatRate,
+		"bytes":         formatBytes,
 		"count": func(v any) string {
 			switch n := v.(type) {
 			case uint64:

@@ -166,7 +166,7 @@ func TestStatusPage(t *testing.T) {
 				LagBytes: &lagB, LagSeconds: &lagS, EventsPerSecond: 1234.5, EventsPublished: 1234567, LastEventAt: at(12 * time.Second),
 				LeaseHolder: "vm1:/data, pid 42", CommitToAck: &latencyStatus{Count: 10, P50Seconds: 0.004, P99Seconds: 0.2},
 				Sink: &sinkStatus{Published: 1234567, Duplicates: 3}},
-			{Bind: "users", Instance: "vm1:/data", State: "reconnecting", StateSince: now.Add(-90 * time.Second), Position: "mariadb-bin.000003:4",
+			{Bind: "users", Instance: "vm1:/data", State: "reconnecting", StateSince: now.Add(-90 * time.Second), Position: `{"gtid":"0-1-9","file":"mariadb-bin.000003","pos":4}`,
 				LastError: `dial tcp 10.0.0.7:3306: connect: connection refused`, LastErrorAt: at(5 * time.Second),
 				Snapshot: &snapshotStatus{ID: "s1", Table: "crm.users", TablesDone: 1, Tables: 3, Rows: 5000, RowsEstimate: 20000, StartedAt: now.Add(-time.Minute)}},
 		}}
@@ -179,7 +179,8 @@ func TestStatusPage(t *testing.T) {
 		`<title>trackerd: 1 of 2 streaming</title>`,
 		`<tbody class="bind" id="bind-orders" data-state="streaming">`,
 		`<span class="state s-streaming">streaming</span> <small>for 2 h</small>`,
-		`<code>0/1D665800</code>`,
+		`<code title="0/1D665800">0/1D665800</code>`,
+		`<code title="{&#34;gtid&#34;:&#34;0-1-9&#34;,&#34;file&#34;:&#34;mariadb-bin.000003&#34;,&#34;pos&#34;:4}">mariadb-bin.000003:4 (0-1-9)</code>`,
 		`<td class="num lag-bytes">3.0 MiB</td>`,
 		`<td class="num lag-seconds">1.50 s</td>`,
 		`<td class="num rate">1,234</td>`,

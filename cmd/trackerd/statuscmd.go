@@ -243,7 +243,7 @@ func writeStatus(w io.Writer, doc statusDoc, via string) {
 		if b.LastEventAt != nil {
 			last = ago(now, *b.LastEventAt)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.Bind, b.State, dash(b.Position), lagB, lagS,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.Bind, b.State, dash(shortPosition(b.Position)), lagB, lagS,
 			formatRate(b.EventsPerSecond), groupDigits(fmt.Sprint(b.EventsPublished)), last, dash(b.LeaseHolder))
 	}
 	tw.Flush()
@@ -292,6 +292,28 @@ func writeStatus(w io.Writer, doc statusDoc, via string) {
 func dash(s string) string {
 	if s == "" {
 		return "-"
+	}
+	return s
+}
+
+// shortPosition shows a position for an operator: a MySQL/MariaDB position,
+// which the source writes as JSON, as file:offset and GTID; any other as it
+// is.
+func shortPosition(p string) string {
+	if !strings.HasPrefix(p, "{") {
+		return p
+	}
+	var v struct {
+		GTID string `json:"gtid"`
+		File string `json:"file"`
+		Pos  uint64 `json:"pos"`
+	}
+	if json.Unmarshal([]byte(p), &v) != nil || v.File == "" {
+		return p
+	}
+	s := fmt.Sprintf("%s:%d", v.File, v.Pos)
+	if v.GTID != "" {
+		s += " (" + v.GTID + ")"
 	}
 	return s
 }
