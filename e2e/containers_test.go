@@ -817,8 +817,9 @@ func myIDs(t testing.TB, db *sql.DB, tbl string) []int {
 }
 
 // trackerdMetric returns the value of a sample of trackerd's /metrics,
-// named as it appears there: `trackerd_sink_duplicates_total` or
-// `trackerd_events_published_total{bind="pg"}`.
+// named as it appears there, `trackerd_events_published_total{bind="pg"}`,
+// or the sum of a metric's samples over its labels when named without
+// them: `trackerd_sink_duplicates_total` (of every bind).
 func trackerdMetric(t testing.TB, p *proc, sample string) int {
 	t.Helper()
 	base := p.waitLog(`msg="HTTP endpoints listening" addr=(http://\S+)`, 10*time.Second)[1]
@@ -830,17 +831,24 @@ func trackerdMetric(t testing.TB, p *proc, sample string) int {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
+	sum, found := 0.0, false
 	for line := range strings.Lines(string(body)) {
-		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+		v, ok := strings.CutPrefix(line, sample+" ")
+		if !ok && !strings.Contains(sample, "{") && strings.HasPrefix(line, sample+"{") {
+			v, ok = line[strings.LastIndexByte(line, ' ')+1:], true
+		}
+		if ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {
 				t.Fatalf("%s/metrics: %s", base, line)
 			}
-			return int(f)
+			sum, found = sum+f, true
 		}
 	}
-	t.Fatalf("no %s in %s/metrics", sample, base)
-	return 0
+	if !found {
+		t.Fatalf("no %s in %s/metrics", sample, base)
+	}
+	return int(sum)
 }
 
 // resent returns how many events trackerd published beyond those the
