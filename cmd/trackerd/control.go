@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -138,8 +139,8 @@ func askStatus(ctx context.Context, nc *natsgo.Conn, subject string, wait, settl
 		}
 		m, err := sub.NextMsg(timeout)
 		switch {
-		case err == natsgo.ErrTimeout:
-			return docs, nil
+		case errors.Is(err, natsgo.ErrTimeout), errors.Is(err, natsgo.ErrNoResponders):
+			return docs, nil // the end, or nobody serves the subject
 		case err != nil:
 			return docs, err
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -52,7 +53,7 @@ func mountStatus(mux *http.ServeMux, d *daemon) {
 }
 
 // renderPage writes the status page of doc, with times relative to doc.Time.
-func renderPage(w interface{ Write([]byte) (int, error) }, doc statusDoc) error {
+func renderPage(w io.Writer, doc statusDoc) error {
 	t, err := pageTemplate.Clone()
 	if err != nil {
 		return err

@@ -317,9 +317,10 @@ func TestStatusOverNATS(t *testing.T) {
 		}
 		t.Cleanup(stop)
 	}
+	stream := "STATUSTEST"
 	status := func(binds string) (int, string, string) {
 		var out, errOut strings.Builder
-		env := map[string]string{"HOME": t.TempDir(), "TRACKER_NATS_URL": url, "TRACKER_STREAM_NAME": "STATUSTEST", "TRACKER_HTTP_ADDR": "off"}
+		env := map[string]string{"HOME": t.TempDir(), "TRACKER_NATS_URL": url, "TRACKER_STREAM_NAME": stream, "TRACKER_HTTP_ADDR": "off"}
 		if binds != "" {
 			env["TRACKER_BINDS"] = binds
 		}
@@ -340,6 +341,11 @@ func TestStatusOverNATS(t *testing.T) {
 	code, out, _ = status(`{"orders":"postgresql://app@db.invalid/orders","users":"postgresql://app@db.invalid/users","items":"postgresql://app@db.invalid/items"}`)
 	if code != exitFailure || !regexp.MustCompile(`(?m)^items\s+not_running\s+-`).MatchString(out) || !strings.Contains(out, "2 of 3 binds streaming") {
 		t.Fatalf("a configured bind nobody runs: exit %d, want 1:\n%s", code, out)
+	}
+	// Another deployment's stream: nobody answers there.
+	stream = "OTHER"
+	if code, out, errOut := status(""); code != exitFailure || !strings.Contains(errOut, "no trackerd answers on $TRACKERD.OTHER.status at nats://") {
+		t.Fatalf("no instance of the deployment: exit %d, want 1 saying so:\n%s%s", code, out, errOut)
 	}
 }
 
