@@ -7,7 +7,7 @@
 //	trackerd teardown --bind KEY [--yes]       remove what trackerd made for a bind
 //	trackerd reset   --bind KEY --to current   move a stuck bind to the server's current position
 //	trackerd tail    [flags] [PATTERN]          print events as JSON lines
-//	trackerd status  [--addr HOST:PORT | --nats] [--json]   each bind of the running instances
+//	trackerd status  [--addr H:P | --nats]     each bind of the running instances (--json)
 //	trackerd probe   [--addr HOST:PORT]         is a running trackerd ready? (health checks)
 //	trackerd version
 //	trackerd help    [COMMAND]
