@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
+	"github.com/trackerd/trackerd/sources/internal/srckit"
 	"github.com/trackerd/trackerd/tracker"
 )
 
@@ -129,7 +129,6 @@ func (d *decoder) index(t *txState, at lsn) int64 {
 // records. It is not safe for concurrent use. A new decoder (and so an empty
 // relation cache) is made for every connection.
 type decoder struct {
-	bind   string
 	tracks func(schema, table string) bool
 	types  typeResolver
 	enc    valueEncoder
@@ -160,13 +159,12 @@ type decoder struct {
 
 	out     []tracker.Record
 	outPos  []lsn
-	scratch []byte
-	offs    []int
+	rows    srckit.RowBuilder
 	newCols []tupleCol
 	oldCols []tupleCol
 }
 
-func newDecoder(bind string, tracks func(schema, table string) bool, types typeResolver, skipBefore lsn, streaming bool) *decoder {
+func newDecoder(tracks func(schema, table string) bool, types typeResolver, skipBefore lsn, streaming bool) *decoder {
 	if tracks == nil {
 		tracks = func(string, string) bool { return true }
 	}
@@ -174,7 +172,6 @@ func newDecoder(bind string, tracks func(schema, table string) bool, types typeR
 		types = newBuiltinTypes()
 	}
 	return &decoder{
-		bind:       bind,
 		tracks:     tracks,
 		types:      types,
 		skipBefore: skipBefore,
@@ -480,10 +477,9 @@ func (d *decoder) truncate(m *pglogrepl.TruncateMessage, xid uint32, walStart ls
 			pos = formatLSN(walStart)
 		}
 		c := &tracker.Change{
-			Bind: d.bind, Source: sourceKind, Op: tracker.OpTruncate,
+			Source: sourceKind, Op: tracker.OpTruncate,
 			Schema: r.schema, Table: r.table,
-			TxID: t.id, TxKey: t.key, SubTx: subTx, Index: index,
-			CommitTime: t.commitTime, Pos: pos,
+			TxKey: t.key, SubTx: subTx, Index: index, Pos: pos,
 		}
 		d.emit(tracker.Record{Kind: tracker.RecordChange, Change: c}, 0)
 	}
@@ -496,7 +492,8 @@ func (d *decoder) truncate(m *pglogrepl.TruncateMessage, xid uint32, walStart ls
 
 func be32(b []byte) uint32 { return binary.BigEndian.Uint32(b) }
 
-// maxKeptBuffer is the largest scratch buffer a decoder keeps between rows.
+// maxKeptBuffer is the largest scratch buffer of its value encoder a
+// decoder keeps between rows.
 const maxKeptBuffer = 1 << 20
 
 // parseTuple parses TupleData at src into cols (reused) and returns the rest.
@@ -605,10 +602,9 @@ func (d *decoder) decodeRow(data []byte, walStart lsn) error {
 		return nil
 	}
 	c := &tracker.Change{
-		Bind: d.bind, Source: sourceKind,
+		Source: sourceKind,
 		Schema: r.schema, Table: r.table,
-		TxID: t.id, TxKey: t.key, SubTx: subTx, Index: index,
-		CommitTime: t.commitTime, Pos: formatLSN(walStart),
+		TxKey: t.key, SubTx: subTx, Index: index, Pos: formatLSN(walStart),
 	}
 	switch op {
 	case 'I':
@@ -639,28 +635,22 @@ func (d *decoder) buildRows(c *tracker.Change, r *relation, oldKind byte, oldCol
 	if c.Op != tracker.OpDelete {
 		nAfter = n
 	}
-	total := nKey + nBefore + nAfter
-	buf := d.scratch[:0]
-	offs := d.offs[:0]
-	// appendCol appends one column's JSON and its [start, end) offsets;
-	// start -1 means "not sent".
+	rb := &d.rows
+	rb.Reset()
+	// appendCol appends one column's JSON value.
 	appendCol := func(i int, col tupleCol, keyTuple bool) {
 		switch col.kind {
 		case 'n':
 			if keyTuple {
-				offs = append(offs, -1, -1) // not part of the identity
+				rb.Absent() // not part of the identity
 				return
 			}
-			offs = append(offs, len(buf))
-			buf = append(buf, "null"...)
+			rb.Null()
 		case 't':
-			offs = append(offs, len(buf))
-			buf = d.enc.appendValue(buf, r.types[i], col.data)
+			rb.Add(d.enc.appendValue(rb.Buf(), r.types[i], col.data))
 		default: // 'u': an unchanged TOAST value, not sent
-			offs = append(offs, -1, -1)
-			return
+			rb.Absent()
 		}
-		offs = append(offs, len(buf))
 	}
 	// Key: from the old key or old row when sent, else from the new row.
 	if nKey > 0 {
@@ -691,32 +681,21 @@ func (d *decoder) buildRows(c *tracker.Change, r *relation, oldKind byte, oldCol
 			appendCol(i, col, false)
 		}
 	}
-	d.scratch, d.offs = buf, offs
-	if cap(d.scratch) > maxKeptBuffer {
-		d.scratch = nil // do not keep a huge row's buffer for the session
-	}
 	if cap(d.enc.raw) > maxKeptBuffer {
 		d.enc.raw = nil
 	}
-	if total == 0 {
+	if rb.Len() == 0 {
 		return nil
 	}
-	data := make([]byte, len(buf))
-	copy(data, buf)
-	vals := make([]json.RawMessage, total)
-	for i := 0; i < total; i++ {
-		if s := offs[2*i]; s >= 0 {
-			vals[i] = json.RawMessage(data[s:offs[2*i+1]:offs[2*i+1]])
-		}
-	}
+	vals := rb.Values(0)
 	if nKey > 0 {
-		c.Key = tracker.Row{Names: r.keyNames, Values: vals[:nKey:nKey]}
+		c.Key = srckit.Row(r.keyNames, vals, 0)
 	}
 	if nBefore > 0 {
-		c.Before = tracker.Row{Names: r.names, Values: vals[nKey : nKey+nBefore : nKey+nBefore]}
+		c.Before = srckit.Row(r.names, vals, nKey)
 	}
 	if nAfter > 0 {
-		c.After = tracker.Row{Names: r.names, Values: vals[nKey+nBefore:]}
+		c.After = srckit.Row(r.names, vals, nKey+nBefore)
 	}
 	c.Unchanged = unchanged
 	return nil

@@ -659,7 +659,7 @@ var decodeCases = []decodeCase{
 
 // runDecode feeds steps to a decoder and returns the record summaries.
 func runDecode(tc decodeCase) ([]string, error) {
-	d := newDecoder("default", tc.tracks, nil, tc.skipBefore, tc.streaming)
+	d := newDecoder(tc.tracks, nil, tc.skipBefore, tc.streaming)
 	for _, l := range tc.relisted {
 		d.carry.relisted[l] = true
 	}
@@ -673,8 +673,8 @@ func runDecode(tc decodeCase) ([]string, error) {
 		}
 		for _, r := range d.out {
 			got = append(got, summary(r))
-			if r.Kind == tracker.RecordChange && (r.Change.Bind != "default" || r.Change.Source != "postgresql") {
-				return got, errors.New("change without bind or source")
+			if r.Kind == tracker.RecordChange && (r.Change.Bind != "" || r.Change.TxID != "" || !r.Change.CommitTime.IsZero() || r.Change.Source != "postgresql") {
+				return got, errors.New("change without its source, or with a field the tracker stamps (see tracker.Record)")
 			}
 		}
 	}
@@ -702,7 +702,7 @@ func TestDecode(t *testing.T) {
 }
 
 func TestDecodeCommitTimeAndValues(t *testing.T) {
-	d := newDecoder("b", nil, nil, 0, false)
+	d := newDecoder(nil, nil, 0, false)
 	for _, s := range []step{{0x10, mBegin(0x40, 7)}, {0x10, relUsers(0, 'd')}} {
 		if err := d.decode(s.msg, s.at); err != nil {
 			t.Fatal(err)
@@ -714,10 +714,12 @@ func TestDecodeCommitTimeAndValues(t *testing.T) {
 	if len(d.out) != 2 || d.out[0].Kind != tracker.RecordBegin {
 		t.Fatalf("records %v: want the Begin, handed over at the first change, and the change", d.out)
 	}
-	c := d.out[1].Change
-	if !c.CommitTime.Equal(testEpoch) || c.TxID != "7" {
-		t.Fatalf("commit time %v, txid %q", c.CommitTime, c.TxID)
+	// The commit time and transaction id are the Begin's; the tracker
+	// stamps them on its changes.
+	if b := d.out[0].Tx; !b.CommitTime.Equal(testEpoch) || b.TxID != "7" {
+		t.Fatalf("commit time %v, txid %q", b.CommitTime, b.TxID)
 	}
+	c := d.out[1].Change
 	// The change owns its values: decoding the next message must not
 	// change them.
 	before := string(c.After.AppendJSON(nil))
@@ -746,7 +748,7 @@ func FuzzDecode(f *testing.F) {
 		f.Add(m, true)
 	}
 	f.Fuzz(func(t *testing.T, msg []byte, inStream bool) {
-		d := newDecoder("b", nil, nil, 0, true)
+		d := newDecoder(nil, nil, 0, true)
 		// A decoder in a transaction (or a stream) that knows relation 100.
 		setup := []step{{0x10, mBegin(0x40, 7)}, {0x10, relUsers(0, 'd')}}
 		if inStream {
@@ -797,7 +799,7 @@ func benchInsert() []byte {
 }
 
 func BenchmarkDecodeInsert(b *testing.B) {
-	d := newDecoder("default", nil, nil, 0, false)
+	d := newDecoder(nil, nil, 0, false)
 	for _, s := range []step{{0x10, mBegin(0x40, 7)}, {0x10, benchRelation()}} {
 		if err := d.decode(s.msg, s.at); err != nil {
 			b.Fatal(err)

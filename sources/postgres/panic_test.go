@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/trackerd/trackerd/sources/internal/srckit"
 	"github.com/trackerd/trackerd/tracker"
 )
 
@@ -75,7 +76,7 @@ func TestDecodingPanicStopsTheBind(t *testing.T) {
 				go func() { done <- s.stream(t.Context(), conn, &runState{carry: newCarried()}, types, h, false) }()
 				go f.send(tc.msgs...)
 				err := <-done
-				if err == nil || !isPermanent(err) {
+				if err == nil || !srckit.IsPermanent(err) {
 					t.Fatalf("stream = %v, want a permanent error", err)
 				}
 				if !errors.Is(err, errMalformed) || !strings.Contains(err.Error(), "panic") || !strings.Contains(err.Error(), "at "+tc.at) {
@@ -98,7 +99,7 @@ func TestDecodingPanicStopsTheBind(t *testing.T) {
 // half-made records, and decodes the next message as usual.
 func TestDecoderAfterPanic(t *testing.T) {
 	types := &panickyTypes{builtin: newBuiltinTypes()}
-	d := newDecoder("b", nil, types, 0, false)
+	d := newDecoder(nil, types, 0, false)
 	for _, m := range [][]byte{mBegin(0x2000, 7), relUsers(0, 'd')} {
 		if err := d.decode(m, 0x10); err != nil {
 			t.Fatal(err)

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"testing"
-	"time"
 )
 
 func TestPosition(t *testing.T) {
@@ -70,17 +69,17 @@ func TestCarriedPosition(t *testing.T) {
 	}
 }
 
-// Confirm moves the slot no further than the oldest prepare, and Lag
-// counts commits as confirmed up to the position's LSN.
+// Confirm moves the slot no further than the oldest prepare, and Lag's
+// bytes count from there: the server keeps the WAL from there.
 func TestConfirmPrepared(t *testing.T) {
 	s := &Source{}
-	s.addPending(0x200, time.Now().Add(-time.Minute))
+	s.serverEnd.Store(0x400)
 	s.Confirm("0/200;prepared=0/180,0/1F0")
 	if got := lsn(s.confirmed.Load()); got != 0x180 {
 		t.Fatalf("confirmed %s, want the oldest prepare 0/180", formatLSN(got))
 	}
-	if lag := s.Lag(); lag.Behind != 0 {
-		t.Fatalf("lag %+v: the commit at 0/200 is confirmed", lag)
+	if lag := s.Lag(); lag.Bytes != 0x280 {
+		t.Fatalf("lag %+v: want the bytes from the oldest prepare", lag)
 	}
 	s.Confirm("0/300")
 	if got := lsn(s.confirmed.Load()); got != 0x300 {

@@ -23,7 +23,6 @@ import (
 type Source struct {
 	b        binds.Bind
 	log      *slog.Logger
-	echo     bool
 	report   func(tracker.SourceStatus) // SourceOptions.Report, never nil
 	cs       *connSettings
 	pool     *pgxpool.Pool
@@ -50,16 +49,6 @@ type Source struct {
 	confirmed atomic.Uint64 // highest position passed to Confirm (or the start)
 	serverEnd atomic.Uint64 // highest server WAL end seen
 	lastData  atomic.Int64  // unix nanoseconds of the last XLogData received
-
-	lagMu   sync.Mutex
-	pending []pendingCommit // commits handed over, not yet confirmed
-}
-
-// pendingCommit is a transaction handed to the handler and not yet
-// confirmed, for Lag.
-type pendingCommit struct {
-	end        lsn
-	commitTime time.Time
 }
 
 // hooks are test knobs; the zero value is production behaviour.
@@ -126,7 +115,7 @@ func open(ctx context.Context, b binds.Bind, opts tracker.SourceOptions, h hooks
 	if report == nil {
 		report = func(tracker.SourceStatus) {}
 	}
-	s := &Source{b: b, log: log.With("slot", b.Slot), echo: opts.Echo, report: report, hooks: h}
+	s := &Source{b: b, log: log.With("slot", b.Slot), report: report, hooks: h}
 	if err := s.open(ctx); err != nil {
 		s.Close()
 		return nil, s.boundary(err)
@@ -218,17 +207,6 @@ func (s *Source) Confirm(pos string) {
 		return
 	}
 	s.raiseConfirmed(p.confirm())
-	l := p.through
-	s.lagMu.Lock()
-	i := 0
-	for i < len(s.pending) && s.pending[i].end <= l {
-		i++
-	}
-	if i > 0 {
-		n := copy(s.pending, s.pending[i:])
-		s.pending = s.pending[:n]
-	}
-	s.lagMu.Unlock()
 }
 
 func (s *Source) raiseConfirmed(l lsn) {
@@ -240,21 +218,9 @@ func (s *Source) raiseConfirmed(l lsn) {
 	}
 }
 
-// maxPending bounds the commits remembered for Lag.
-const maxPending = 1 << 16
-
-func (s *Source) addPending(end lsn, commitTime time.Time) {
-	s.lagMu.Lock()
-	if len(s.pending) < maxPending && end > lsn(s.confirmed.Load()) {
-		s.pending = append(s.pending, pendingCommit{end: end, commitTime: commitTime})
-	}
-	s.lagMu.Unlock()
-}
-
 // Lag reports how far the confirmed position is behind the server: Bytes is
 // the last server WAL end seen minus the confirmed LSN (-1 before any was
-// seen), Behind the time since the commit of the oldest transaction handed
-// over but not yet confirmed (0 when none).
+// seen). Behind is the tracker's (see [tracker.Lag]).
 func (s *Source) Lag() tracker.Lag {
 	lag := tracker.Lag{Bytes: -1}
 	if end := s.serverEnd.Load(); end != 0 {
@@ -264,12 +230,23 @@ func (s *Source) Lag() tracker.Lag {
 			lag.Bytes = 0
 		}
 	}
-	s.lagMu.Lock()
-	if len(s.pending) > 0 && !s.pending[0].commitTime.IsZero() {
-		lag.Behind = max(time.Since(s.pending[0].commitTime), 0)
-	}
-	s.lagMu.Unlock()
 	return lag
+}
+
+// streamState reports the replication stream's state (see srckit.Loop),
+// its error scrubbed of the password, and logs it at debug level: the
+// tracker logs the transitions.
+func (s *Source) streamState(st tracker.SourceStatus) {
+	attrs := []any{"state", st.State}
+	if st.Position != "" {
+		attrs = append(attrs, "position", st.Position)
+	}
+	if st.Err != nil {
+		st.Err = s.cs.safe(st.Err)
+		attrs = append(attrs, "err", st.Err, "detail", st.Detail)
+	}
+	s.log.Debug("replication stream", attrs...)
+	s.report(st)
 }
 
 // Close releases the connections Open made if Run was never called; Run

@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log/slog"
-	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -16,13 +14,12 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/trackerd/trackerd/sources/internal/srckit"
 	"github.com/trackerd/trackerd/tracker"
 )
 
 // Streaming tunables.
 const (
-	minBackoff     = 100 * time.Millisecond
-	maxBackoff     = 10 * time.Second
 	tickInterval   = time.Second            // how often the receiver checks its timers
 	keepaliveEvery = time.Second            // at most one keepalive record per this
 	linger         = 500 * time.Microsecond // longest a received message waits for more to batch with
@@ -33,19 +30,6 @@ const (
 	readBufferSize = 64 << 10
 	queuedBatches  = 4
 )
-
-// permanentError marks errors that reconnecting cannot fix: malformed data
-// and handler errors.
-type permanentError struct{ err error }
-
-func (e *permanentError) Error() string { return e.err.Error() }
-func (e *permanentError) Unwrap() error { return e.err }
-
-func isPermanent(err error) bool {
-	var pe *permanentError
-	return errors.As(err, &pe) || errors.Is(err, tracker.ErrConfig) ||
-		errors.Is(err, tracker.ErrFenced) || errors.Is(err, tracker.ErrResnapshotRequired)
-}
 
 // runState is what one Run carries from a connection to the next.
 type runState struct {
@@ -147,45 +131,31 @@ func (s *Source) run(ctx context.Context, from position, h tracker.Handler) erro
 		wg.Go(func() { s.heartbeat(hbCtx) })
 	}
 
-	delay := minBackoff
 	var fencedSince time.Time
-	for {
-		began := time.Now()
-		err := s.session(ctx, st, types, h)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if errors.Is(err, errReplayed) {
-			s.log.Info("prepared transactions of the start position received again; reconnecting to stream in-progress transactions", "resume", formatLSN(st.resume))
-			continue
-		}
-		if errors.Is(err, tracker.ErrFenced) {
-			// A walsender of a connection that just dropped may hold
-			// the slot for a moment.
-			if fencedSince.IsZero() {
-				fencedSince = began
-			}
-			if time.Since(fencedSince) >= s.hooks.fenceGrace {
-				return err
-			}
-		} else {
+	permanent := func(err error) bool {
+		if !errors.Is(err, tracker.ErrFenced) {
 			fencedSince = time.Time{}
-			if isPermanent(err) {
-				return err
-			}
+			return srckit.IsPermanent(err)
 		}
-		if time.Since(began) > 30*time.Second {
-			delay = minBackoff
+		// A walsender of a connection that just dropped may hold the
+		// slot for a moment.
+		if fencedSince.IsZero() {
+			fencedSince = time.Now()
 		}
-		wait := delay/2 + rand.N(delay/2+1)
-		s.log.Warn("replication stream interrupted; reconnecting", "err", s.cs.safe(err), "resume", formatLSN(st.resume), "in", wait)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
-		}
-		delay = min(2*delay, maxBackoff)
+		return time.Since(fencedSince) >= s.hooks.fenceGrace
 	}
+	session := func(ctx context.Context, up func(string)) (bool, error) {
+		resume := st.resume
+		for {
+			err := s.session(ctx, st, types, h, up)
+			if errors.Is(err, errReplayed) && ctx.Err() == nil {
+				s.log.Info("prepared transactions of the start position received again; reconnecting to stream in-progress transactions", "resume", formatLSN(st.resume))
+				continue
+			}
+			return st.resume != resume, err
+		}
+	}
+	return srckit.Loop(ctx, session, permanent, s.streamState)
 }
 
 // pluginArgs are pgoutput's options for START_REPLICATION: protocol
@@ -219,8 +189,9 @@ func (s *Source) pluginArgs(streaming bool) []string {
 	return args
 }
 
-// session runs one replication connection until it fails or ctx ends.
-func (s *Source) session(ctx context.Context, st *runState, types typeResolver, h tracker.Handler) error {
+// session runs one replication connection until it fails or ctx ends,
+// calling up once the server streams.
+func (s *Source) session(ctx context.Context, st *runState, types typeResolver, h tracker.Handler, up func(from string)) error {
 	conn := s.takeConn()
 	if conn == nil {
 		var err error
@@ -252,6 +223,7 @@ func (s *Source) session(ctx context.Context, st *runState, types typeResolver, 
 		return s.classifyStream(fmt.Errorf("start replication at %s: %w", formatLSN(start), err))
 	}
 	s.log.Debug("replication started", "from", formatLSN(start))
+	up(st.carry.positionAt(max(st.resume, s.slotConfirmed)).String())
 	return s.stream(ctx, conn, st, types, h, streaming)
 }
 
@@ -264,7 +236,7 @@ func (s *Source) stream(ctx context.Context, conn *pgconn.PgConn, st *runState, 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go r.run(sctx)
-	d := newDecoder(s.b.Key, s.b.Tracks, types, st.resume, streaming)
+	d := newDecoder(s.b.Tracks, types, st.resume, streaming)
 	d.carry, d.log = st.carry, s.log
 	d.enc.reformatFloats = s.major < 12
 	err := s.process(sctx, st, d, h, r)
@@ -386,7 +358,7 @@ func (s *Source) handleMsg(ctx context.Context, st *runState, d *decoder, h trac
 	}
 	t0 := time.Now()
 	if err := d.decode(m.data, m.walStart); err != nil {
-		return &permanentError{fmt.Errorf("decode message at %s: %w", formatLSN(m.walStart), err)}
+		return srckit.Permanent(fmt.Errorf("decode message at %s: %w", formatLSN(m.walStart), err))
 	}
 	took := time.Since(t0)
 	for i := range d.out {
@@ -435,23 +407,13 @@ func (s *Source) replayed(st *runState, d *decoder) error {
 // commit's or keepalive's Pos is set here, with the prepared transactions
 // open now (see position).
 func (s *Source) hand(ctx context.Context, st *runState, h tracker.Handler, r tracker.Record, pos lsn) error {
-	if s.echo && r.Kind == tracker.RecordChange {
-		c := r.Change
-		s.log.Info("change", "op", c.Op, "schema", c.Schema, "table", c.Table, "pos", c.Pos, "txid", c.TxID,
-			"key", string(c.Key.AppendJSON(nil)), "before", string(c.Before.AppendJSON(nil)),
-			"after", string(c.After.AppendJSON(nil)), slog.Any("unchanged", c.Unchanged))
-	}
 	if r.Kind == tracker.RecordCommit || r.Kind == tracker.RecordKeepalive {
 		r.Pos = st.carry.positionAt(max(st.resume, pos)).String()
 	}
 	if err := h.Handle(ctx, r); err != nil {
-		return &permanentError{fmt.Errorf("handle record: %w", err)}
+		return srckit.HandlerError(err)
 	}
-	switch r.Kind {
-	case tracker.RecordCommit:
-		st.resume = max(st.resume, pos)
-		s.addPending(pos, r.Tx.CommitTime)
-	case tracker.RecordKeepalive:
+	if r.Kind == tracker.RecordCommit || r.Kind == tracker.RecordKeepalive {
 		st.resume = max(st.resume, pos)
 	}
 	return nil
@@ -663,7 +625,7 @@ func (r *receiver) handleCopyData(now time.Time, data []byte, cur *batch) error 
 	switch data[0] {
 	case pglogrepl.XLogDataByteID:
 		if len(data) < 25 {
-			return &permanentError{malformed("XLogData of %d bytes", len(data))}
+			return srckit.Permanent(malformed("XLogData of %d bytes", len(data)))
 		}
 		m := wireMsg{
 			walStart: lsn(binary.BigEndian.Uint64(data[1:])),
@@ -678,7 +640,7 @@ func (r *receiver) handleCopyData(now time.Time, data []byte, cur *batch) error 
 		cur.size += len(m.data)
 	case pglogrepl.PrimaryKeepaliveMessageByteID:
 		if len(data) != 18 {
-			return &permanentError{malformed("keepalive of %d bytes", len(data))}
+			return srckit.Permanent(malformed("keepalive of %d bytes", len(data)))
 		}
 		end := lsn(binary.BigEndian.Uint64(data[1:]))
 		r.write = max(r.write, end)

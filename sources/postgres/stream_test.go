@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/trackerd/trackerd/binds"
+	"github.com/trackerd/trackerd/sources/internal/srckit"
 	"github.com/trackerd/trackerd/tracker"
 )
 
@@ -254,7 +255,7 @@ func TestStreamLiveness(t *testing.T) {
 		}()
 		began := time.Now()
 		err := <-done
-		if err == nil || !strings.Contains(err.Error(), "no message from the server") || isPermanent(err) {
+		if err == nil || !strings.Contains(err.Error(), "no message from the server") || srckit.IsPermanent(err) {
 			t.Fatalf("stream = %v, want a transient liveness error", err)
 		}
 		if took := time.Since(began); took < 40*time.Second || took > 45*time.Second {
@@ -276,7 +277,7 @@ func TestStreamMalformed(t *testing.T) {
 		}()
 		go f.send(xlog(0x1000, mBegin(0x2000, 7)), xlog(0x1010, relUsers(0, 'd')[:9]))
 		err := <-done
-		if !isPermanent(err) || !strings.Contains(err.Error(), "0/1010") || !strings.Contains(err.Error(), "malformed") {
+		if !srckit.IsPermanent(err) || !strings.Contains(err.Error(), "0/1010") || !strings.Contains(err.Error(), "malformed") {
 			t.Fatalf("stream = %v, want a permanent error at 0/1010", err)
 		}
 	})

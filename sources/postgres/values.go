@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/trackerd/trackerd/sources/internal/srckit"
 	"github.com/trackerd/trackerd/tracker"
 )
 
@@ -118,7 +119,7 @@ func (e *valueEncoder) appendValue(b []byte, t *colType, v []byte) []byte {
 			return append(b, v...)
 		}
 	case kindInt8:
-		if isJSONInteger(v) && fitsFloat64(v) {
+		if srckit.SafeIntText(v) { // DESIGN section 4: beyond 2^53-1, a string
 			return append(b, v...)
 		}
 	case kindFloat:
@@ -175,23 +176,6 @@ func isJSONInteger(v []byte) bool {
 		}
 	}
 	return true
-}
-
-// maxSafe is 2^53-1, the largest integer every JSON reader holds exactly.
-const maxSafe = "9007199254740991"
-
-// fitsFloat64 reports whether the integer text v has |v| <= 2^53-1.
-func fitsFloat64(v []byte) bool {
-	if len(v) > 0 && v[0] == '-' {
-		v = v[1:]
-	}
-	switch {
-	case len(v) < len(maxSafe):
-		return true
-	case len(v) > len(maxSafe):
-		return false
-	}
-	return string(v) <= maxSafe
 }
 
 // isJSONNumber reports whether v is a JSON number:
