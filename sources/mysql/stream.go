@@ -1,17 +1,13 @@
 package mysql
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/bits"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
@@ -135,36 +131,6 @@ func (st *stream) fetchInfo(ctx context.Context, db, table string) (*infoTable, 
 	defer cancel()
 	return fetchInfo(st.s.db, st.s.info.mariadb)(qctx, db, table)
 }
-
-// demoteHandler logs go-mysql's messages at debug level: it logs errors
-// that it also returns, which trackerd reports itself.
-type demoteHandler struct{ h slog.Handler }
-
-func (d demoteHandler) Enabled(ctx context.Context, _ slog.Level) bool {
-	return d.h.Enabled(ctx, slog.LevelDebug)
-}
-
-func (d demoteHandler) Handle(ctx context.Context, r slog.Record) error {
-	r2 := slog.NewRecord(r.Time, slog.LevelDebug, "go-mysql: "+r.Message, r.PC)
-	r.Attrs(func(a slog.Attr) bool {
-		if a.Key == "config" { // the syncer's whole configuration
-			return true
-		}
-		if err, ok := a.Value.Any().(error); ok {
-			// pingcap errors print stack traces under %+v.
-			a = slog.String(a.Key, err.Error())
-		}
-		r2.AddAttrs(a)
-		return true
-	})
-	return d.h.Handle(ctx, r2)
-}
-
-func (d demoteHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return demoteHandler{d.h.WithAttrs(as)}
-}
-
-func (d demoteHandler) WithGroup(name string) slog.Handler { return demoteHandler{d.h.WithGroup(name)} }
 
 // run reads one binlog connection until it fails or ctx ends. progressed
 // says whether a transaction boundary was passed.
@@ -428,48 +394,6 @@ func (st *stream) handedBefore(g gtid, start uint32) bool {
 	return before(position{File: st.file, Pos: start}, st.pos.filePos())
 }
 
-// skipSpace skips white space, "(" and comments at the start of q.
-func skipSpace(q []byte) []byte {
-	for {
-		for len(q) > 0 && (q[0] == ' ' || q[0] == '\t' || q[0] == '\n' || q[0] == '\r' || q[0] == '(') {
-			q = q[1:]
-		}
-		switch {
-		case len(q) >= 2 && q[0] == '/' && q[1] == '*':
-			end := bytes.Index(q[2:], []byte("*/"))
-			if end < 0 {
-				return nil
-			}
-			q = q[2+end+2:]
-		case len(q) >= 1 && q[0] == '#', len(q) >= 3 && q[0] == '-' && q[1] == '-' && (q[2] == ' ' || q[2] == '\t'):
-			nl := bytes.IndexByte(q, '\n')
-			if nl < 0 {
-				return nil
-			}
-			q = q[nl+1:]
-		default:
-			return q
-		}
-	}
-}
-
-// firstWord returns the first keyword of a statement, upper-cased, after
-// white space and comments, and the rest of the statement.
-func firstWord(q []byte) (string, []byte) {
-	q = skipSpace(q)
-	i := 0
-	for i < len(q) && (q[i] >= 'a' && q[i] <= 'z' || q[i] >= 'A' && q[i] <= 'Z' || q[i] == '_') {
-		i++
-	}
-	switch w := q[:i]; {
-	case len(w) == 5 && bytes.EqualFold(w, []byte("BEGIN")):
-		return "BEGIN", q[i:]
-	case len(w) == 6 && bytes.EqualFold(w, []byte("COMMIT")):
-		return "COMMIT", q[i:]
-	}
-	return strings.ToUpper(string(q[:i])), q[i:]
-}
-
 func (st *stream) query(ctx context.Context, ev *replication.BinlogEvent, e *replication.QueryEvent) error {
 	word, rest := firstWord(e.Query)
 	switch word {
@@ -510,68 +434,6 @@ func (st *stream) query(ctx context.Context, ev *replication.BinlogEvent, e *rep
 		}
 	}
 	return st.boundary(ctx, ev)
-}
-
-// statementHead is the start of a statement for a log line: its verb and
-// target, cut before any value ("(", quotes, VALUES, SET, WHERE), so that
-// no row data reaches the log.
-func statementHead(q []byte) string {
-	q = skipSpace(q)
-	if len(q) > 80 {
-		q = q[:80]
-	}
-	s := string(q)
-	cut := len(s)
-	if i := strings.IndexAny(s, "('\"=\n"); i >= 0 {
-		cut = i
-	}
-	upper := strings.ToUpper(s[:cut])
-	for _, kw := range []string{" VALUES", " VALUE", " SET ", " WHERE ", " SELECT "} {
-		if i := strings.Index(upper, kw); i >= 0 && i < cut {
-			cut = i
-			upper = upper[:i]
-		}
-	}
-	return strings.TrimSpace(s[:cut])
-}
-
-// truncateTarget parses "[TABLE] [db.]table" after TRUNCATE.
-func truncateTarget(rest []byte, defaultDB string) (db, table string, ok bool) {
-	w, r := firstWord(rest)
-	if w != "TABLE" {
-		r = rest
-	}
-	s := strings.TrimSpace(string(skipSpace(r)))
-	names := []string{}
-	for len(names) < 2 {
-		s = strings.TrimLeft(s, " \t\n")
-		if s == "" {
-			break
-		}
-		var name string
-		if s[0] == '`' {
-			name, s = unquote(s, false)
-		} else {
-			end := strings.IndexAny(s, ". \t\n;")
-			if end < 0 {
-				end = len(s)
-			}
-			name, s = s[:end], s[end:]
-		}
-		names = append(names, name)
-		s = strings.TrimLeft(s, " \t\n")
-		if s == "" || s[0] != '.' {
-			break
-		}
-		s = s[1:]
-	}
-	switch len(names) {
-	case 1:
-		return defaultDB, names[0], names[0] != ""
-	case 2:
-		return names[0], names[1], names[1] != ""
-	}
-	return "", "", false
 }
 
 func (st *stream) posOf(ev *replication.BinlogEvent) string {
@@ -954,166 +816,4 @@ func (st *stream) rows(ctx context.Context, ev *replication.BinlogEvent, e *repl
 func (st *stream) echo(c *tracker.Change) {
 	st.log.Info("mysql: change", "op", string(c.Op), "table", c.Schema+"."+c.Table, "txid", c.TxID, "pos", c.Pos,
 		"key", string(c.Key.AppendJSON(nil)), "before", string(c.Before.AppendJSON(nil)), "after", string(c.After.AppendJSON(nil)))
-}
-
-// rowsBody returns the row images of a rows event: its body after the
-// post-header, without the checksum, decompressed for MariaDB's compressed
-// events.
-func (st *stream) rowsBody(ev *replication.BinlogEvent, e *replication.RowsEvent) ([]byte, error) {
-	data := ev.RawData
-	if len(data) < replication.EventHeaderSize {
-		return nil, errShort
-	}
-	data = data[replication.EventHeaderSize:]
-	if st.checksum && !st.inPayload {
-		if len(data) < replication.BinlogChecksumLength {
-			return nil, errShort
-		}
-		data = data[:len(data)-replication.BinlogChecksumLength]
-	}
-	idSize := 6
-	t := int(ev.Header.EventType)
-	if t >= 1 && t <= len(st.headerLens) && st.headerLens[t-1] == 6 {
-		idSize = 4
-	}
-	p := idSize + 2
-	switch ev.Header.EventType {
-	case replication.WRITE_ROWS_EVENTv2, replication.UPDATE_ROWS_EVENTv2, replication.DELETE_ROWS_EVENTv2, replication.PARTIAL_UPDATE_ROWS_EVENT:
-		if len(data) < p+2 {
-			return nil, errShort
-		}
-		p += int(binary.LittleEndian.Uint16(data[p:]))
-	}
-	if len(data) < p {
-		return nil, errShort
-	}
-	_, _, n := gm.LengthEncodedInt(data[p:])
-	p += n + len(e.ColumnBitmap1) + len(e.ColumnBitmap2)
-	if len(data) < p {
-		return nil, errShort
-	}
-	body := data[p:]
-	switch ev.Header.EventType {
-	case replication.MARIADB_WRITE_ROWS_COMPRESSED_EVENT_V1, replication.MARIADB_UPDATE_ROWS_COMPRESSED_EVENT_V1, replication.MARIADB_DELETE_ROWS_COMPRESSED_EVENT_V1:
-		return gm.DecompressMariadbData(body)
-	}
-	return body, nil
-}
-
-// rowDecoder decodes the row images of one rows event.
-type rowDecoder struct {
-	ti     *tableInfo
-	escape bool
-	buf    []byte
-	offs   []int
-}
-
-// image decodes one row image into d.buf, recording each column's value
-// span in d.offs (start, end; -1, -1 for a column the image leaves out).
-func (d *rowDecoder) image(data, present []byte) (int, error) {
-	cols := d.ti.cols
-	n := len(cols)
-	if len(present) < (n+7)/8 {
-		return 0, errShort
-	}
-	count := 0
-	for i := 0; i < n/8; i++ {
-		count += bits.OnesCount8(present[i])
-	}
-	if n%8 != 0 {
-		count += bits.OnesCount8(present[n/8] & byte(1<<uint(n%8)-1))
-	}
-	nullBytes := (count + 7) / 8
-	if len(data) < nullBytes {
-		return 0, errShort
-	}
-	nulls := data[:nullBytes]
-	p := nullBytes
-	k := 0
-	for i := range cols {
-		if present[i>>3]&(1<<uint(i&7)) == 0 {
-			d.offs = append(d.offs, -1, -1)
-			continue
-		}
-		start := len(d.buf)
-		if nulls[k>>3]&(1<<uint(k&7)) != 0 {
-			d.buf = append(d.buf, "null"...)
-		} else {
-			var used int
-			var err error
-			d.buf, used, err = appendValue(d.buf, &cols[i], data[p:], d.escape)
-			if err != nil {
-				return 0, fmt.Errorf("column %q: %w", cols[i].name, err)
-			}
-			p += used
-		}
-		k++
-		d.offs = append(d.offs, start, len(d.buf))
-	}
-	return p, nil
-}
-
-// change decodes the next row (an update's before and after images) from
-// data and returns it as a Change with its row images, key and unchanged
-// columns set, and the bytes it used.
-func (d *rowDecoder) change(op tracker.Op, data, bitmap1, bitmap2 []byte) (*tracker.Change, int, error) {
-	d.buf = d.buf[:0]
-	d.offs = d.offs[:0]
-	n, err := d.image(data, bitmap1)
-	if err != nil {
-		return nil, 0, err
-	}
-	images := 1
-	if op == tracker.OpUpdate {
-		m, err := d.image(data[n:], bitmap2)
-		if err != nil {
-			return nil, 0, err
-		}
-		n += m
-		images = 2
-	}
-	ti := d.ti
-	ncol := len(ti.cols)
-	// One allocation for the value bytes, one for the value slices.
-	vb := make([]byte, len(d.buf))
-	copy(vb, d.buf)
-	vals := make([]json.RawMessage, images*ncol+len(ti.keyIdx))
-	for i := range images * ncol {
-		s, e := d.offs[2*i], d.offs[2*i+1]
-		if s >= 0 {
-			vals[i] = vb[s:e:e]
-		}
-	}
-	c := &tracker.Change{Op: op, Schema: ti.schema, Table: ti.table}
-	first := tracker.Row{Names: ti.names, Values: vals[:ncol:ncol]}
-	var keyFrom tracker.Row
-	switch op {
-	case tracker.OpInsert:
-		c.After = first
-		keyFrom = first
-	case tracker.OpDelete:
-		c.Before = first
-		keyFrom = first
-	case tracker.OpUpdate:
-		c.Before = first
-		c.After = tracker.Row{Names: ti.names, Values: vals[ncol : 2*ncol : 2*ncol]}
-		// The key names the row the update applies to: its old key, as
-		// PostgreSQL sends it when an update changes the key.
-		keyFrom = c.Before
-	}
-	if len(ti.keyIdx) > 0 {
-		kv := vals[images*ncol:]
-		for j, idx := range ti.keyIdx {
-			kv[j] = keyFrom.Values[idx]
-		}
-		c.Key = tracker.Row{Names: ti.keyNames, Values: kv}
-	}
-	if !c.After.IsZero() {
-		for i, v := range c.After.Values {
-			if v == nil {
-				c.Unchanged = append(c.Unchanged, ti.names[i])
-			}
-		}
-	}
-	return c, n, nil
 }
