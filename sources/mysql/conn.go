@@ -20,6 +20,7 @@ import (
 	driver "github.com/go-sql-driver/mysql"
 
 	"github.com/trackerd/trackerd/binds"
+	"github.com/trackerd/trackerd/sources/internal/srckit"
 	"github.com/trackerd/trackerd/tracker"
 )
 
@@ -358,41 +359,42 @@ func tlsProblem(err error) bool {
 	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
 }
 
-// classifyStream sorts an error that ended a binlog stream into fatal ones
-// (configuration, purged binlogs, a reader with our server_id) and
-// transient ones worth a reconnect.
-func classifyStream(err error, c *connConfig, serverID uint32) (fatal bool, out error) {
+// classifyStream sorts an error that ended a binlog stream: those a
+// reconnect cannot fix (configuration, purged binlogs, a reader with our
+// server_id, an event go-mysql cannot parse) come back marked permanent
+// (srckit.IsPermanent) and reworded; others, worth a reconnect, as they are.
+func classifyStream(err error, c *connConfig, serverID uint32) error {
 	if err == nil {
-		return false, nil
+		return nil
 	}
 	// What a reconnect cannot fix on any connection (credentials,
 	// privileges, TLS) is classifyConnect's to name.
 	if cerr := classifyConnect(err, c); errors.Is(cerr, tracker.ErrConfig) {
-		return true, fmt.Errorf("binlog connection to %s: %w", c.where(), cerr)
+		return fmt.Errorf("binlog connection to %s: %w", c.where(), cerr)
 	}
 	msg := serverMessage(err)
 	switch serverCode(err) {
 	case erMasterFatalReading:
 		lower := strings.ToLower(msg)
 		if strings.Contains(lower, "same server_uuid/server_id") || strings.Contains(lower, "same server_id") {
-			return true, fmt.Errorf("%w: another binlog reader with server_id %d connected to %s (%s); give each reader its own server_id", tracker.ErrFenced, serverID, c.addr(), msg)
+			return fmt.Errorf("%w: another binlog reader with server_id %d connected to %s (%s); give each reader its own server_id", tracker.ErrFenced, serverID, c.addr(), msg)
 		}
 		if strings.Contains(lower, "max_allowed_packet") {
-			return true, tracker.ConfigError(fmt.Errorf("binlog event larger than max_allowed_packet on %s; raise max_allowed_packet: %w", c.addr(), err))
+			return tracker.ConfigError(fmt.Errorf("binlog event larger than max_allowed_packet on %s; raise max_allowed_packet: %w", c.addr(), err))
 		}
-		return true, fmt.Errorf("%w: the server cannot send the binlog from the checkpoint (binlogs purged, or reset): %s", tracker.ErrResnapshotRequired, msg)
+		return fmt.Errorf("%w: the server cannot send the binlog from the checkpoint (binlogs purged, or reset): %s", tracker.ErrResnapshotRequired, msg)
 	}
 	var ee *replication.EventError
 	if errors.As(err, &ee) {
-		return true, fmt.Errorf("parse binlog event: %w", err)
+		return srckit.Permanent(fmt.Errorf("parse binlog event: %w", err))
 	}
 	if msg := err.Error(); strings.HasPrefix(msg, "panic ") {
 		if len(msg) > 300 {
 			msg = msg[:300] + "..."
 		}
-		return true, fmt.Errorf("binlog parser panicked: %s", msg)
+		return srckit.Permanent(fmt.Errorf("binlog parser panicked: %s", msg))
 	}
-	return false, err
+	return err
 }
 
 // withTimeout bounds a pool query by POOL_TIMEOUT (30 s by default).

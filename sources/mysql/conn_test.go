@@ -12,6 +12,7 @@ import (
 	driver "github.com/go-sql-driver/mysql"
 
 	"github.com/trackerd/trackerd/binds"
+	"github.com/trackerd/trackerd/sources/internal/srckit"
 	"github.com/trackerd/trackerd/tracker"
 )
 
@@ -78,8 +79,8 @@ func TestClassifyStream(t *testing.T) {
 		{"wrong host name", x509.HostnameError{Host: "db"}, true, tracker.ErrConfig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fatal, err := classifyStream(tc.err, c, 7)
-			if fatal != tc.fatal {
+			err := classifyStream(tc.err, c, 7)
+			if fatal := srckit.IsPermanent(err); fatal != tc.fatal {
 				t.Errorf("fatal = %v, want %v (%v)", fatal, tc.fatal, err)
 			}
 			if tc.is != nil && !errors.Is(err, tc.is) {

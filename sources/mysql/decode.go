@@ -2,13 +2,13 @@ package mysql
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"math/bits"
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
 
+	"github.com/trackerd/trackerd/sources/internal/srckit"
 	"github.com/trackerd/trackerd/tracker"
 )
 
@@ -61,21 +61,11 @@ func (st *stream) rowsBody(ev *replication.BinlogEvent, e *replication.RowsEvent
 	return body, nil
 }
 
-// rowDecoder decodes the row images of one rows event.
-type rowDecoder struct {
-	ti     *tableInfo
-	escape bool
-	buf    []byte
-	offs   []int
-}
-
-// image decodes one row image into d.buf, recording each column's value
-// span in d.offs (start, end; -1, -1 for a column the image leaves out).
-func (d *rowDecoder) image(data, present []byte) (int, error) {
-	cols := d.ti.cols
-	n := len(cols)
+// presentCount returns how many of a table's n columns the bitmap present
+// marks as in the image, and false when the bitmap is too short.
+func presentCount(present []byte, n int) (int, bool) {
 	if len(present) < (n+7)/8 {
-		return 0, errShort
+		return 0, false
 	}
 	count := 0
 	for i := 0; i < n/8; i++ {
@@ -84,6 +74,24 @@ func (d *rowDecoder) image(data, present []byte) (int, error) {
 	if n%8 != 0 {
 		count += bits.OnesCount8(present[n/8] & byte(1<<uint(n%8)-1))
 	}
+	return count, true
+}
+
+// rowDecoder decodes the row images of one rows event.
+type rowDecoder struct {
+	ti     *tableInfo
+	escape bool
+	rows   srckit.RowBuilder // reused from change to change
+}
+
+// image decodes one row image into d.rows, a value for each column (not
+// sent for a column the image leaves out).
+func (d *rowDecoder) image(data, present []byte) (int, error) {
+	cols := d.ti.cols
+	count, ok := presentCount(present, len(cols))
+	if !ok {
+		return 0, errShort
+	}
 	nullBytes := (count + 7) / 8
 	if len(data) < nullBytes {
 		return 0, errShort
@@ -91,25 +99,23 @@ func (d *rowDecoder) image(data, present []byte) (int, error) {
 	nulls := data[:nullBytes]
 	p := nullBytes
 	k := 0
+	rb := &d.rows
 	for i := range cols {
 		if present[i>>3]&(1<<uint(i&7)) == 0 {
-			d.offs = append(d.offs, -1, -1)
+			rb.Absent()
 			continue
 		}
-		start := len(d.buf)
 		if nulls[k>>3]&(1<<uint(k&7)) != 0 {
-			d.buf = append(d.buf, "null"...)
+			rb.Null()
 		} else {
-			var used int
-			var err error
-			d.buf, used, err = appendValue(d.buf, &cols[i], data[p:], d.escape)
+			buf, used, err := appendValue(rb.Buf(), &cols[i], data[p:], d.escape)
 			if err != nil {
 				return 0, fmt.Errorf("column %q: %w", cols[i].name, err)
 			}
+			rb.Add(buf)
 			p += used
 		}
 		k++
-		d.offs = append(d.offs, start, len(d.buf))
 	}
 	return p, nil
 }
@@ -118,8 +124,7 @@ func (d *rowDecoder) image(data, present []byte) (int, error) {
 // data and returns it as a Change with its row images, key and unchanged
 // columns set, and the bytes it used.
 func (d *rowDecoder) change(op tracker.Op, data, bitmap1, bitmap2 []byte) (*tracker.Change, int, error) {
-	d.buf = d.buf[:0]
-	d.offs = d.offs[:0]
+	d.rows.Reset()
 	n, err := d.image(data, bitmap1)
 	if err != nil {
 		return nil, 0, err
@@ -135,18 +140,10 @@ func (d *rowDecoder) change(op tracker.Op, data, bitmap1, bitmap2 []byte) (*trac
 	}
 	ti := d.ti
 	ncol := len(ti.cols)
-	// One allocation for the value bytes, one for the value slices.
-	vb := make([]byte, len(d.buf))
-	copy(vb, d.buf)
-	vals := make([]json.RawMessage, images*ncol+len(ti.keyIdx))
-	for i := range images * ncol {
-		s, e := d.offs[2*i], d.offs[2*i+1]
-		if s >= 0 {
-			vals[i] = vb[s:e:e]
-		}
-	}
+	// The key's values are the image's: room for them at the end.
+	vals := d.rows.Values(len(ti.keyIdx))
 	c := &tracker.Change{Op: op, Schema: ti.schema, Table: ti.table}
-	first := tracker.Row{Names: ti.names, Values: vals[:ncol:ncol]}
+	first := srckit.Row(ti.names, vals, 0)
 	var keyFrom tracker.Row
 	switch op {
 	case tracker.OpInsert:
@@ -157,7 +154,7 @@ func (d *rowDecoder) change(op tracker.Op, data, bitmap1, bitmap2 []byte) (*trac
 		keyFrom = first
 	case tracker.OpUpdate:
 		c.Before = first
-		c.After = tracker.Row{Names: ti.names, Values: vals[ncol : 2*ncol : 2*ncol]}
+		c.After = srckit.Row(ti.names, vals, ncol)
 		// The key names the row the update applies to: its old key, as
 		// PostgreSQL sends it when an update changes the key.
 		keyFrom = c.Before

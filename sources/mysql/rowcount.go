@@ -2,10 +2,10 @@ package mysql
 
 import (
 	"fmt"
-	"math/bits"
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
+	"github.com/trackerd/trackerd/sources/internal/srckit"
 )
 
 // countRows adds the rows of a rows event of an untracked table to the
@@ -31,11 +31,11 @@ func (st *stream) countRows(ev *replication.BinlogEvent, e *replication.RowsEven
 		err = fmt.Errorf("%d columns, its TABLE_MAP %d", e.ColumnCount, len(ti.cols))
 	}
 	if err != nil {
-		return &decodeError{fmt.Errorf("rows event at %s of untracked table %s.%s: %w", st.posOf(ev), ti.schema, ti.table, err)}
+		return srckit.Permanent(fmt.Errorf("rows event at %s of untracked table %s.%s: %w", st.posOf(ev), ti.schema, ti.table, err))
 	}
 	n, err := countImages(ti, body, e.ColumnBitmap1, e.ColumnBitmap2, images, partial)
 	if err != nil {
-		return &decodeError{fmt.Errorf("count rows of untracked table %s.%s at %s: %w", ti.schema, ti.table, st.posOf(ev), err)}
+		return srckit.Permanent(fmt.Errorf("count rows of untracked table %s.%s at %s: %w", ti.schema, ti.table, st.posOf(ev), err))
 	}
 	st.tx.rows += int64(n)
 	return nil
@@ -68,8 +68,8 @@ func countImages(ti *tableInfo, body, bitmap1, bitmap2 []byte, images int, parti
 // imageSize returns the byte size of the row image at the start of data.
 func imageSize(ti *tableInfo, data, present []byte, partial bool) (int, error) {
 	cols := ti.cols
-	n := len(cols)
-	if len(present) < (n+7)/8 {
+	count, ok := presentCount(present, len(cols))
+	if !ok {
 		return 0, errShort
 	}
 	p := 0
@@ -85,13 +85,6 @@ func imageSize(ti *tableInfo, data, present []byte, partial bool) (int, error) {
 		if len(data) < p {
 			return 0, errShort
 		}
-	}
-	count := 0
-	for i := 0; i < n/8; i++ {
-		count += bits.OnesCount8(present[i])
-	}
-	if n%8 != 0 {
-		count += bits.OnesCount8(present[n/8] & byte(1<<uint(n%8)-1))
 	}
 	nullBytes := (count + 7) / 8
 	if len(data) < p+nullBytes {

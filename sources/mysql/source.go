@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/trackerd/trackerd/binds"
+	"github.com/trackerd/trackerd/sources/internal/srckit"
 	"github.com/trackerd/trackerd/tracker"
 )
 
@@ -24,9 +24,6 @@ const (
 	// dead connection is noticed within readTimeoutFactor of it.
 	defaultHeartbeat  = 5 * time.Second
 	readTimeoutFactor = 3
-	// backoffMin and backoffMax bound the jittered reconnect delay.
-	backoffMin = 100 * time.Millisecond
-	backoffMax = 10 * time.Second
 	// keepaliveEvery throttles the keepalives handed for transactions
 	// without tracked changes.
 	keepaliveEvery = 100 * time.Millisecond
@@ -59,15 +56,13 @@ type Source struct {
 	// collations maps collation ids to charset names.
 	collations map[uint64]string
 
-	mu        sync.Mutex
-	running   bool
-	closed    bool
-	released  bool
+	mu       sync.Mutex
+	running  bool
+	closed   bool
+	released bool
+	// confirmed is the last position passed to Confirm, or Run's start.
 	confirmed position
 	hasConf   bool
-	// newest is the newest commit handed over.
-	newest     position
-	newestTime time.Time
 	// lagMu guards the server end position cache for Lag.
 	lagMu  sync.Mutex
 	endAt  time.Time
@@ -267,27 +262,14 @@ func before(a, b position) bool {
 	return a.Pos < b.Pos
 }
 
-// handed records a commit (t non-zero) or keepalive handed to the tracker.
-func (s *Source) handed(p position, t time.Time) {
-	if t.IsZero() {
-		return
-	}
-	s.mu.Lock()
-	s.newest, s.newestTime = p, t
-	s.mu.Unlock()
-}
-
 // Lag reports the bytes between the server's binlog end and the confirmed
-// position (-1 when they are in different files or unknown), and the time
-// since the commit of the newest transaction handed over but not yet
-// confirmed. The server's end position is read at most once a second, and
-// never while holding what Confirm needs.
+// position (Run's start until the first Confirm; -1 when they are in
+// different files, or before Run). Behind is the tracker's (see
+// [tracker.Lag]). The server's end position is read at most once a second,
+// and never while holding what Confirm needs.
 func (s *Source) Lag() tracker.Lag {
 	lag := tracker.Lag{Bytes: -1}
 	s.mu.Lock()
-	if !s.newestTime.IsZero() && (!s.hasConf || before(s.confirmed, s.newest)) {
-		lag.Behind = time.Since(s.newestTime)
-	}
 	confirmed, hasConf, released := s.confirmed, s.hasConf, s.released
 	s.mu.Unlock()
 	if !hasConf || released {
@@ -332,7 +314,8 @@ func (s *Source) release() {
 // current position), until ctx ends or a fatal error. Lost connections
 // (KILL, server restart, idle timeouts, a dead TCP connection noticed by
 // the heartbeat) are reconnected with a jittered backoff from 100 ms to
-// 10 s, resuming at the end of the last transaction whose commit was
+// 10 s (srckit.Loop, which reports the state through SourceOptions.Report),
+// resuming at the end of the last transaction whose commit was
 // handed over, so an open transaction is sent again from its start. Fatal
 // errors: h's errors, configuration errors, binlogs purged past the
 // position (tracker.ErrResnapshotRequired), another reader with our
@@ -381,44 +364,46 @@ func (s *Source) run(ctx context.Context, from string, h tracker.Handler) error 
 	if err != nil {
 		return err
 	}
-	delay := backoffMin
-	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
+	s.mu.Lock()
+	if !s.hasConf {
+		s.confirmed, s.hasConf = start, true // the server keeps nothing for us before it
+	}
+	s.mu.Unlock()
+	attempt := 0
+	session := func(ctx context.Context, up func(string)) (bool, error) {
+		if attempt++; attempt > 1 {
 			if err := s.waitFence(ctx); err != nil {
-				return err
+				return false, err
 			}
 		}
 		if err := s.checkResumable(ctx, st.pos); err != nil {
-			return err
+			return false, srckit.Permanent(err)
 		}
-		progressed, err := st.run(ctx)
-		if ctx.Err() != nil {
-			return ctx.Err()
+		progressed, err := st.run(ctx, up)
+		if srckit.IsPermanent(err) || ctx.Err() != nil {
+			return progressed, err // the handler's, or an undecodable event
 		}
-		var herr *handlerError
-		if errors.As(err, &herr) {
-			return herr.err
-		}
-		var derr *decodeError
-		if errors.As(err, &derr) {
-			return err
-		}
-		fatal, err := classifyStream(err, s.conn, s.bind.ServerID)
-		if fatal {
+		if err = classifyStream(err, s.conn, s.bind.ServerID); srckit.IsPermanent(err) {
 			err = fmt.Errorf("at %s: %w", st.pos.String(), err)
-			return err
 		}
-		if progressed {
-			delay = backoffMin
-		}
-		wait := delay/2 + rand.N(delay/2+1)
-		s.log.Warn("mysql: binlog connection lost; reconnecting", "err", err.Error(), "in", wait.Round(time.Millisecond), "from", st.pos.String())
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
-		}
-		delay = min(delay*2, backoffMax)
+		return progressed, err
+	}
+	return srckit.Loop(ctx, session, srckit.IsPermanent, s.streamState)
+}
+
+// streamState reports the binlog stream's state (see srckit.Loop) and logs
+// it at debug level: the tracker logs the transitions.
+func (s *Source) streamState(st tracker.SourceStatus) {
+	attrs := []any{"state", st.State}
+	if st.Position != "" {
+		attrs = append(attrs, "position", st.Position)
+	}
+	if st.Err != nil {
+		attrs = append(attrs, "err", st.Err.Error(), "detail", st.Detail)
+	}
+	s.log.Debug("mysql: binlog stream", attrs...)
+	if s.opts.Report != nil {
+		s.opts.Report(st)
 	}
 }
 
@@ -738,16 +723,3 @@ func (s *Source) withGTIDState(ctx context.Context, p position) position {
 func (s *Source) useGTID(p position) bool {
 	return p.GTID != "" && s.info.gtidMode() && (!s.info.mariadb || p.File == "")
 }
-
-// handlerError marks an error returned by the Handler: fatal, returned
-// as it is.
-type handlerError struct{ err error }
-
-func (e *handlerError) Error() string { return e.err.Error() }
-func (e *handlerError) Unwrap() error { return e.err }
-
-// decodeError marks an event trackerd could not decode: fatal.
-type decodeError struct{ err error }
-
-func (e *decodeError) Error() string { return e.err.Error() }
-func (e *decodeError) Unwrap() error { return e.err }

@@ -13,6 +13,7 @@ import (
 	gm "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
 
+	"github.com/trackerd/trackerd/sources/internal/srckit"
 	"github.com/trackerd/trackerd/tracker"
 )
 
@@ -57,8 +58,7 @@ type stream struct {
 	lastKA      time.Time
 	kaEvery     time.Duration
 	progressed  bool
-	buf         []byte
-	offs        []int
+	dec         rowDecoder // its buffer is reused from rows event to rows event
 	posBuf      []byte
 	warnedStmtN int
 }
@@ -132,9 +132,10 @@ func (st *stream) fetchInfo(ctx context.Context, db, table string) (*infoTable, 
 	return fetchInfo(st.s.db, st.s.info.mariadb)(qctx, db, table)
 }
 
-// run reads one binlog connection until it fails or ctx ends. progressed
-// says whether a transaction boundary was passed.
-func (st *stream) run(ctx context.Context) (progressed bool, err error) {
+// run reads one binlog connection until it fails or ctx ends, calling up
+// once the server streams. progressed says whether a transaction boundary
+// was passed.
+func (st *stream) run(ctx context.Context, up func(from string)) (progressed bool, err error) {
 	s := st.s
 	cfg := replication.BinlogSyncerConfig{
 		ServerID:         s.bind.ServerID,
@@ -188,7 +189,7 @@ func (st *stream) run(ctx context.Context) (progressed bool, err error) {
 			}
 		}
 		if err != nil {
-			return false, &decodeError{fmt.Errorf("bad GTID set %q: %w", st.pos.GTID, err)}
+			return false, srckit.Permanent(fmt.Errorf("bad GTID set %q: %w", st.pos.GTID, err))
 		}
 		from = "GTID set " + resume
 		streamer, err = syncer.StartSyncGTID(set)
@@ -199,6 +200,7 @@ func (st *stream) run(ctx context.Context) (progressed bool, err error) {
 		return false, fmt.Errorf("start binlog dump from %s: %w", st.pos.String(), err)
 	}
 	s.dumpConnID.Store(syncer.LastConnectionID())
+	up(st.pos.String())
 	if len(st.pos.XA) > 0 {
 		s.log.Info("mysql: binlog dump started", "from", from, "position", st.pos.String(), "prepared_xa", len(st.pos.XA), "server_id", s.bind.ServerID)
 	} else {
@@ -220,7 +222,7 @@ func (st *stream) run(ctx context.Context) (progressed bool, err error) {
 func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = &decodeError{fmt.Errorf("decode %s at %s:%d: panic: %v", ev.Header.EventType, st.file, st.startPos(ev), r)}
+			err = srckit.Permanent(fmt.Errorf("decode %s at %s:%d: panic: %v", ev.Header.EventType, st.file, st.startPos(ev), r))
 		}
 	}()
 	if st.ddl.set {
@@ -260,7 +262,7 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent) (err 
 	case *replication.TableMapEvent:
 		ti, err := st.schema.table(ctx, e, ev.RawData[replication.EventHeaderSize:])
 		if err != nil {
-			return &decodeError{fmt.Errorf("at %s: %w", st.posOf(ev), err)}
+			return srckit.Permanent(fmt.Errorf("at %s: %w", st.posOf(ev), err))
 		}
 		st.tables[e.TableID] = ti
 	case *replication.RowsEvent:
@@ -468,7 +470,7 @@ func (st *stream) xaQuery(ctx context.Context, ev *replication.BinlogEvent, rest
 	case "PREPARE":
 		xid, err := parseXID(args)
 		if err != nil {
-			return &decodeError{fmt.Errorf("XA PREPARE at %s: %w", st.posOf(ev), err)}
+			return srckit.Permanent(fmt.Errorf("XA PREPARE at %s: %w", st.posOf(ev), err))
 		}
 		return st.xaPrepare(ctx, ev, xid)
 	case "COMMIT", "ROLLBACK":
@@ -478,7 +480,7 @@ func (st *stream) xaQuery(ctx context.Context, ev *replication.BinlogEvent, rest
 		}
 		xid, err := parseXID(args)
 		if err != nil {
-			return &decodeError{fmt.Errorf("XA %s at %s: %w", w, st.posOf(ev), err)}
+			return srckit.Permanent(fmt.Errorf("XA %s at %s: %w", w, st.posOf(ev), err))
 		}
 		return st.xaEnd(ctx, ev, xid, w == "COMMIT")
 	}
@@ -492,14 +494,14 @@ func (st *stream) xaQuery(ctx context.Context, ev *replication.BinlogEvent, rest
 func (st *stream) xaPrepareEvent(ctx context.Context, ev *replication.BinlogEvent) error {
 	body := ev.RawData
 	if len(body) < replication.EventHeaderSize+13 {
-		return &decodeError{fmt.Errorf("XA_PREPARE_LOG_EVENT at %s: %w", st.posOf(ev), errShort)}
+		return srckit.Permanent(fmt.Errorf("XA_PREPARE_LOG_EVENT at %s: %w", st.posOf(ev), errShort))
 	}
 	body = body[replication.EventHeaderSize:]
 	one := body[0] != 0
 	format := int32(binary.LittleEndian.Uint32(body[1:]))
 	gl, bl := binary.LittleEndian.Uint32(body[5:]), binary.LittleEndian.Uint32(body[9:])
 	if gl > 64 || bl > 64 || len(body) < 13+int(gl+bl) {
-		return &decodeError{fmt.Errorf("XA_PREPARE_LOG_EVENT at %s: bad xid lengths %d, %d", st.posOf(ev), gl, bl)}
+		return srckit.Permanent(fmt.Errorf("XA_PREPARE_LOG_EVENT at %s: bad xid lengths %d, %d", st.posOf(ev), gl, bl))
 	}
 	if one {
 		return st.commit(ctx, ev)
@@ -581,7 +583,6 @@ func (st *stream) xaEnd(ctx context.Context, ev *replication.BinlogEvent, xid st
 	case commit:
 		ct := time.Unix(int64(ev.Header.Timestamp), 0).UTC()
 		st.keepalive = false
-		st.s.handed(st.pos, ct)
 		return st.emit(ctx, tracker.Record{Kind: tracker.RecordCommit, Pos: st.posString(), Tx: tracker.TxInfo{
 			TxKey: x.Key, TxID: x.txID(), CommitTime: ct, Streamed: true,
 		}})
@@ -649,7 +650,7 @@ func (st *stream) sendKeepalive(ctx context.Context) error {
 
 func (st *stream) emit(ctx context.Context, r tracker.Record) error {
 	if err := st.h.Handle(ctx, r); err != nil {
-		return &handlerError{err}
+		return srckit.HandlerError(err)
 	}
 	return nil
 }
@@ -694,7 +695,6 @@ func (st *stream) commit(ctx context.Context, ev *replication.BinlogEvent) error
 	if ct.IsZero() {
 		ct = time.Unix(int64(ev.Header.Timestamp), 0).UTC()
 	}
-	st.s.handed(st.pos, ct)
 	return st.emit(ctx, tracker.Record{Kind: tracker.RecordCommit, Pos: st.posString(), Tx: tracker.TxInfo{
 		TxKey: tx.key, TxID: tx.id, CommitTime: ct, Streamed: tx.xa,
 	}})
@@ -732,13 +732,11 @@ func (st *stream) truncate(ctx context.Context, ev *replication.BinlogEvent, db,
 		return st.commit(ctx, ev)
 	}
 	c := &tracker.Change{
-		Bind: st.s.bind.Key, Source: st.source, Op: tracker.OpTruncate,
-		Schema: db, Table: table, TxID: st.tx.id, TxKey: st.tx.key,
-		CommitTime: time.Unix(int64(ev.Header.Timestamp), 0).UTC(),
-		Pos:        st.posOf(ev),
+		Source: st.source, Op: tracker.OpTruncate,
+		Schema: db, Table: table, TxKey: st.tx.key, Pos: st.posOf(ev),
 	}
 	if st.tx.commitTime.IsZero() {
-		st.tx.commitTime = c.CommitTime
+		st.tx.commitTime = time.Unix(int64(ev.Header.Timestamp), 0).UTC()
 	}
 	if err := st.begin(ctx); err != nil {
 		return err
@@ -759,7 +757,7 @@ func (st *stream) rows(ctx context.Context, ev *replication.BinlogEvent, e *repl
 	}
 	ti := st.tables[e.TableID]
 	if ti == nil {
-		return &decodeError{fmt.Errorf("rows event at %s without its TABLE_MAP (table id %d)", st.posOf(ev), e.TableID)}
+		return srckit.Permanent(fmt.Errorf("rows event at %s without its TABLE_MAP (table id %d)", st.posOf(ev), e.TableID))
 	}
 	if !ti.tracked {
 		// Its rows still take their places in the transaction (see
@@ -775,45 +773,37 @@ func (st *stream) rows(ctx context.Context, ev *replication.BinlogEvent, e *repl
 	case replication.DELETE_ROWS_EVENTv0, replication.DELETE_ROWS_EVENTv1, replication.DELETE_ROWS_EVENTv2, replication.MARIADB_DELETE_ROWS_COMPRESSED_EVENT_V1:
 		op = tracker.OpDelete
 	case replication.PARTIAL_UPDATE_ROWS_EVENT:
-		return &decodeError{tracker.ConfigError(errors.New("partial JSON update in the binlog: set binlog_row_value_options = '' on the server"))}
+		return srckit.Permanent(tracker.ConfigError(errors.New("partial JSON update in the binlog: set binlog_row_value_options = '' on the server")))
 	default:
 		return nil
 	}
 	body, err := st.rowsBody(ev, e)
 	if err != nil {
-		return &decodeError{fmt.Errorf("rows event at %s: %w", st.posOf(ev), err)}
+		return srckit.Permanent(fmt.Errorf("rows event at %s: %w", st.posOf(ev), err))
 	}
 	if int(e.ColumnCount) != len(ti.cols) {
-		return &decodeError{fmt.Errorf("rows event at %s for %s.%s has %d columns, its TABLE_MAP %d", st.posOf(ev), ti.schema, ti.table, e.ColumnCount, len(ti.cols))}
+		return srckit.Permanent(fmt.Errorf("rows event at %s for %s.%s has %d columns, its TABLE_MAP %d", st.posOf(ev), ti.schema, ti.table, e.ColumnCount, len(ti.cols)))
 	}
 	pos := st.posOf(ev)
-	dec := rowDecoder{ti: ti, escape: st.escape, buf: st.buf[:0], offs: st.offs[:0]}
+	dec := &st.dec
+	dec.ti, dec.escape = ti, st.escape
 	for len(body) > 0 {
 		t0 := time.Now()
 		c, n, err := dec.change(op, body, e.ColumnBitmap1, e.ColumnBitmap2)
 		if err != nil {
-			return &decodeError{fmt.Errorf("decode %s row of %s.%s at %s: %w", op, ti.schema, ti.table, pos, err)}
+			return srckit.Permanent(fmt.Errorf("decode %s row of %s.%s at %s: %w", op, ti.schema, ti.table, pos, err))
 		}
+		took := time.Since(t0)
 		body = body[n:]
-		c.Bind, c.Source, c.TxID, c.TxKey, c.Pos = st.s.bind.Key, st.source, st.tx.id, st.tx.key, pos
-		c.CommitTime = st.tx.commitTime
+		c.Source, c.TxKey, c.Pos = st.source, st.tx.key, pos
 		c.Index = st.tx.rows
 		st.tx.rows++
 		if err := st.begin(ctx); err != nil {
 			return err
 		}
-		if st.s.opts.Echo {
-			st.echo(c)
-		}
-		if err := st.emit(ctx, tracker.Record{Kind: tracker.RecordChange, Change: c, Decode: time.Since(t0)}); err != nil {
+		if err := st.emit(ctx, tracker.Record{Kind: tracker.RecordChange, Change: c, Decode: took}); err != nil {
 			return err
 		}
 	}
-	st.buf, st.offs = dec.buf, dec.offs
 	return nil
-}
-
-func (st *stream) echo(c *tracker.Change) {
-	st.log.Info("mysql: change", "op", string(c.Op), "table", c.Schema+"."+c.Table, "txid", c.TxID, "pos", c.Pos,
-		"key", string(c.Key.AppendJSON(nil)), "before", string(c.Before.AppendJSON(nil)), "after", string(c.After.AppendJSON(nil)))
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/go-mysql-org/go-mysql/replication"
 
 	"github.com/trackerd/trackerd/binds"
+	"github.com/trackerd/trackerd/sources/internal/srckit"
 	"github.com/trackerd/trackerd/tracker"
 )
 
@@ -160,7 +161,7 @@ func TestStreamTransactions(t *testing.T) {
 	if u.Op != tracker.OpUpdate || string(u.Before.AppendJSON(nil)) != `{"id":1,"name":"a"}` || string(u.After.AppendJSON(nil)) != `{"id":1,"name":"b"}` || string(u.Key.AppendJSON(nil)) != `{"id":1}` {
 		t.Errorf("update %s", summary(t, u))
 	}
-	if c.Bind != "default" || c.Source != "mariadb" || c.TxKey != "gtid-0-1-10" || !strings.HasPrefix(c.Pos, "bin.000001:") {
+	if c.Bind != "" || c.TxID != "" || !c.CommitTime.IsZero() || c.Source != "mariadb" || c.TxKey != "gtid-0-1-10" || !strings.HasPrefix(c.Pos, "bin.000001:") {
 		t.Errorf("change fields %+v", c)
 	}
 	if got, want := recs[4].Pos, (position{GTID: "0-1-10", File: "bin.000001", Pos: m.pos}).String(); got != want {
@@ -281,8 +282,7 @@ func TestStreamRecoversPanics(t *testing.T) {
 	m := &eventMaker{pos: 1000}
 	ev := m.ev(replication.ROTATE_EVENT, (*replication.RotateEvent)(nil), nil)
 	err := st.handle(t.Context(), ev)
-	var de *decodeError
-	if !errors.As(err, &de) || !strings.Contains(err.Error(), "bin.000001:1000") || !strings.Contains(err.Error(), "panic") {
+	if !srckit.IsPermanent(err) || !strings.Contains(err.Error(), "bin.000001:1000") || !strings.Contains(err.Error(), "panic") {
 		t.Fatalf("got %v, want a decode error naming the position", err)
 	}
 }
@@ -306,8 +306,7 @@ func TestStreamRowsErrors(t *testing.T) {
 	ev := m.rows(replication.WRITE_ROWS_EVENTv1, 5, [2]any{uint32(1), "abc"})
 	ev.RawData = ev.RawData[:len(ev.RawData)-2]
 	err = st.handle(ctx, ev)
-	var de *decodeError
-	if !errors.As(err, &de) || !strings.Contains(err.Error(), "shop.t") {
+	if !srckit.IsPermanent(err) || !strings.Contains(err.Error(), "shop.t") {
 		t.Fatalf("got %v, want a decode error naming the table", err)
 	}
 }

@@ -14,12 +14,8 @@ import (
 	"unicode/utf8"
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/trackerd/trackerd/sources/internal/srckit"
 )
-
-// maxSafeInt is the largest integer a JSON consumer using IEEE doubles
-// (JavaScript) reads exactly: 2^53-1. Integers beyond ±maxSafeInt are
-// encoded as strings.
-const maxSafeInt = 1<<53 - 1
 
 // colKind refines how a column's value is encoded, beyond its binlog type.
 type colKind uint8
@@ -158,9 +154,9 @@ func appendValue(dst []byte, c *column, data []byte, escapeInvalid bool) ([]byte
 		}
 		v := binary.LittleEndian.Uint64(data)
 		if c.unsigned {
-			return appendUint(dst, v), 8, nil
+			return srckit.AppendUint(dst, v), 8, nil
 		}
-		return appendInt(dst, int64(v)), 8, nil
+		return srckit.AppendInt(dst, int64(v)), 8, nil
 	case gm.MYSQL_TYPE_YEAR:
 		if len(data) < 1 {
 			return dst, 0, errShort
@@ -201,7 +197,7 @@ func appendValue(dst []byte, c *column, data []byte, escapeInvalid bool) ([]byte
 		for _, b := range data[:n] {
 			v = v<<8 | uint64(b)
 		}
-		return appendUint(dst, v), n, nil
+		return srckit.AppendUint(dst, v), n, nil
 	case gm.MYSQL_TYPE_TIMESTAMP:
 		if len(data) < 4 {
 			return dst, 0, errShort
@@ -431,7 +427,7 @@ func appendEnum(dst []byte, c *column, idx int, escapeInvalid bool) []byte {
 
 func appendSet(dst []byte, c *column, v uint64) []byte {
 	if len(c.labels) == 0 {
-		return appendUint(dst, v)
+		return srckit.AppendUint(dst, v)
 	}
 	dst = append(dst, '[')
 	first := true
@@ -511,28 +507,6 @@ func appendBase64Padded(dst, b []byte, n int) []byte {
 		buf = append(buf, 0)
 	}
 	return appendBase64(dst, buf)
-}
-
-// appendInt appends a signed integer: a number within ±(2^53-1), a string
-// beyond.
-func appendInt(dst []byte, v int64) []byte {
-	if v > maxSafeInt || v < -maxSafeInt {
-		dst = append(dst, '"')
-		dst = strconv.AppendInt(dst, v, 10)
-		return append(dst, '"')
-	}
-	return strconv.AppendInt(dst, v, 10)
-}
-
-// appendUint appends an unsigned integer: a number up to 2^53-1, a string
-// beyond.
-func appendUint(dst []byte, v uint64) []byte {
-	if v > maxSafeInt {
-		dst = append(dst, '"')
-		dst = strconv.AppendUint(dst, v, 10)
-		return append(dst, '"')
-	}
-	return strconv.AppendUint(dst, v, 10)
 }
 
 // appendFloat appends f as encoding/json does, with bits of precision (32

@@ -256,7 +256,27 @@ func TestIntegrationReconnect(t *testing.T) {
 	db := newTestDB(t)
 	db.exec(`CREATE TABLE r (id int PRIMARY KEY, pad text)`)
 	bind := db.bind()
-	src := openSource(t, bind, hooks{})
+	var (
+		mu      sync.Mutex
+		reports []string
+	)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	src, err := open(ctx, bind, tracker.SourceOptions{Logger: testLogger(t), Report: func(st tracker.SourceStatus) {
+		mu.Lock()
+		defer mu.Unlock()
+		r := string(st.State)
+		if st.State == tracker.SourceStreaming && st.Position == "" || st.State == tracker.SourceReconnecting && st.Err == nil {
+			r += " without its position or error"
+		}
+		if n := len(reports); n == 0 || reports[n-1] != r { // a retry may report reconnecting again
+			reports = append(reports, r)
+		}
+	}}, hooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
 	db.exec(`INSERT INTO r VALUES (0, 'before')`)
 	const rows = 20000
 	db.exec(fmt.Sprintf(`INSERT INTO r SELECT g, repeat('x', 100) FROM generate_series(1, %d) g`, rows))
@@ -310,6 +330,13 @@ func TestIntegrationReconnect(t *testing.T) {
 	}
 	if len(ids) != rows {
 		t.Fatalf("%d rows after the last Begin, want %d", len(ids), rows)
+	}
+	// The source reported the terminated walsender, and the new stream, to
+	// the tracker, which logs them.
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(reports, " "); got != "connecting streaming reconnecting streaming" {
+		t.Fatalf("reports %q, want connecting, streaming, reconnecting, streaming", got)
 	}
 }
 
