@@ -31,17 +31,21 @@ type CheckResult struct {
 // failed result).
 type CheckFunc func(ctx context.Context, b binds.Bind) []CheckResult
 
-// Lag is how far a source is behind its server.
+// Lag is how far a bind is behind its server.
 type Lag struct {
 	// Bytes is the server's WAL/binlog end minus the confirmed position,
-	// -1 when unknown.
+	// -1 when unknown. The source reports it (see LagReporter).
 	Bytes int64
 	// Behind is the time since the commit of the oldest transaction handed
-	// over but not yet confirmed, 0 when nothing is pending.
+	// over but not yet confirmed (its position passed to Source.Confirm),
+	// 0 when nothing is pending. The tracker computes it from the commit
+	// times of the Commit records it was handed and the positions it
+	// confirmed: it is the same for every kind of source.
 	Behind time.Duration
 }
 
-// LagReporter is implemented by sources that can tell their lag.
+// LagReporter is implemented by sources that can tell their lag in bytes.
+// Lag's Behind is the tracker's: a source leaves it 0.
 type LagReporter interface {
 	Lag() Lag
 }

@@ -66,6 +66,12 @@ type pipeline struct {
 
 	cpMu sync.Mutex // one checkpoint write at a time
 
+	// clock holds the commit times of what is not yet confirmed, for
+	// Lag.Behind; pendingPos.commits and ackedPos.commits count the
+	// commits each position confirms.
+	clock        commitClock
+	readyCommits uint64 // the commits ready confirms; guarded by mu
+
 	changes, txs, published, checkpoints, retries atomic.Uint64
 	spilled                                       atomic.Int64
 	openTxs                                       atomic.Int64
@@ -77,14 +83,16 @@ type pipeline struct {
 // pendingPos is a position that may be checkpointed once the lane has acked
 // every event up to seq.
 type pendingPos struct {
-	seq uint64
-	pos string
+	seq     uint64
+	pos     string
+	commits uint64 // commits handed over up to pos (see commitClock)
 }
 
 // ackedPos is a position whose events were all acknowledged at at.
 type ackedPos struct {
-	pos string
-	at  time.Time
+	pos     string
+	at      time.Time
+	commits uint64
 }
 
 type openTx struct {
@@ -105,7 +113,6 @@ func (t *Tracker) openPipeline(ctx context.Context, b binds.Bind, st *bindState)
 	src, err := t.sources[b.Kind](ctx, b, SourceOptions{
 		Logger:        log,
 		NativeUnicode: t.cfg.NativeUnicode,
-		Echo:          t.cfg.Echo,
 		Report:        st.report,
 	})
 	if err != nil {
@@ -382,7 +389,7 @@ func (p *pipeline) handle(ctx context.Context, r Record) error {
 		return p.rollback(ctx, r.Tx)
 	case RecordKeepalive:
 		if p.cur == nil && r.Pos != "" {
-			p.addPending(r.Pos)
+			p.addPending(r.Pos, p.clock.count())
 			if p.laneSeq == 0 && p.savedPosition() == "" {
 				// The bind's very first position (a source that keeps no
 				// position on the server, like a binlog reader, starts with
@@ -466,22 +473,18 @@ func (p *pipeline) change(ctx context.Context, c *Change, decode time.Duration) 
 	if tx.source == "" {
 		tx.source = c.Source
 	}
+	// The transaction's, stamped here (see Record): a source leaves them
+	// empty, TxKey where its changes cannot interleave.
 	if c.TxKey == "" {
 		c.TxKey = tx.info.TxKey
 	}
-	if c.TxID == "" {
-		c.TxID = tx.info.TxID
-	}
-	if c.CommitTime.IsZero() {
-		c.CommitTime = tx.info.CommitTime
-	}
+	c.TxID = tx.info.TxID
+	c.CommitTime = tx.info.CommitTime
 	p.scratch = c.AppendJSON(p.scratch[:0])
 	data := bytes.Clone(p.scratch)
 	p.changes.Add(1)
 	if p.t.cfg.Echo {
-		p.log.Info("change", slog.String("op", string(c.Op)), slog.String("schema", c.Schema),
-			slog.String("table", c.Table), slog.String("txid", c.TxID), slog.Int("seq", c.Seq),
-			slog.String("data", string(data)))
+		p.echo(ctx, c)
 	}
 	if p.t.phases[PhaseBeforeCommit] {
 		p.ev = Event{Phase: PhaseBeforeCommit, Change: c, Data: data, ID: EventID(p.bind.Key, p.origin, c.TxKey, c.Index, PhaseBeforeCommit)}
@@ -535,7 +538,7 @@ func (p *pipeline) commit(ctx context.Context, info TxInfo, pos string) error {
 		// or prepared one none of whose changes was handed over; never
 		// the transaction in progress): only its position matters.
 		if pos != "" {
-			p.addPending(pos)
+			p.addPending(pos, p.clock.commit(info.CommitTime))
 		}
 		return nil
 	}
@@ -601,7 +604,7 @@ func (p *pipeline) commit(ctx context.Context, info TxInfo, pos string) error {
 	p.spilled.Store(0)
 	p.txs.Add(1)
 	if pos != "" {
-		p.addPending(pos)
+		p.addPending(pos, p.clock.commit(commitTime))
 	}
 	return nil
 }
@@ -638,13 +641,14 @@ func (p *pipeline) rollback(ctx context.Context, info TxInfo) error {
 }
 
 // addPending records pos as reachable once every event published so far is
-// acked. Consecutive positions with no event between them collapse into one.
-func (p *pipeline) addPending(pos string) {
+// acked; commits is how many commits it confirms. Consecutive positions
+// with no event between them collapse into one.
+func (p *pipeline) addPending(pos string, commits uint64) {
 	p.mu.Lock()
 	if n := len(p.pending); n > 0 && p.pending[n-1].seq == p.laneSeq {
-		p.pending[n-1].pos = pos
+		p.pending[n-1].pos, p.pending[n-1].commits = pos, commits
 	} else {
-		p.pending = append(p.pending, pendingPos{seq: p.laneSeq, pos: pos})
+		p.pending = append(p.pending, pendingPos{seq: p.laneSeq, pos: pos, commits: commits})
 	}
 	p.mu.Unlock()
 }
@@ -717,8 +721,12 @@ func (p *pipeline) checkpoint(ctx context.Context) error {
 			return errLeaseUncertain
 		}
 	}
-	ready, cp := p.readyPosition(time.Now(), p.t.cpDelay)
-	if ready == "" || ready == cp.Position {
+	ready, commits, cp := p.readyPosition(time.Now(), p.t.cpDelay)
+	if ready == "" {
+		return nil
+	}
+	if ready == cp.Position {
+		p.clock.confirmed(commits) // saved and confirmed before
 		return nil
 	}
 	cp.Position, cp.Time, cp.Owner = ready, time.Now().UTC(), p.t.owner
@@ -738,12 +746,14 @@ func (p *pipeline) checkpoint(ctx context.Context) error {
 	p.mu.Unlock()
 	p.checkpoints.Add(1)
 	p.src.Confirm(ready)
+	p.clock.confirmed(commits)
 	return nil
 }
 
 // readyPosition returns the newest position whose events were all
-// acknowledged at least delay before now, and the last checkpoint written.
-func (p *pipeline) readyPosition(now time.Time, delay time.Duration) (string, Checkpoint) {
+// acknowledged at least delay before now, the commits it confirms, and the
+// last checkpoint written.
+func (p *pipeline) readyPosition(now time.Time, delay time.Duration) (string, uint64, Checkpoint) {
 	acked := p.acked.Load()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -753,18 +763,18 @@ func (p *pipeline) readyPosition(now time.Time, delay time.Duration) (string, Ch
 	}
 	if i > 0 {
 		// Only the newest position acknowledged by now matters.
-		p.ackedAt = append(p.ackedAt, ackedPos{pos: p.pending[i-1].pos, at: now})
+		p.ackedAt = append(p.ackedAt, ackedPos{pos: p.pending[i-1].pos, at: now, commits: p.pending[i-1].commits})
 		p.pending = append(p.pending[:0], p.pending[i:]...)
 	}
 	j := 0
 	for j < len(p.ackedAt) && !p.ackedAt[j].at.After(now.Add(-delay)) {
-		p.ready = p.ackedAt[j].pos
+		p.ready, p.readyCommits = p.ackedAt[j].pos, p.ackedAt[j].commits
 		j++
 	}
 	if j > 0 {
 		p.ackedAt = append(p.ackedAt[:0], p.ackedAt[j:]...)
 	}
-	return p.ready, p.cp
+	return p.ready, p.readyCommits, p.cp
 }
 
 // checkpointNow writes the checkpoint without the checkpoint delay: for a
@@ -884,6 +894,7 @@ func (p *pipeline) snapshot() BindStats {
 	if lr, ok := p.src.(LagReporter); ok {
 		s.Lag, s.LagKnown = lr.Lag(), true
 	}
+	s.Lag.Behind = p.clock.behind(time.Now())
 	return s
 }
 

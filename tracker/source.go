@@ -32,13 +32,31 @@ const (
 )
 
 // Record is what a source hands to the tracker, in stream order.
+//
+// A transaction is a Begin, its changes and a Commit (or a Rollback, for
+// one handed over before its commit: TxInfo.Streamed). Pos is set on
+// Commit and Keepalive records only, the positions a bind may resume
+// from; a Keepalive comes only while no transaction is open, save
+// streamed ones. A change's Index grows within its transaction.
+//
+// Who fills which [Change] field: the source fills what only it knows,
+// Source, Op, Schema, Table, Key, Before, After, Unchanged, Pos, Index,
+// SubTx, and TxKey (needed on the changes of a streamed transaction, whose
+// changes may interleave with others'; elsewhere it may be left empty, and
+// must otherwise be its Begin's). It leaves Bind, Origin, Seq, TxID and
+// CommitTime empty: the tracker stamps them, from the bind and from the
+// transaction's Begin (CommitTime again from the Commit, for the
+// after_commit events), and nothing overwrites a field its owner set.
+// trackertest.RunSourceTests checks a source against this contract.
 type Record struct {
 	Kind   RecordKind
 	Tx     TxInfo
 	Change *Change
 	Pos    string
-	// Decode is optional: how long the source took to decode this record,
-	// reported by Tracker.DebugEvents when RECORD_QUERIES is on.
+	// Decode is optional: how long the source took to decode this
+	// change, reported by Tracker.DebugEvents when RECORD_QUERIES is on.
+	// Only the source can tell it: the time between two calls of Handle
+	// also holds the waiting for the server.
 	Decode time.Duration
 }
 
@@ -109,14 +127,13 @@ type SourceOptions struct {
 	Logger *slog.Logger
 	// NativeUnicode is NATIVE_UNICODE: trust the server's text encoding.
 	NativeUnicode bool
-	// Echo is ECHO: log every decoded change at info level.
-	Echo bool
 	// Report receives the source's state changes: connecting, creating a
 	// slot, streaming, reconnecting (with the error). It is never nil when
 	// the tracker opens a source, is safe to call from any goroutine, and
 	// does not block. The tracker logs the transitions (a source need not:
 	// "reconnected, streaming from ..." is the tracker's) and shows them as
-	// the bind's state.
+	// the bind's state. A source that reports must report streaming once
+	// its stream is established: until then the bind is not ready.
 	Report func(SourceStatus)
 }
 
