@@ -1,8 +1,8 @@
 // Package trackertest holds fakes for testing code that uses the tracker
 // (a scripted source, a recording sink, an in-memory checkpoint store) and
 // conformance suites every real implementation must pass
-// ([RunCheckpointStoreTests]). An embedding application can use them to test
-// its receivers without a database or NATS.
+// ([RunCheckpointStoreTests], [RunSourceTests]). An embedding application
+// can use them to test its receivers without a database or NATS.
 package trackertest
 
 import (
