@@ -146,7 +146,8 @@ func TestMariaDBKillBinlogMidTransaction(t *testing.T) {
 
 // TestMariaDBServerRestartsWhileStreaming restarts MariaDB while a writer
 // commits transactions of 10 rows: a clean stop (SIGTERM) and start, then
-// SIGKILL and start (crash recovery). trackerd keeps running, reconnects,
+// SIGKILL and start (crash recovery). trackerd keeps running (its /readyz
+// says not ready while the server is down, ready once it is back), reconnects,
 // resumes from the last transaction it handed over (by GTID), and the
 // stream holds every row that committed once per phase.
 func TestMariaDBServerRestartsWhileStreaming(t *testing.T) {
@@ -158,7 +159,7 @@ func TestMariaDBServerRestartsWhileStreaming(t *testing.T) {
 	w := startRowWriter(t, 10, 0, 2*time.Millisecond, myTxWriter(t, myDSN(t, b.uri), tbl))
 
 	restartsWhileStreaming(t, p, bs, w, "MariaDB", func() []int { return myIDs(t, m.db(), tbl) },
-		serverFault{"clean stop", func() { m.stop(30 * time.Second); m.start() }},
+		serverFault{"clean stop", downAndBack(t, p, b.key, func() { m.stop(30 * time.Second) }, m.start)},
 		serverFault{"SIGKILL", func() { m.kill(); m.start() }},
 	)
 }

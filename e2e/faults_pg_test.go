@@ -129,7 +129,8 @@ func TestPGWalsenderTerminated(t *testing.T) {
 // writer commits transactions of 10 rows: a fast shutdown (docker stop:
 // SIGINT), an immediate shutdown (pg_ctl -m immediate: crash recovery
 // follows) and SIGKILL of the container. trackerd keeps running,
-// reconnects with backoff each time, and the stream holds every row that
+// reconnects with backoff each time (its /readyz says not ready while the
+// server is down, ready once it is back), and the stream holds every row that
 // committed once per phase (the table, read afterwards, says which did:
 // a transaction whose COMMIT was cut off may or may not have).
 func TestPGServerRestartsWhileStreaming(t *testing.T) {
@@ -141,7 +142,7 @@ func TestPGServerRestartsWhileStreaming(t *testing.T) {
 	w := startRowWriter(t, 10, 0, 2*time.Millisecond, pgTxWriter(t, pg.url(), tbl))
 
 	restartsWhileStreaming(t, p, bs, w, "PostgreSQL", func() []int { return pgIDs(t, pg.url(), tbl) },
-		serverFault{"fast shutdown", func() { pg.stop(30 * time.Second); pg.start() }},
+		serverFault{"fast shutdown", downAndBack(t, p, b.key, func() { pg.stop(30 * time.Second) }, pg.start)},
 		serverFault{"immediate shutdown", func() { pg.immediateShutdown(); pg.start() }},
 		serverFault{"SIGKILL", func() { pg.kill(); pg.start() }},
 	)
@@ -249,7 +250,7 @@ func TestPGSlotRewindAfterCrash(t *testing.T) {
 	// cannot reconnect before the slot's position is read.
 	crash("trackerd running", func() { p.signal(syscall.SIGSTOP) }, func() {
 		p.signal(syscall.SIGCONT)
-		p.waitLog(`replication stream interrupted; reconnecting`, time.Minute)
+		p.waitLog(`connection to the database lost: reconnecting`, time.Minute)
 	})
 
 	// 2. trackerd killed once its checkpoint caught up (the slot confirmed

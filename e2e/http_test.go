@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +22,48 @@ func httpGet(t *testing.T, url string) (int, string) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body)
+}
+
+// readyz asks a running trackerd's /readyz (base from httpBase) and
+// returns its status code and the state it names for bind; 0 when it
+// cannot be asked.
+func readyz(base, bind string) (int, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Binds map[string]string `json:"binds"`
+	}
+	json.NewDecoder(resp.Body).Decode(&body)
+	return resp.StatusCode, body.Binds[bind]
+}
+
+// downAndBack is a server fault that also checks /readyz: not ready, with
+// the bind reconnecting, while the server is down (stop); ready again,
+// the bind streaming, once it is back (start).
+func downAndBack(t *testing.T, p *proc, bind string, stop, start func()) func() {
+	return func() {
+		t.Helper()
+		base := httpBase(p)
+		if code, st := readyz(base, bind); code != http.StatusOK {
+			t.Fatalf("/readyz %d (bind %s) before the server went down, want 200", code, st)
+		}
+		stop()
+		eventually(t, time.Minute, "/readyz 503, the bind reconnecting, while the server is down", func() bool {
+			code, st := readyz(base, bind)
+			return code == http.StatusServiceUnavailable && st == "reconnecting"
+		})
+		start()
+		eventually(t, 2*time.Minute, "/readyz 200, the bind streaming, once the server is back", func() bool {
+			code, st := readyz(base, bind)
+			return code == http.StatusOK && st == "streaming"
+		})
+	}
 }
 
 func TestHTTPEndpoints(t *testing.T) {

@@ -123,12 +123,14 @@
 //
 // Rows go out as they are read, between the transaction's Begin and its
 // Commit. The binlog only holds committed transactions (XA transactions
-// aside), so before_commit means "before trackerd read the commit".
-// Change.CommitTime is set while
-// streaming only where the binlog states it up front (MySQL 8's
-// original_commit_timestamp in the GTID event); otherwise it is zero on the
-// changes and the Commit record carries the XID event's time (one-second
-// resolution). An update's Key is taken from its old image (the row it
+// aside), so before_commit means "before trackerd read the commit". A
+// change carries what only the source knows (its table, operation, row
+// images, position, Index, TxKey); its transaction id and commit time are
+// on the Begin record, and the tracker stamps them on it (tracker.Record
+// says who fills what). The Begin has the commit time only where the
+// binlog states it up front (MySQL 8's original_commit_timestamp in the
+// GTID event); otherwise the changes get it from the Commit record, which
+// carries the XID event's time (one-second resolution). An update's Key is taken from its old image (the row it
 // applies to), as PostgreSQL's is. Transactions
 // with no tracked change are not handed over; a keepalive with their end
 // position is (at most every 100 ms, and at the next heartbeat). DDL
@@ -141,4 +143,31 @@
 // DML logged as a statement (a session with binlog_format=STATEMENT, or
 // MIXED choosing a statement) cannot be decoded into rows: it is logged as
 // a warning with its binlog position and is NOT tracked.
+//
+// # Errors and reconnecting
+//
+// Fatal: the handler's errors, configuration errors, binlogs purged past
+// the position ([tracker.ErrResnapshotRequired]), another reader with the
+// bind's server_id ([tracker.ErrFenced]), and events that cannot be
+// decoded. Everything else (KILL, a server restart, idle timeouts, a dead
+// connection noticed by the heartbeat) is reconnected by the sources' one
+// reconnect loop (sources/internal/srckit: jittered exponential back-off
+// from 100 ms to 10 s, from the start again after progress), which
+// reports each state to the tracker through tracker.SourceOptions.Report
+// (connecting; streaming, with the position, once the binlog dump has
+// started; reconnecting, with the error). The tracker logs the
+// transitions and makes the bind not ready meanwhile. [Source.Lag]
+// reports the bytes between the binlog's end and the confirmed position
+// (Run's start until the first Confirm); the tracker computes the time.
+//
+// # Files
+//
+// source.go opens, runs, confirms and reports lag; conn.go and check.go
+// connect and check the server; stream.go turns binlog events into
+// records; decode.go turns row images into rows (values.go, jsonb.go and
+// charset.go encode each value) and rowcount.go counts the rows of tables
+// the bind does not follow; query.go reads the SQL of QUERY events as far
+// as stream.go needs it; log.go demotes go-mysql's log lines; schema.go
+// describes tables; position.go and xa.go are positions, GTIDs and XA
+// transactions.
 package mysql

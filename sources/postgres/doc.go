@@ -14,7 +14,8 @@
 // existing publication publishes no table one of its tables entries names.
 // [Check] reports the same prerequisites without changing anything, for
 // `trackerd check`. [Source.Run] streams; [Source.Confirm] advances the
-// slot; [Source.Lag] reports lag.
+// slot; [Source.Lag] reports the lag in bytes (the tracker computes the
+// time behind, the same for every source).
 //
 // # Positions and delivery
 //
@@ -73,6 +74,12 @@
 //
 // # Row images
 //
+// A change carries what only the source knows: its table, operation, row
+// images, position, Index and, in streamed and prepared transactions,
+// TxKey and SubTx. Its transaction id and commit time are on its Begin
+// record (the commit time also on the Commit's); the tracker stamps them
+// on the change, with the bind (tracker.Record says who fills what).
+//
 // Key holds the replica-identity columns (the primary key by default; with
 // REPLICA IDENTITY FULL, the primary key when there is one), taken from the
 // old key or old row when the server sends one, else from the new row.
@@ -119,11 +126,28 @@
 // Errors that retrying cannot fix match [tracker.ErrConfig] and say what to
 // do: a wrong password (28P01), pg_hba.conf refusal (28000), a missing
 // database (3D000), missing privileges (42501), wal_level, no free slot.
-// A slot another process streams from matches [tracker.ErrFenced]; an
-// invalidated (wal_status lost) or dropped slot matches
-// [tracker.ErrResnapshotRequired]. Connections refused, timeouts and
-// terminated walsenders are transient: Run reconnects with jittered
-// exponential backoff (100 ms to 10 s). No error or log line holds the
-// bind's password: it never enters a connection string, and errors are
-// scrubbed of it.
+// A slot another process streams from matches [tracker.ErrFenced] (after
+// a few seconds' grace: a walsender of a connection that just dropped may
+// hold it); an invalidated (wal_status lost) or dropped slot matches
+// [tracker.ErrResnapshotRequired]; undecodable messages and the handler's
+// errors are permanent too. Connections refused, timeouts and terminated
+// walsenders are transient: Run reconnects with the sources' one reconnect
+// loop (sources/internal/srckit: jittered exponential back-off from 100 ms
+// to 10 s, from the start again after progress), and reports each state to
+// the tracker through tracker.SourceOptions.Report (connecting; streaming,
+// with the position, once START_REPLICATION succeeds; reconnecting, with
+// the error), which logs the transitions and makes the bind not ready
+// meanwhile. No error or log line holds the bind's password: it never
+// enters a connection string, and errors are scrubbed of it.
+//
+// # Files
+//
+// source.go opens, confirms and reports lag; setup.go prepares the server
+// (publication, slot) and check.go checks it; stream.go owns the
+// replication connection (the receiver, status updates, reconnecting);
+// decode.go turns pgoutput messages into records, pure and fuzzed;
+// values.go, array.go and types.go turn column text into JSON; position.go
+// and lsn.go are positions; twophase.go and orphans.go are prepared and
+// orphaned streamed transactions; conn.go is connecting and classifying
+// errors.
 package postgres
