@@ -19,6 +19,7 @@ import (
 	"github.com/go-mysql-org/go-mysql/replication"
 
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/tracker/trackertest"
 )
 
 const waitLong = 20 * time.Second
@@ -397,22 +398,8 @@ func TestIntegrationKillReconnect(t *testing.T) {
 	e := newEnv(t)
 	e.exec("CREATE TABLE t (id INT PRIMARY KEY, pad VARCHAR(100))")
 	lb := &logBuffer{}
-	var (
-		mu      sync.Mutex
-		reports []string
-	)
-	src, err := Open(t.Context(), e.bind(), tracker.SourceOptions{Logger: testLogger(t, lb), NativeUnicode: true,
-		Report: func(st tracker.SourceStatus) {
-			mu.Lock()
-			defer mu.Unlock()
-			r := string(st.State)
-			if st.State == tracker.SourceStreaming && st.Position == "" || st.State == tracker.SourceReconnecting && st.Err == nil {
-				r += " without its position or error"
-			}
-			if n := len(reports); n == 0 || reports[n-1] != r { // a retry may report reconnecting again
-				reports = append(reports, r)
-			}
-		}})
+	var states trackertest.States
+	src, err := Open(t.Context(), e.bind(), tracker.SourceOptions{Logger: testLogger(t, lb), NativeUnicode: true, Report: states.Report})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -489,10 +476,8 @@ func TestIntegrationKillReconnect(t *testing.T) {
 	}
 	// The source reported each kill, and the new stream after it, to the
 	// tracker, which logs them.
-	mu.Lock()
-	defer mu.Unlock()
 	want := "connecting streaming reconnecting streaming reconnecting streaming"
-	if got := strings.Join(reports, " "); got != want {
+	if got := states.Sequence(); got != want {
 		t.Errorf("reports %q, want %q\nlog:\n%s", got, want, lb.String())
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/trackerd/trackerd/binds"
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/tracker/trackertest"
 )
 
 // rowJSON renders a change's images for comparison.
@@ -256,23 +257,10 @@ func TestIntegrationReconnect(t *testing.T) {
 	db := newTestDB(t)
 	db.exec(`CREATE TABLE r (id int PRIMARY KEY, pad text)`)
 	bind := db.bind()
-	var (
-		mu      sync.Mutex
-		reports []string
-	)
+	var states trackertest.States
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	src, err := open(ctx, bind, tracker.SourceOptions{Logger: testLogger(t), Report: func(st tracker.SourceStatus) {
-		mu.Lock()
-		defer mu.Unlock()
-		r := string(st.State)
-		if st.State == tracker.SourceStreaming && st.Position == "" || st.State == tracker.SourceReconnecting && st.Err == nil {
-			r += " without its position or error"
-		}
-		if n := len(reports); n == 0 || reports[n-1] != r { // a retry may report reconnecting again
-			reports = append(reports, r)
-		}
-	}}, hooks{})
+	src, err := open(ctx, bind, tracker.SourceOptions{Logger: testLogger(t), Report: states.Report}, hooks{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,9 +321,7 @@ func TestIntegrationReconnect(t *testing.T) {
 	}
 	// The source reported the terminated walsender, and the new stream, to
 	// the tracker, which logs them.
-	mu.Lock()
-	defer mu.Unlock()
-	if got := strings.Join(reports, " "); got != "connecting streaming reconnecting streaming" {
+	if got := states.Sequence(); got != "connecting streaming reconnecting streaming" {
 		t.Fatalf("reports %q, want connecting, streaming, reconnecting, streaming", got)
 	}
 }

@@ -108,9 +108,10 @@ type sourceRun struct {
 	cancel context.CancelFunc
 	done   chan error
 
+	states States
+
 	mu      sync.Mutex
 	recs    []tracker.Record
-	reports []tracker.SourceStatus
 	grammar recordGrammar
 	bad     error
 	// before, when set, runs before a record is kept, outside the lock.
@@ -121,13 +122,6 @@ type sourceRun struct {
 }
 
 func newSourceRun() *sourceRun { return &sourceRun{keep: true} }
-
-// report is SourceOptions.Report.
-func (r *sourceRun) report(st tracker.SourceStatus) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.reports = append(r.reports, st)
-}
 
 func (r *sourceRun) Handle(ctx context.Context, rec tracker.Record) error {
 	if r.before != nil {
@@ -154,7 +148,7 @@ func (r *sourceRun) Handle(ctx context.Context, rec tracker.Record) error {
 // or stop is called.
 func (r *sourceRun) start(t testing.TB, db SourceDB, from string) *sourceRun {
 	t.Helper()
-	r.src = db.Open(t, tracker.SourceOptions{Logger: testLogger(t), Report: r.report})
+	r.src = db.Open(t, tracker.SourceOptions{Logger: testLogger(t), Report: r.states.Report})
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel, r.done = cancel, make(chan error, 1)
 	go func() { r.done <- r.src.Run(ctx, from, r) }()
@@ -195,12 +189,6 @@ func (r *sourceRun) records() []tracker.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]tracker.Record(nil), r.recs...)
-}
-
-func (r *sourceRun) states() []tracker.SourceStatus {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]tracker.SourceStatus(nil), r.reports...)
 }
 
 // committed returns the changes of the transactions whose Commit came, as
@@ -257,13 +245,7 @@ func (r *sourceRun) waitCommitted(t testing.TB, table string, n int) []*tracker.
 func (r *sourceRun) waitStreaming(t testing.TB, n int) {
 	t.Helper()
 	Eventually(t, waitLong, fmt.Sprintf("report %d of streaming", n), func() bool {
-		k := 0
-		for _, st := range r.states() {
-			if st.State == tracker.SourceStreaming {
-				k++
-			}
-		}
-		return k >= n
+		return r.states.Count(tracker.SourceStreaming) >= n
 	})
 }
 
@@ -452,9 +434,8 @@ func testSourceRecords(t *testing.T, h SourceHarness) {
 			t.Errorf("the source reports Lag.Behind %v: Behind is the tracker's (tracker.Lag), a source leaves it 0", lag.Behind)
 		}
 	}
-	st := r.states()
-	if len(st) < 2 || st[0].State != tracker.SourceConnecting || st[len(st)-1].State != tracker.SourceStreaming || st[len(st)-1].Position == "" {
-		t.Fatalf("state reports %+v, want connecting first and streaming, with the position, last", st)
+	if seq := r.states.Sequence(); seq != "connecting streaming" {
+		t.Fatalf("state reports %q, want connecting, then streaming with the position", seq)
 	}
 	id := r.src.Identity()
 	r.stop(t)
@@ -581,18 +562,8 @@ func testSourceReconnect(t *testing.T, h SourceHarness) {
 			t.Logf("transaction %s was cut by the kill and handed over %d times", k, n)
 		}
 	}
-	st := r.states()
-	var seq []string
-	for _, s := range st {
-		if n := len(seq); n == 0 || seq[n-1] != string(s.State) {
-			seq = append(seq, string(s.State))
-		}
-		if s.State == tracker.SourceReconnecting && s.Err == nil {
-			t.Fatalf("reconnecting reported without its error")
-		}
-	}
-	if got := strings.Join(seq, " "); got != "connecting streaming reconnecting streaming" {
-		t.Fatalf("state reports %q, want connecting streaming reconnecting streaming", got)
+	if seq := r.states.Sequence(); seq != "connecting streaming reconnecting streaming" {
+		t.Fatalf("state reports %q, want connecting streaming reconnecting (with the error) streaming (with the position)", seq)
 	}
 
 	// Between transactions.
@@ -614,19 +585,10 @@ func testSourceLag(t *testing.T, h SourceHarness) {
 	db.Exec(t, "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(200))")
 	sink := &Sink{Manual: true}
 	tr := newSourceTracker(t, h, db, sink, nil)
-	defer tr.checkGrammar(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- tr.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("tracker Run: %v", err)
-		}
-	}()
-	Eventually(t, waitLong, "the bind to be ready (its source reports streaming)", tr.Ready)
+	defer tr.run(t)()
 	stats := func() tracker.BindStats { return tr.Stats()[0] }
 
+	aStart := time.Now()
 	db.Exec(t, "INSERT INTO t VALUES (1, 'a')")
 	aDone := time.Now()
 	Eventually(t, waitLong, "the first transaction", func() bool { return stats().Transactions >= 1 })
@@ -641,6 +603,9 @@ func testSourceLag(t *testing.T, h SourceHarness) {
 	if lower := time.Since(aDone); lag.Behind < lower {
 		t.Fatalf("Behind %v with two transactions unconfirmed, want at least %v, the first's age (the newest's is about %v)",
 			lag.Behind, lower, time.Since(bStart))
+	}
+	if upper := time.Since(aStart) + time.Second; lag.Behind > upper {
+		t.Fatalf("Behind %v, want at most %v: the first transaction committed after that", lag.Behind, upper)
 	}
 	Eventually(t, 10*time.Second, "Lag.Bytes above 0 with transactions unconfirmed", func() bool { return stats().Lag.Bytes > 0 })
 	sink.Ack("default")
@@ -665,7 +630,6 @@ func testSourceLargeTx(t *testing.T, h SourceHarness) {
 	)
 	seen := make([]bool, rows+1)
 	tr := newSourceTracker(t, h, db, nil, func(cfg *config.Config) { cfg.SpillThreshold = 1 << 20 })
-	defer tr.checkGrammar(t)
 	tr.AfterCommit.Connect(func(_ context.Context, c tracker.Change) error {
 		mu.Lock()
 		defer mu.Unlock()
@@ -689,16 +653,7 @@ func testSourceLargeTx(t *testing.T, h SourceHarness) {
 		total = tx.Total
 		return nil
 	})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- tr.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("tracker Run: %v", err)
-		}
-	}()
-	Eventually(t, waitLong, "the bind to be ready", tr.Ready)
+	defer tr.run(t)()
 	db.InsertRows(t, "t", 1, rows)
 	Eventually(t, 3*waitLong, "100,000 after_commit changes", func() bool {
 		mu.Lock()
@@ -777,14 +732,30 @@ type sourceTracker struct {
 	bad error
 }
 
-// checkGrammar fails the test when the source broke the contract.
-func (st *sourceTracker) checkGrammar(t testing.TB) {
+// run runs the tracker until the returned stop is called, after waiting
+// for its bind to be ready (its source reported streaming). stop fails the
+// test when Run failed or the source broke the Record contract.
+func (st *sourceTracker) run(t testing.TB) (stop func()) {
 	t.Helper()
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.bad != nil {
-		t.Errorf("the source broke the Record contract: %v", st.bad)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	stop = func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("tracker Run: %v", err)
+		}
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if st.bad != nil {
+			t.Errorf("the source broke the Record contract: %v", st.bad)
+		}
 	}
+	if !waitUntil(waitLong, st.Ready) {
+		stop()
+		t.Fatalf("the bind was not ready (its source reporting streaming) within %v", waitLong)
+	}
+	return stop
 }
 
 // newSourceTracker returns a tracker whose one bind follows db through

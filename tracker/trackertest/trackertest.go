@@ -256,13 +256,76 @@ func (s *Sink) Events() []tracker.Event {
 // fails the test with msg.
 func Eventually(t testing.TB, timeout time.Duration, msg string, cond func() bool) {
 	t.Helper()
+	if !waitUntil(timeout, cond) {
+		t.Fatalf("timed out after %v: %s", timeout, msg)
+	}
+}
+
+// waitUntil polls cond every 5 ms until it holds (true) or timeout passes
+// (false).
+func waitUntil(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v: %s", timeout, msg)
+			return false
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	return true
+}
+
+// States records a source's state reports, as its
+// [tracker.SourceOptions].Report, for tests.
+type States struct {
+	mu   sync.Mutex
+	list []tracker.SourceStatus
+}
+
+// Report records st; it is a tracker.SourceOptions.Report.
+func (s *States) Report(st tracker.SourceStatus) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.list = append(s.list, st)
+}
+
+// All returns the reports so far.
+func (s *States) All() []tracker.SourceStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.list)
+}
+
+// Sequence returns the states reported so far, separated by spaces, a
+// state repeated in a row once (a retry may report reconnecting again):
+// "connecting streaming reconnecting streaming". A streaming report
+// without its position reads "streaming(no position)", a reconnecting one
+// without its error "reconnecting(no error)".
+func (s *States) Sequence() string {
+	var seq []string
+	for _, st := range s.All() {
+		r := string(st.State)
+		switch {
+		case st.State == tracker.SourceStreaming && st.Position == "":
+			r += "(no position)"
+		case st.State == tracker.SourceReconnecting && st.Err == nil:
+			r += "(no error)"
+		}
+		if n := len(seq); n == 0 || seq[n-1] != r {
+			seq = append(seq, r)
+		}
+	}
+	return strings.Join(seq, " ")
+}
+
+// Count returns how many reports of state came so far.
+func (s *States) Count(state tracker.SourceState) int {
+	n := 0
+	for _, st := range s.All() {
+		if st.State == state {
+			n++
+		}
+	}
+	return n
 }
 
 // RunCheckpointStoreTests checks that a store keeps compare-and-set
