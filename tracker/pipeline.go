@@ -892,9 +892,9 @@ func (p *pipeline) snapshot() BindStats {
 	}
 	s.Lag = Lag{Bytes: -1}
 	if lr, ok := p.src.(LagReporter); ok {
-		s.Lag, s.LagKnown = lr.Lag(), true
+		s.Lag = lr.Lag()
 	}
-	s.Lag.Behind = p.clock.behind(time.Now())
+	s.Lag.Behind, s.LagKnown = p.clock.behind(time.Now()), true // the tracker's, for every source
 	return s
 }
 

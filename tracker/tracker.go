@@ -334,9 +334,9 @@ type BindStats struct {
 	Checkpoints   uint64
 	ReceiverRetry uint64
 	Lag           Lag
-	// LagKnown is set when Lag comes from the bind's source (a source
-	// that reports it, once opened); Lag.Bytes is -1 when the source does
-	// not know it.
+	// LagKnown is set once the bind's source is open: Lag.Behind is then
+	// the tracker's (see Lag), whatever the source; Lag.Bytes is -1 when
+	// the source does not know it.
 	LagKnown  bool
 	LastError string
 	// SourceConnected is set while the source is connected to its server:

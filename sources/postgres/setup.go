@@ -458,8 +458,9 @@ func (s *Source) createSlot(ctx context.Context) error {
 	}
 	s.slotConfirmed, s.slotCreated = l, true
 	s.log.Info("created replication slot", "consistent_point", res.ConsistentPoint, "two_phase", s.twoPhase)
-	// The slot is made: the bind is no longer creating_slot.
-	s.report(tracker.SourceStatus{State: tracker.SourceStreaming, Position: res.ConsistentPoint})
+	// The slot is made: the bind is no longer creating_slot, and streams
+	// once Run's stream is established (which reports streaming).
+	s.report(tracker.SourceStatus{State: tracker.SourceConnecting, Detail: "replication slot created at " + res.ConsistentPoint})
 	return nil
 }
 
