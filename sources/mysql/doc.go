@@ -169,5 +169,6 @@
 // the bind does not follow; query.go reads the SQL of QUERY events as far
 // as stream.go needs it; log.go demotes go-mysql's log lines; schema.go
 // describes tables; position.go and xa.go are positions, GTIDs and XA
-// transactions.
+// transactions; teardown.go is the bind's footprint, for trackerd
+// teardown and reset.
 package mysql

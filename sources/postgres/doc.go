@@ -149,5 +149,6 @@
 // values.go, array.go and types.go turn column text into JSON; position.go
 // and lsn.go are positions; twophase.go and orphans.go are prepared and
 // orphaned streamed transactions; conn.go is connecting and classifying
-// errors.
+// errors; teardown.go is the bind's footprint on the server, for trackerd
+// teardown and reset.
 package postgres
