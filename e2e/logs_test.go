@@ -57,8 +57,8 @@ func startupRepeats(lines []string) []string {
 		if i := strings.IndexAny(msg, ":,"); i >= 0 {
 			msg = msg[:i]
 		}
-		if msg == "creating the replication slot" {
-			continue
+		if msg == "creating the replication slot" || msg == "progress" {
+			continue // repeated on purpose while a slot waits, or every PROGRESS_INTERVAL
 		}
 		key := msg
 		for _, re := range []*regexp.Regexp{bindRE, compRE} {
