@@ -17,11 +17,12 @@ import (
 	natssink "github.com/trackerd/trackerd/sinks/nats"
 	"github.com/trackerd/trackerd/sinks/nats/natsserver"
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/wire"
 )
 
 func BenchmarkDecode(b *testing.B) {
 	c := sampleChange()
-	data := natssink.EncodeEvent(nil, &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: c, ID: "x", TxTotal: 4})
+	data := wire.EncodeEvent(nil, &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: c, ID: "x", TxTotal: 4})
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {

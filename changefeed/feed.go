@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/trackerd/trackerd/config"
-	natssink "github.com/trackerd/trackerd/sinks/nats"
+	"github.com/trackerd/trackerd/wire"
 )
 
 // Feed subscribes to the events of one trackerd deployment: one subject
@@ -21,7 +21,7 @@ import (
 type Feed struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
-	subjects *natssink.Subjects
+	subjects *wire.Subjects
 	stream   string
 	log      *slog.Logger
 }
@@ -100,19 +100,19 @@ func New(nc *nats.Conn, opts ...Option) (*Feed, error) {
 	if nc == nil {
 		return nil, errors.New("changefeed: New needs a NATS connection")
 	}
-	o := options{prefix: natssink.DefaultPrefix, stream: natssink.DefaultStreamName, log: slog.New(slog.DiscardHandler)}
+	o := options{prefix: config.DefaultSubjectPrefix, stream: config.DefaultStreamName, log: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err
 		}
 	}
 	if o.prefix == "" {
-		o.prefix = natssink.DefaultPrefix
+		o.prefix = config.DefaultSubjectPrefix
 	}
 	if o.stream == "" {
-		o.stream = natssink.DefaultStreamName
+		o.stream = config.DefaultStreamName
 	}
-	subjects, err := natssink.NewSubjects(o.prefix, o.conv)
+	subjects, err := wire.NewSubjects(o.prefix, o.conv)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +144,7 @@ func (f *Feed) Subject(flt Filter) (string, error) {
 	if flt.Pattern != "" {
 		return flt.Pattern, nil
 	}
-	p, err := f.subjects.Filter(natssink.Filter{Phase: string(flt.Phase), Bind: flt.Bind, Schema: flt.Schema, Table: flt.Table, Op: string(flt.Op)})
+	p, err := f.subjects.Filter(wire.Filter{Phase: string(flt.Phase), Bind: flt.Bind, Schema: flt.Schema, Table: flt.Table, Op: string(flt.Op)})
 	if err != nil {
 		return "", fmt.Errorf("changefeed: %w", err)
 	}

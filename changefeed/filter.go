@@ -3,11 +3,9 @@ package changefeed
 import (
 	"errors"
 	"fmt"
-	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/wire"
 )
 
 // Filter selects events. A field that is empty (or "*") matches anything;
@@ -76,34 +74,8 @@ func (f Filter) Validate() error {
 		return fmt.Errorf("changefeed: filter op %q: want insert, update, delete, truncate or snapshot", f.Op)
 	}
 	if f.Pattern != "" {
-		if err := checkPattern(f.Pattern); err != nil {
+		if err := wire.CheckPattern(f.Pattern); err != nil {
 			return fmt.Errorf("changefeed: subject pattern %q: %w", f.Pattern, err)
-		}
-	}
-	return nil
-}
-
-// checkPattern reports why p is not a NATS subscription subject.
-func checkPattern(p string) error {
-	toks := strings.Split(p, ".")
-	for i, tok := range toks {
-		switch {
-		case tok == "":
-			return errors.New("empty token: no leading, trailing or doubled '.'")
-		case tok == ">" && i != len(toks)-1:
-			return errors.New("'>' must be the last token")
-		case tok == "*" || tok == ">":
-			continue
-		}
-		for _, r := range tok {
-			switch {
-			case r == utf8.RuneError:
-				return errors.New("not valid UTF-8")
-			case r == '*' || r == '>':
-				return fmt.Errorf("a wildcard %q must be a whole token", r)
-			case unicode.IsSpace(r) || unicode.IsControl(r):
-				return errors.New("white space and control characters are not allowed")
-			}
 		}
 	}
 	return nil

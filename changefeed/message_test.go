@@ -10,8 +10,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/trackerd/trackerd/changefeed"
-	natssink "github.com/trackerd/trackerd/sinks/nats"
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/wire"
 )
 
 func row(kv ...string) tracker.Row {
@@ -63,8 +63,8 @@ func TestDecode(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			data := natssink.EncodeEvent(nil, tc.ev)
-			h := nats.Header{natssink.HeaderContentType: {natssink.ContentType}, natssink.HeaderMsgID: {tc.ev.ID}}
+			data := wire.EncodeEvent(nil, tc.ev)
+			h := nats.Header{wire.HeaderContentType: {wire.ContentType}, wire.HeaderMsgID: {tc.ev.ID}}
 			got, err := changefeed.Decode("trackerd.x", h, data)
 			if err != nil {
 				t.Fatalf("Decode: %v\n%s", err, data)
@@ -102,7 +102,7 @@ func TestDecodeBinaryMode(t *testing.T) {
 }
 
 func TestDecodeErrors(t *testing.T) {
-	good := string(natssink.EncodeEvent(nil, &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: sampleChange(), ID: "x", TxTotal: 1}))
+	good := string(wire.EncodeEvent(nil, &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: sampleChange(), ID: "x", TxTotal: 1}))
 	tests := []struct{ name, data string }{
 		{"error - not JSON", "hello"},
 		{"error - another CloudEvent type", `{"specversion":"1.0","id":"1","source":"/x","type":"com.example.thing","data":{}}`},
@@ -124,7 +124,7 @@ func TestDecodeErrors(t *testing.T) {
 }
 
 func FuzzDecode(f *testing.F) {
-	f.Add(natssink.EncodeEvent(nil, &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: sampleChange(), ID: "x", TxTotal: 4}))
+	f.Add(wire.EncodeEvent(nil, &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: sampleChange(), ID: "x", TxTotal: 4}))
 	f.Add([]byte(`{"specversion":"1.0","id":"1","source":"/x","type":"trackerd.rollback","data":{"op":"rollback","ranges":[{"from":1,"to":2}]}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := changefeed.Decode("s", nil, data)

@@ -3,15 +3,13 @@ package changefeed
 import (
 	"log/slog"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	natssink "github.com/trackerd/trackerd/sinks/nats"
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/wire"
 )
 
 // Order is where an event stands in its bind's order of publication, from
@@ -33,27 +31,15 @@ type Order struct {
 
 // parseOrder reads a Trackerd-Order header value, "<run>.<seq>.<phaseseq>".
 func parseOrder(v string) (Order, bool) {
-	run, rest, ok := strings.Cut(v, ".")
-	if !ok || run == "" {
-		return Order{}, false
-	}
-	s, p, ok := strings.Cut(rest, ".")
-	if !ok {
-		return Order{}, false
-	}
-	seq, err1 := strconv.ParseUint(s, 10, 64)
-	pseq, err2 := strconv.ParseUint(p, 10, 64)
-	if err1 != nil || err2 != nil || seq == 0 || pseq == 0 {
-		return Order{}, false
-	}
-	return Order{Run: run, Seq: seq, PhaseSeq: pseq}, true
+	run, seq, pseq, ok := wire.ParseOrder(v)
+	return Order{Run: run, Seq: seq, PhaseSeq: pseq}, ok
 }
 
 func orderOf(h nats.Header) Order {
 	if h == nil {
 		return Order{}
 	}
-	o, _ := parseOrder(h.Get(natssink.HeaderOrder))
+	o, _ := parseOrder(h.Get(wire.HeaderOrder))
 	return o
 }
 

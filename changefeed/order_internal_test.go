@@ -10,8 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	natssink "github.com/trackerd/trackerd/sinks/nats"
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/wire"
 )
 
 func TestParseOrder(t *testing.T) {
@@ -195,7 +195,7 @@ func TestAssemblerInOrder(t *testing.T) {
 	a := newTestAssembler(t, r.handle)
 	o := newOrderer(Filter{Phase: tracker.PhaseAfterCommit}, time.Minute, 100, slog.New(slog.DiscardHandler))
 	withOrder := func(m *fakeMsg, seq, pseq uint64) *fakeMsg {
-		m.hdr = nats.Header{natssink.HeaderOrder: {fmt.Sprintf("run.%d.%d", seq, pseq)}}
+		m.hdr = nats.Header{wire.HeaderOrder: {fmt.Sprintf("run.%d.%d", seq, pseq)}}
 		return m
 	}
 	// Transactions k1 (2 changes), k2 (1), k3 (1), after_commit events

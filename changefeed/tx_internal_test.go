@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	natssink "github.com/trackerd/trackerd/sinks/nats"
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/wire"
 )
 
 // fakeMsg is a jetstream.Msg that records how it was acknowledged.
@@ -62,7 +62,7 @@ func afterCommit(bind, txKey, table string, seq, total int, streamSeq uint64, lo
 	c := &tracker.Change{Bind: bind, Source: "postgresql", Op: tracker.OpInsert, Schema: "public", Table: table,
 		TxID: "x" + txKey, TxKey: txKey, Seq: seq, Pos: "0/1"}
 	ev := &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: c, ID: tracker.EventID(bind, "o", txKey, int64(seq), tracker.PhaseAfterCommit), TxTotal: total}
-	return &fakeMsg{subject: "trackerd.after_commit." + bind, data: natssink.EncodeEvent(nil, ev), seq: streamSeq, log: log}
+	return &fakeMsg{subject: "trackerd.after_commit." + bind, data: wire.EncodeEvent(nil, ev), seq: streamSeq, log: log}
 }
 
 type txRecorder struct {

@@ -323,14 +323,32 @@ func (c *Config) SubjectTemplate(phase string) (Template, error) {
 // without a URI holds that bind's options.
 const DefaultBind = "default"
 
-// The re-send horizon of a JetStream publish: the sink waits this long for
-// an acknowledgement (sinks/nats DefaultAckTimeout), as long again for the
-// messages in flight to settle, and up to its longest back-off before it
-// sends the message again. A test in sinks/nats keeps these in step.
+// The defaults of the NATS sink's keys, defined here once: Default uses
+// them, and sinks/nats and changefeed apply them to options left zero.
 const (
-	publishAckTimeout = 5 * time.Second
+	// DefaultSubjectPrefix is SUBJECT_PREFIX's default.
+	DefaultSubjectPrefix = "trackerd"
+	// DefaultStreamName is STREAM_NAME's default.
+	DefaultStreamName = "TRACKERD"
+	// DefaultDuplicateWindow is DUPLICATE_WINDOW's default.
+	DefaultDuplicateWindow = 10 * time.Minute
+	// DefaultMaxInflight is MAX_INFLIGHT's default.
+	DefaultMaxInflight = 8192
+	// DefaultMaxInflightBytes is MAX_INFLIGHT_BYTES' default, 64 MiB.
+	DefaultMaxInflightBytes = 64 << 20
+	// DefaultAckTimeout is how long a JetStream publish waits for its
+	// acknowledgement before it counts as failed and is sent again (not a
+	// key: sinks/nats's Options.AckTimeout).
+	DefaultAckTimeout = 5 * time.Second
+)
+
+// The re-send horizon of a JetStream publish: the sink waits
+// DefaultAckTimeout for an acknowledgement, as long again for the messages
+// in flight to settle, and up to its longest back-off before it sends the
+// message again. A test in sinks/nats keeps these in step.
+const (
 	publishMaxBackoff = 5 * time.Second
-	maxResendDelay    = 2*publishAckTimeout + publishMaxBackoff
+	maxResendDelay    = 2*DefaultAckTimeout + publishMaxBackoff
 	resendDelayParts  = "5s acknowledgement timeout, 5s for the messages in flight to settle, up to 5s of back-off"
 )
 

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/trackerd/trackerd/wire/token"
 )
 
 // DefaultSubjectTemplate is NAMING_CONVENTION's default "subject": one
@@ -411,7 +413,7 @@ func phaseTokens(t Template, phase, prefix string, user map[string]string) [][]s
 		case variableToken(p):
 			cur = nil
 		default:
-			add(escapeValue(user[p.Token]))
+			add(token.Escape(user[p.Token]))
 		}
 	}
 	return append(out, cur)
@@ -442,26 +444,4 @@ func phasesApart(a Template, pa string, b Template, pb, prefix string, user map[
 		}
 	}
 	return false
-}
-
-// escapeValue escapes a token value as tracker.Escape does (DESIGN.md
-// section 4): [A-Za-z0-9_-] stay, every other byte is =XX, and "" is "=".
-// config cannot import tracker; a test keeps the two equal.
-func escapeValue(s string) string {
-	if s == "" {
-		return "="
-	}
-	const hex = "0123456789ABCDEF"
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == '_' || c == '-' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' {
-			b.WriteByte(c)
-			continue
-		}
-		b.WriteByte('=')
-		b.WriteByte(hex[c>>4])
-		b.WriteByte(hex[c&15])
-	}
-	return b.String()
 }

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/trackerd/trackerd/internal/fastjson"
+	"github.com/trackerd/trackerd/internal/jsonw"
 )
 
 // Op is what a change did to its row.
@@ -390,56 +391,10 @@ func appendStrings(b []byte, ss []string) []byte {
 	return append(b, ']')
 }
 
-const hexDigits = "0123456789abcdef"
-
 // AppendJSONString appends s as a JSON string. Invalid UTF-8 is replaced by
-// U+FFFD, as encoding/json does; HTML characters are not escaped.
+// U+FFFD, as encoding/json does; HTML characters are not escaped. It is
+// [jsonw.EncodingJSON]'s policy, which every JSON trackerd writes outside
+// the CloudEvent envelope follows.
 func AppendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < 0x80 {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		// U+2028 and U+2029 are valid JSON but break JavaScript; escape them
-		// as encoding/json does.
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
+	return jsonw.AppendString(b, s, jsonw.EncodingJSON)
 }

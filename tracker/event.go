@@ -3,9 +3,9 @@ package tracker
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"strconv"
-	"strings"
+
+	"github.com/trackerd/trackerd/wire/token"
 )
 
 // Phase is the signal an event belongs to.
@@ -73,11 +73,11 @@ type SeqRange struct {
 // transaction's count of earlier retractions); and the phase.
 func EventID(bind, origin, txKey string, index int64, phase Phase) string {
 	b := make([]byte, 0, len(bind)+len(origin)+len(txKey)+len(phase)+24)
-	b = AppendEscaped(b, bind)
+	b = token.Append(b, bind)
 	b = append(b, '/')
-	b = AppendEscaped(b, origin)
+	b = token.Append(b, origin)
 	b = append(b, '/')
-	b = AppendEscaped(b, txKey)
+	b = token.Append(b, txKey)
 	b = append(b, '/')
 	b = strconv.AppendInt(b, index, 10)
 	b = append(b, '/')
@@ -97,85 +97,15 @@ func Origin(identity string) string {
 
 // Escape makes s a single NATS subject token by DESIGN.md's reversible rule:
 // [A-Za-z0-9_-] stay, every other byte becomes '=' and two upper-case hex
-// digits, and the empty string becomes "=".
-func Escape(s string) string {
-	if s == "" {
-		return "="
-	}
-	for i := 0; i < len(s); i++ {
-		if !tokenSafe(s[i]) {
-			return string(AppendEscaped(make([]byte, 0, len(s)+8), s))
-		}
-	}
-	return s
-}
+// digits, and the empty string becomes "=". It is [token.Escape], the one
+// implementation that subjects and checkpoint keys also use.
+func Escape(s string) string { return token.Escape(s) }
 
 // AppendEscaped appends Escape(s) to b.
-func AppendEscaped(b []byte, s string) []byte {
-	if s == "" {
-		return append(b, '=')
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if tokenSafe(c) {
-			b = append(b, c)
-			continue
-		}
-		b = append(b, '=', upperHex[c>>4], upperHex[c&0xF])
-	}
-	return b
-}
+func AppendEscaped(b []byte, s string) []byte { return token.Append(b, s) }
 
 // ErrBadEscape is returned by Unescape for a token Escape cannot produce.
-var ErrBadEscape = errors.New("not an escaped token")
+var ErrBadEscape = token.ErrBadEscape
 
 // Unescape reverses Escape.
-func Unescape(tok string) (string, error) {
-	if tok == "=" {
-		return "", nil
-	}
-	if !strings.Contains(tok, "=") {
-		for i := 0; i < len(tok); i++ {
-			if !tokenSafe(tok[i]) {
-				return "", ErrBadEscape
-			}
-		}
-		if tok == "" {
-			return "", ErrBadEscape
-		}
-		return tok, nil
-	}
-	b := make([]byte, 0, len(tok))
-	for i := 0; i < len(tok); i++ {
-		c := tok[i]
-		switch {
-		case tokenSafe(c):
-			b = append(b, c)
-		case c == '=' && i+2 < len(tok) && isUpperHex(tok[i+1]) && isUpperHex(tok[i+2]):
-			v := unhex(tok[i+1])<<4 | unhex(tok[i+2])
-			if tokenSafe(v) {
-				return "", ErrBadEscape // Escape never encodes a safe byte
-			}
-			b = append(b, v)
-			i += 2
-		default:
-			return "", ErrBadEscape
-		}
-	}
-	return string(b), nil
-}
-
-const upperHex = "0123456789ABCDEF"
-
-func tokenSafe(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
-}
-
-func isUpperHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'A' && c <= 'F' }
-
-func unhex(c byte) byte {
-	if c <= '9' {
-		return c - '0'
-	}
-	return c - 'A' + 10
-}
+func Unescape(tok string) (string, error) { return token.Unescape(tok) }

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/wire"
 )
 
 // benchEvent makes the event of one iteration: a small insert whose data
@@ -130,9 +131,9 @@ func BenchmarkJetStreamAsyncBaseline(b *testing.B) {
 	for b.Loop() {
 		ev := gen.next()
 		subj = s.subjects.Append(subj[:0], ev.Phase, ev.Change)
-		buf = EncodeEvent(buf[:0], ev)
+		buf = wire.EncodeEvent(buf[:0], ev)
 		m := &natsgo.Msg{Subject: string(subj), Data: append([]byte(nil), buf...),
-			Header: natsgo.Header{HeaderContentType: {ContentType}, HeaderMsgID: {ev.ID}}}
+			Header: natsgo.Header{wire.HeaderContentType: {wire.ContentType}, wire.HeaderMsgID: {ev.ID}}}
 		// Without a long stall wait, nats.go fails the publish after 200 ms
 		// at the pending limit (ErrTooManyStalledMsgs) instead of blocking.
 		f, err := js.PublishMsgAsync(m, jetstream.WithStallWait(time.Minute))

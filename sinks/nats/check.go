@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/wire/token"
 )
 
 // Check reports, for `trackerd check`, whether NATS is ready for a sink with
@@ -179,7 +180,7 @@ func bindCheckpoints(ctx context.Context, kv jetstream.KeyValue, bind string, no
 // listCheckpoints reads the checkpoints of bind in kv, each with the holder
 // of its live lease (one whose expiry is after now).
 func listCheckpoints(ctx context.Context, kv jetstream.KeyValue, bind string, now time.Time) ([]tracker.StoredCheckpoint, error) {
-	lister, err := kv.ListKeysFiltered(ctx, tracker.Escape(bind)+".>")
+	lister, err := kv.ListKeysFiltered(ctx, token.Escape(bind)+".>")
 	if err != nil {
 		return nil, err
 	}

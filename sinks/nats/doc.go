@@ -1,37 +1,30 @@
-// Package nats is trackerd's NATS sink: it turns [tracker.Event] values into
-// CloudEvents and publishes them on NATS JetStream (or, at most once, on core
-// NATS), one ordered lane per bind, feeding acknowledgements back to the
-// tracker so that it can advance the bind's checkpoint.
+// Package nats is trackerd's NATS sink: it publishes [tracker.Event] values
+// as CloudEvents on NATS JetStream (or, at most once, on core NATS), one
+// ordered lane per bind, feeding acknowledgements back to the tracker so
+// that it can advance the bind's checkpoint. What goes on the wire —
+// subjects, the CloudEvent envelope, headers — is package wire's, which
+// consumers (changefeed) import as well; this package decides how and when
+// it is sent.
 //
-// It owns, in one place, everything trackerd says on the wire:
+// It holds:
 //
-//   - subjects: [Subjects] renders NAMING_CONVENTION templates (DESIGN.md
-//     section 4), escaping every token value with [tracker.AppendEscaped],
-//     and builds subscription patterns for consumers ([Subjects.Filter]);
-//   - events: [EncodeEvent] writes the structured-mode CloudEvent JSON
-//     (byte for byte what the event encoder of
-//     github.com/cloudevents/sdk-go/v2 writes, without its cost), carried
-//     with the NATS headers
-//     Content-Type: application/cloudevents+json and Nats-Msg-Id: <event id>,
-//     and no ce-* header, so that sdk-go's core-NATS and JetStream receivers
-//     both read it in structured mode;
-//   - publishing: [Sink] and its lanes publish asynchronously with a bounded
-//     window of unacknowledged messages per bind (MaxInflight messages,
-//     MaxInflightBytes bytes), retry failed publishes with the same
-//     Nats-Msg-Id forever (JetStream's duplicate window drops what was
-//     already stored), and apply the oversize policy. On streams that allow
-//     fast batch publishing (nats-server 2.14+) a lane sends its events as
-//     gap-fail batches, so that no failure stores a later event of a bind
-//     before an earlier one; on others, the events a failure lets through
-//     ahead of an earlier one are counted (Stats.Reordered), logged, and
-//     every message carries the [HeaderOrder] header by which changefeed
-//     restores the order;
+//   - publishing: [Sink] and its lanes (lane.go) publish asynchronously
+//     with a bounded window per bind (MaxInflight messages, MaxInflightBytes
+//     bytes), retry failed publishes with the same Nats-Msg-Id forever
+//     (JetStream's duplicate window drops what was already stored), and
+//     apply the oversize policy. On streams that allow fast batch
+//     publishing (nats-server 2.14+) a lane sends its events as gap-fail
+//     batches (batch.go), so that no failure stores a later event of a
+//     bind before an earlier one; on others, the events a failure lets
+//     through ahead of an earlier one are counted (Stats.Reordered),
+//     logged, and every message carries the wire.HeaderOrder header by
+//     which changefeed restores the order;
 //   - the stream: [New] creates the JetStream stream when it is missing
 //     (with allow_batched on servers that have it) and refuses one that does
 //     not cover the subject prefix; a stream deleted while trackerd runs is
 //     created again with a warning naming what was lost;
 //   - checkpoints: [KVStore] keeps tracker checkpoints in a NATS KV bucket with
-//     compare-and-set writes;
+//     compare-and-set writes, and bind leases beside them;
 //   - the connection: [Connect] dials a NATS server that may not be up yet.
 //     The embedded server, for when NATS_URL is not set, is the subpackage
 //     natsserver, so that consumers of this package do not link nats-server.

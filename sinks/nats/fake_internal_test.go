@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	natsgo "github.com/nats-io/nats.go"
+	"github.com/trackerd/trackerd/wire"
 )
 
 // action is what the fake server does with one publish.
@@ -95,7 +96,7 @@ func (f *fakeServer) publishMsg(m *natsgo.Msg) error {
 	for k, v := range m.Header {
 		cp.Header[k] = append([]string(nil), v...)
 	}
-	id := cp.Header.Get(HeaderMsgID)
+	id := cp.Header.Get(wire.HeaderMsgID)
 	f.mu.Lock()
 	if int64(msgSize(cp)) > f.maxPay {
 		f.mu.Unlock()

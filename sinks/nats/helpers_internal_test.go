@@ -18,6 +18,7 @@ import (
 
 	"github.com/trackerd/trackerd/sinks/nats/natsserver"
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/wire"
 )
 
 // envNATS names the variable that points integration tests at a running
@@ -250,7 +251,7 @@ func readStreamIDs(nc *natsgo.Conn, stream string) ([]string, error) {
 		}
 		got := 0
 		for m := range batch.Messages() {
-			ids = append(ids, m.Headers().Get(HeaderMsgID))
+			ids = append(ids, m.Headers().Get(wire.HeaderMsgID))
 			got++
 		}
 		if err := batch.Error(); err != nil {

@@ -16,8 +16,10 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	natsgo "github.com/nats-io/nats.go"
 
+	"github.com/trackerd/trackerd/internal/wiretest"
 	"github.com/trackerd/trackerd/sinks/nats/natsserver"
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/wire"
 )
 
 // received collects the events an sdk-go client receives.
@@ -93,14 +95,14 @@ func TestIntegrationSDKInterop(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cases := eventCases()
+			cases := wiretest.Events()
 			want := map[string][]byte{}
 			for i, tc := range cases {
-				ev := *tc.ev
+				ev := *tc.Ev
 				ev.LaneSeq = uint64(i + 1)
-				want[strings.TrimSpace(valid(ev.ID))] = EncodeEvent(nil, &ev)
+				want[strings.TrimSpace(strings.ToValidUTF8(ev.ID, "\uFFFD"))] = wire.EncodeEvent(nil, &ev)
 				if err := lane.Publish(t.Context(), &ev); err != nil {
-					t.Fatalf("%s: %v", tc.name, err)
+					t.Fatalf("%s: %v", tc.Name, err)
 				}
 			}
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -126,8 +128,8 @@ func TestIntegrationSDKInterop(t *testing.T) {
 					if !bytes.Equal(b, w) {
 						t.Errorf("%s: event %s reads back as\n%s\nwant\n%s", name, e.ID(), b, w)
 					}
-					if e.Type() == TypePrefix+string(tracker.PhaseRollback) {
-						var d RollbackData
+					if e.Type() == wire.TypePrefix+string(tracker.PhaseRollback) {
+						var d wire.RollbackData
 						if err := json.Unmarshal(e.Data(), &d); err != nil || d.Op != "rollback" {
 							t.Errorf("%s: rollback data %s: %v", name, e.Data(), err)
 						}
@@ -195,7 +197,7 @@ func TestIntegrationCoreMode(t *testing.T) {
 				if err != nil {
 					t.Fatalf("message %d: %v", i+1, err)
 				}
-				if got := m.Header.Get(HeaderMsgID); got != id {
+				if got := m.Header.Get(wire.HeaderMsgID); got != id {
 					t.Fatalf("message %d is %s, want %s", i+1, got, id)
 				}
 				if m.Reply != "" {

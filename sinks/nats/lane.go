@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/wire"
 )
 
 // How a lane publishes (JetStream mode).
@@ -128,16 +129,9 @@ const (
 // acknowledgement interval the server asks for (and MaxInflight).
 const batchOutstanding = 16
 
-// HeaderOrder is the header by which changefeed restores a bind's order
-// where the stream may hold it out of order (streams without
-// allow_batched): "<run>.<laneseq>.<phaseseq>", run a token of the lane's
-// run (a new one at each start), laneseq the event's place in the bind's
-// stream of events of this run (1, 2, 3...), phaseseq its place among the
-// run's events of its phase.
-const HeaderOrder = "Trackerd-Order"
-
-// orderHeaderLen is the most HeaderOrder adds to a message.
-const orderHeaderLen = len(HeaderOrder+": ") + 16 + 1 + 20 + 1 + 20 + len("\r\n")
+// orderHeaderLen is the most wire.HeaderOrder adds to a message: a run
+// token of at most 16 bytes and two counts.
+const orderHeaderLen = len(wire.HeaderOrder+": ") + 16 + 1 + 20 + 1 + 20 + len("\r\n")
 
 type lane struct {
 	s      *Sink
@@ -150,7 +144,7 @@ type lane struct {
 	window uint64
 	inbox  string // reply prefix, ending in "."
 	unsub  func() error
-	run    string // this run's token in HeaderOrder
+	run    string // this run's token in wire.HeaderOrder
 
 	// Publish's own state, guarded by pubMu (the tracker calls Publish from
 	// one goroutine; the mutex makes misuse safe, not fast).
@@ -251,7 +245,7 @@ func (s *Sink) openLane(bind string, acked func(uint64)) (*lane, error) {
 		wakePub:    make(chan struct{}, 1),
 		wakeAck:    make(chan struct{}, 1),
 		stop:       make(chan struct{}),
-		hdr:        natsgo.Header{HeaderContentType: {ContentType}, HeaderMsgID: {""}},
+		hdr:        natsgo.Header{wire.HeaderContentType: {wire.ContentType}, wire.HeaderMsgID: {""}},
 	}
 	if !l.core {
 		l.batched = s.batched.Load()
@@ -391,17 +385,17 @@ func validMsgID(id string) bool {
 // the server counts them: "NATS/1.0\r\n", one "Key: value\r\n" line per
 // header, and a blank line.
 func headerLen(id string) int {
-	return len("NATS/1.0\r\n") + len(HeaderContentType+": "+ContentType+"\r\n") +
-		len(HeaderMsgID+": \r\n") + len(id) + len("\r\n")
+	return len("NATS/1.0\r\n") + len(wire.HeaderContentType+": "+wire.ContentType+"\r\n") +
+		len(wire.HeaderMsgID+": \r\n") + len(id) + len("\r\n")
 }
 
 // maxHeaderLen is the most headers a message with this id carries: with
-// HeaderOrder, sent on streams without batch publishing.
+// wire.HeaderOrder, sent on streams without batch publishing.
 func maxHeaderLen(id string) int { return headerLen(id) + orderHeaderLen }
 
 // encode appends ev's message to b, applying the oversize policy.
 func (l *lane) encode(b []byte, ev *tracker.Event) ([]byte, error) {
-	b = appendEvent(b, ev, eventData(ev))
+	b = wire.AppendEvent(b, ev, wire.EventData(ev))
 	limit := l.s.limit()
 	size := len(b) + maxHeaderLen(ev.ID)
 	if limit <= 0 || size <= limit {
@@ -644,12 +638,12 @@ func (l *lane) restoreStream() error {
 // subject ("" for the per-message one). l.mu is held: a slot's bytes may
 // not change while they are sent.
 func (l *lane) send(sl *slot, reply string) error {
-	l.hdr[HeaderMsgID][0] = sl.id
+	l.hdr[wire.HeaderMsgID][0] = sl.id
 	l.msg = natsgo.Msg{Subject: sl.subject, Data: sl.data, Header: l.hdr}
 	switch {
 	case l.core:
 	case reply != "":
-		delete(l.hdr, HeaderOrder)
+		delete(l.hdr, wire.HeaderOrder)
 		l.msg.Reply = reply
 	default:
 		l.replyBuf = append(l.replyBuf[:0], l.inbox...)
@@ -657,12 +651,8 @@ func (l *lane) send(sl *slot, reply string) error {
 		l.replyBuf = append(l.replyBuf, '.')
 		l.replyBuf = strconv.AppendUint(l.replyBuf, uint64(l.gen), 10)
 		l.msg.Reply = string(l.replyBuf)
-		l.orderBuf = append(l.orderBuf[:0], l.run...)
-		l.orderBuf = append(l.orderBuf, '.')
-		l.orderBuf = strconv.AppendUint(l.orderBuf, sl.seq, 10)
-		l.orderBuf = append(l.orderBuf, '.')
-		l.orderBuf = strconv.AppendUint(l.orderBuf, sl.phaseSeq, 10)
-		l.hdr[HeaderOrder] = []string{string(l.orderBuf)}
+		l.orderBuf = wire.AppendOrder(l.orderBuf[:0], l.run, sl.seq, sl.phaseSeq)
+		l.hdr[wire.HeaderOrder] = []string{string(l.orderBuf)}
 	}
 	return l.t.publishMsg(&l.msg)
 }

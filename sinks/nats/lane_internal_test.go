@@ -16,6 +16,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/wire"
 )
 
 // laneRig is a lane on a fake server, with a watermark checker.
@@ -201,8 +202,8 @@ func TestLaneDelivers(t *testing.T) {
 				}
 				if mode == oneByOne {
 					for _, m := range r.f.published() {
-						if !strings.HasPrefix(m.Header.Get(HeaderOrder), r.lane.(*lane).run+".") {
-							t.Fatalf("message %s without the %s header of the run", m.Header.Get(HeaderMsgID), HeaderOrder)
+						if !strings.HasPrefix(m.Header.Get(wire.HeaderOrder), r.lane.(*lane).run+".") {
+							t.Fatalf("message %s without the %s header of the run", m.Header.Get(wire.HeaderMsgID), wire.HeaderOrder)
 						}
 					}
 				}
@@ -369,7 +370,7 @@ func TestLaneBackPressure(t *testing.T) {
 	// Only window distinct messages were ever sent, however often.
 	distinct := map[string]bool{}
 	for _, m := range r.f.published() {
-		distinct[m.Header.Get(HeaderMsgID)] = true
+		distinct[m.Header.Get(wire.HeaderMsgID)] = true
 	}
 	if len(distinct) != window {
 		t.Errorf("%d distinct messages sent, want %d", len(distinct), window)
@@ -492,6 +493,43 @@ func TestLaneRefusesBadEvents(t *testing.T) {
 	}
 	if err := r.lane.Publish(t.Context(), good()); err != nil {
 		t.Fatalf("Publish of a good event after refusals: %v", err)
+	}
+}
+
+// TestLaneHeader: a lane sends the headers of wire's golden files, and
+// headerLen counts them as nats.go does.
+func TestLaneHeader(t *testing.T) {
+	tr := newFakeServer()
+	s, err := newSink(tr, nil, Options{Mode: Core})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.OpenLane(t.Context(), "default", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := (&eventSeq{bind: "default", txSize: 3}).next()
+	if err := l.Publish(t.Context(), ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	msgs := tr.published()
+	if len(msgs) != 1 {
+		t.Fatalf("published %d messages, want 1", len(msgs))
+	}
+	h := msgs[0].Header
+	if len(h) != 2 || h.Get(wire.HeaderContentType) != wire.ContentType || h.Get(wire.HeaderMsgID) != ev.ID {
+		t.Errorf("headers = %v, want only %s: %s and %s: %s", h, wire.HeaderContentType, wire.ContentType, wire.HeaderMsgID, ev.ID)
+	}
+	for k := range h {
+		if strings.HasPrefix(strings.ToLower(k), "ce-") {
+			t.Errorf("header %s: no ce-* header may be sent (sdk-go would read binary mode)", k)
+		}
+	}
+	if got := len(msgs[0].Data) + headerLen(ev.ID); got != msgSize(msgs[0]) {
+		t.Errorf("headerLen: size %d, nats.go counts %d", got, msgSize(msgs[0]))
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/wire"
 )
 
 // Issue 9, F10: one failed publish must not let a later event of the same
@@ -448,7 +449,7 @@ func readByGet(t *testing.T, js jetstream.JetStream, name string) []string {
 			if err != nil {
 				return err
 			}
-			ids = append(ids, m.Header.Get(HeaderMsgID))
+			ids = append(ids, m.Header.Get(wire.HeaderMsgID))
 			return nil
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/wire"
 )
 
 // truncate re-encodes ev into b with the largest columns of its row images
@@ -64,7 +65,7 @@ func (l *lane) truncate(b []byte, ev *tracker.Event, size, limit int) (out []byt
 			continue
 		}
 		l.dataBuf = c.AppendJSON(l.dataBuf[:0])
-		out = appendEvent(b, &e, l.dataBuf)
+		out = wire.AppendEvent(b, &e, l.dataBuf)
 		if size = len(out) + hdr; size <= limit {
 			return out, cols, true
 		}

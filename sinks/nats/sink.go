@@ -12,7 +12,9 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/trackerd/trackerd/config"
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/wire"
 )
 
 // Mode is how events are published: PUBLISH_MODE.
@@ -41,15 +43,14 @@ const (
 	OversizeFail = "fail"
 )
 
-// Defaults of Options.
+// Defaults of Options, which are config's (see [config.DefaultStreamName]).
 const (
-	DefaultPrefix          = "trackerd"
-	DefaultStreamName      = "TRACKERD"
-	DefaultDuplicateWindow = 10 * time.Minute
-	DefaultMaxInflight     = 8192
-	// DefaultMaxInflightBytes is MAX_INFLIGHT_BYTES' default, 64 MiB.
-	DefaultMaxInflightBytes = 64 << 20
-	DefaultAckTimeout       = 5 * time.Second
+	DefaultPrefix           = config.DefaultSubjectPrefix
+	DefaultStreamName       = config.DefaultStreamName
+	DefaultDuplicateWindow  = config.DefaultDuplicateWindow
+	DefaultMaxInflight      = config.DefaultMaxInflight
+	DefaultMaxInflightBytes = config.DefaultMaxInflightBytes // 64 MiB
+	DefaultAckTimeout       = config.DefaultAckTimeout
 )
 
 // ErrTooLarge is wrapped by Publish's error for an event that is larger
@@ -141,7 +142,7 @@ type Sink struct {
 	t        transport
 	js       jetstream.JetStream // nil in core mode and in unit tests
 	o        Options
-	subjects *Subjects
+	subjects *wire.Subjects
 	log      *slog.Logger
 
 	// ready is set once the stream is known good (JetStream) or the
@@ -296,7 +297,7 @@ func newSink(t transport, js jetstream.JetStream, o Options) (*Sink, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	subjects, err := NewSubjects(o.Prefix, o.NamingConvention)
+	subjects, err := wire.NewSubjects(o.Prefix, o.NamingConvention)
 	if err != nil {
 		return nil, err
 	}
@@ -342,7 +343,7 @@ func validStreamName(s string) bool {
 }
 
 // Subjects returns the sink's subject renderer.
-func (s *Sink) Subjects() *Subjects { return s.subjects }
+func (s *Sink) Subjects() *wire.Subjects { return s.subjects }
 
 // Ready reports whether the sink can publish now: connected, and (in
 // JetStream mode) its stream checked. For /readyz.

@@ -1,4 +1,4 @@
-package nats_test
+package wire_test
 
 import (
 	"encoding/json"
@@ -7,8 +7,9 @@ import (
 	"testing"
 	"unicode"
 
-	natssink "github.com/trackerd/trackerd/sinks/nats"
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/wire"
+	"github.com/trackerd/trackerd/wire/token"
 )
 
 func change(bind, schema, table string, op tracker.Op, key ...string) *tracker.Change {
@@ -60,7 +61,7 @@ func TestSubjects(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := natssink.NewSubjects(tc.prefix, tc.conv)
+			s, err := wire.NewSubjects(tc.prefix, tc.conv)
 			if err != nil {
 				t.Fatalf("NewSubjects: %v", err)
 			}
@@ -74,7 +75,7 @@ func TestSubjects(t *testing.T) {
 // TestKeyTokensApart: different keys of one table never render the same
 // key token (fault review F12: "_" joined values, and "" and null, did).
 func TestKeyTokensApart(t *testing.T) {
-	s, err := natssink.NewSubjects("t", map[string]string{"subject": "%(prefix)s.%(key_0_N)s"})
+	s, err := wire.NewSubjects("t", map[string]string{"subject": "%(prefix)s.%(key_0_N)s"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +117,7 @@ func TestSubjectsErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := natssink.NewSubjects(tc.prefix, tc.conv)
+			_, err := wire.NewSubjects(tc.prefix, tc.conv)
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("NewSubjects: err = %v, want it to contain %q", err, tc.wantErr)
 			}
@@ -128,34 +129,34 @@ func TestSubjectsErrors(t *testing.T) {
 }
 
 func TestSubjectsFilter(t *testing.T) {
-	def, err := natssink.NewSubjects("trackerd", nil)
+	def, err := wire.NewSubjects("trackerd", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	glued, err := natssink.NewSubjects("t", map[string]string{"subject": "%(prefix)s.%(signal)s.%(schema)s_%(table)s.%(key_0)s"})
+	glued, err := wire.NewSubjects("t", map[string]string{"subject": "%(prefix)s.%(signal)s.%(schema)s_%(table)s.%(key_0)s"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	perPhase, err := natssink.NewSubjects("t", map[string]string{"rollback": "%(prefix)s.rb.%(bind)s"})
+	perPhase, err := wire.NewSubjects("t", map[string]string{"rollback": "%(prefix)s.rb.%(bind)s"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
 		name    string
-		s       *natssink.Subjects
-		f       natssink.Filter
+		s       *wire.Subjects
+		f       wire.Filter
 		want    string
 		wantErr string
 	}{
 		{name: "ok - everything", s: def, want: "trackerd.*.*.*.*.*"},
-		{name: "ok - one table, escaped", s: def, f: natssink.Filter{Phase: "after_commit", Bind: "shop eu", Schema: "public", Table: "order.items"},
+		{name: "ok - one table, escaped", s: def, f: wire.Filter{Phase: "after_commit", Bind: "shop eu", Schema: "public", Table: "order.items"},
 			want: "trackerd.after_commit.shop=20eu.public.order=2Eitems.*"},
-		{name: "ok - star is any", s: def, f: natssink.Filter{Phase: "*", Bind: "b", Op: "delete"}, want: "trackerd.*.b.*.*.delete"},
-		{name: "ok - wildcard in a glued token", s: glued, f: natssink.Filter{Phase: "before_commit", Schema: "s"}, want: "t.before_commit.*.*"},
-		{name: "ok - glued token, both given", s: glued, f: natssink.Filter{Phase: "before_commit", Schema: "s", Table: "x"}, want: "t.before_commit.s_x.*"},
-		{name: "ok - per-phase, one phase", s: perPhase, f: natssink.Filter{Phase: "rollback", Bind: "b"}, want: "t.rb.b"},
-		{name: "error - per-phase, any phase", s: perPhase, f: natssink.Filter{Bind: "b"}, wantErr: "one phase at a time"},
-		{name: "error - bad phase", s: def, f: natssink.Filter{Phase: "during"}, wantErr: `filter phase "during"`},
+		{name: "ok - star is any", s: def, f: wire.Filter{Phase: "*", Bind: "b", Op: "delete"}, want: "trackerd.*.b.*.*.delete"},
+		{name: "ok - wildcard in a glued token", s: glued, f: wire.Filter{Phase: "before_commit", Schema: "s"}, want: "t.before_commit.*.*"},
+		{name: "ok - glued token, both given", s: glued, f: wire.Filter{Phase: "before_commit", Schema: "s", Table: "x"}, want: "t.before_commit.s_x.*"},
+		{name: "ok - per-phase, one phase", s: perPhase, f: wire.Filter{Phase: "rollback", Bind: "b"}, want: "t.rb.b"},
+		{name: "error - per-phase, any phase", s: perPhase, f: wire.Filter{Bind: "b"}, wantErr: "one phase at a time"},
+		{name: "error - bad phase", s: def, f: wire.Filter{Phase: "during"}, wantErr: `filter phase "during"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -183,7 +184,7 @@ func FuzzSubjectEscape(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		tok := tracker.Escape(s)
+		tok := token.Escape(s)
 		if tok == "" {
 			t.Fatalf("Escape(%q) is empty", s)
 		}
@@ -192,12 +193,12 @@ func FuzzSubjectEscape(f *testing.F) {
 				t.Fatalf("Escape(%q) = %q holds %q", s, tok, r)
 			}
 		}
-		back, err := tracker.Unescape(tok)
+		back, err := token.Unescape(tok)
 		if err != nil || back != s {
 			t.Fatalf("Unescape(Escape(%q)) = %q, %v", s, back, err)
 		}
 		// Rendered into a subject, it is exactly one token.
-		subjects, err := natssink.NewSubjects("p", nil)
+		subjects, err := wire.NewSubjects("p", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -215,7 +216,7 @@ func FuzzKeyTokenInjective(f *testing.F) {
 	f.Add("", "", "", "", 1, 0)
 	f.Add("x", "", "x", "", 2, 1)
 	f.Fuzz(func(t *testing.T, a0, a1, b0, b1 string, na, nb int) {
-		s, err := natssink.NewSubjects("t", map[string]string{"subject": "%(prefix)s.%(key_0_N)s"})
+		s, err := wire.NewSubjects("t", map[string]string{"subject": "%(prefix)s.%(key_0_N)s"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -244,7 +245,7 @@ func FuzzKeyTokenInjective(f *testing.F) {
 }
 
 func BenchmarkSubject(b *testing.B) {
-	s, err := natssink.NewSubjects("trackerd", nil)
+	s, err := wire.NewSubjects("trackerd", nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package nats
+package wire
 
 import (
 	"encoding/json"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/trackerd/trackerd/config"
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/wire/token"
 )
 
 // The NAMING_CONVENTION keys that hold templates; every other key is a
@@ -24,7 +25,7 @@ const (
 const opRollback = "rollback"
 
 // Subjects renders the NATS subject of every event from NAMING_CONVENTION
-// templates (DESIGN.md section 4), and subscription patterns from them.
+// templates, and subscription patterns from them.
 //
 // The template of a phase is NAMING_CONVENTION's key of that phase's name
 // ("before_commit", "after_commit", "rollback") if set, else its "subject"
@@ -52,7 +53,7 @@ const opRollback = "rollback"
 //     "" ("=") and null ("~");
 //   - user tokens are their configured text.
 //
-// Every value but the prefix is escaped with [tracker.AppendEscaped], so a
+// Every value but the prefix is escaped with [token.Escape], so a
 // value is always exactly one subject token and two different tables never
 // share a subject. A Subjects is immutable and safe for concurrent use.
 type Subjects struct {
@@ -187,7 +188,7 @@ func compileTemplate(src, prefix string, user map[string]string, userNames []str
 			if !ok {
 				return nil, fmt.Errorf("unknown token %%(%s)s", p.Token)
 			}
-			addLit(tracker.Escape(v))
+			addLit(token.Escape(v))
 		}
 	}
 	return parts, nil
@@ -204,18 +205,55 @@ func checkLiteralSubject(s string) error {
 		if tok == "" {
 			return errors.New("empty subject token: no leading, trailing or doubled '.'")
 		}
-		for _, r := range tok {
+		if r, bad := badRune(tok); bad {
 			switch {
 			case r == utf8.RuneError:
 				return errors.New("not valid UTF-8")
 			case r == '*' || r == '>':
 				return fmt.Errorf("%q is a NATS wildcard", r)
-			case unicode.IsSpace(r) || unicode.IsControl(r):
-				return fmt.Errorf("%q: white space and control characters are not allowed", r)
 			}
+			return fmt.Errorf("%q: white space and control characters are not allowed", r)
 		}
 	}
 	return nil
+}
+
+// CheckPattern reports why p is not a NATS subscription subject: an empty
+// token, '>' before the last token, a wildcard that is not a whole token,
+// white space, a control character or invalid UTF-8.
+func CheckPattern(p string) error {
+	toks := strings.Split(p, ".")
+	for i, tok := range toks {
+		switch {
+		case tok == "":
+			return errors.New("empty token: no leading, trailing or doubled '.'")
+		case tok == ">" && i != len(toks)-1:
+			return errors.New("'>' must be the last token")
+		case tok == "*" || tok == ">":
+			continue
+		}
+		if r, bad := badRune(tok); bad {
+			switch {
+			case r == utf8.RuneError:
+				return errors.New("not valid UTF-8")
+			case r == '*' || r == '>':
+				return fmt.Errorf("a wildcard %q must be a whole token", r)
+			}
+			return errors.New("white space and control characters are not allowed")
+		}
+	}
+	return nil
+}
+
+// badRune returns the first rune of tok that a literal subject token may
+// not hold: invalid UTF-8, a wildcard, white space or a control character.
+func badRune(tok string) (rune, bool) {
+	for _, r := range tok {
+		if r == utf8.RuneError || r == '*' || r == '>' || unicode.IsSpace(r) || unicode.IsControl(r) {
+			return r, true
+		}
+	}
+	return 0, false
 }
 
 // Prefix returns SUBJECT_PREFIX; every subject begins with it and a dot.
@@ -228,18 +266,18 @@ func (s *Subjects) Append(b []byte, phase tracker.Phase, c *tracker.Change) []by
 		case kindLiteral:
 			b = append(b, p.lit...)
 		case kindSignal:
-			b = tracker.AppendEscaped(b, string(phase))
+			b = token.Append(b, string(phase))
 		case kindBind:
-			b = tracker.AppendEscaped(b, c.Bind)
+			b = token.Append(b, c.Bind)
 		case kindSchema:
-			b = tracker.AppendEscaped(b, c.Schema)
+			b = token.Append(b, c.Schema)
 		case kindTable:
-			b = tracker.AppendEscaped(b, c.Table)
+			b = token.Append(b, c.Table)
 		case kindOp:
 			if phase == tracker.PhaseRollback {
 				b = append(b, opRollback...)
 			} else {
-				b = tracker.AppendEscaped(b, string(c.Op))
+				b = token.Append(b, string(c.Op))
 			}
 		case kindKey:
 			b = appendKeyToken(b, c.Key, p.key, p.key+1)
@@ -280,9 +318,9 @@ func appendKeyValue(b []byte, v json.RawMessage) []byte {
 		} else if err := json.Unmarshal(v, &s); err != nil {
 			s = string(v)
 		}
-		return tracker.AppendEscaped(b, s)
+		return token.Append(b, s)
 	}
-	return tracker.AppendEscaped(b, string(v))
+	return token.Append(b, string(v))
 }
 
 // Filter selects events for a subscription. A field that is empty or "*"
@@ -347,7 +385,7 @@ func (s *Subjects) pattern(parts []part, f Filter) string {
 		if isAny(v) {
 			wild = true
 		} else {
-			tok = tracker.AppendEscaped(tok, v)
+			tok = token.Append(tok, v)
 		}
 	}
 	for _, p := range parts {

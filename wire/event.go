@@ -1,4 +1,4 @@
-package nats
+package wire
 
 import (
 	"encoding/json"
@@ -8,10 +8,11 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/trackerd/trackerd/internal/jsonw"
 	"github.com/trackerd/trackerd/tracker"
 )
 
-// The CloudEvent constants of DESIGN.md section 4.
+// The CloudEvent constants (see the package documentation).
 const (
 	// ContentType is the Content-Type header of every message: a structured
 	// CloudEvent in JSON.
@@ -129,14 +130,15 @@ func rollbackData(ev *tracker.Event) []byte {
 	b, err := json.Marshal(&d)
 	if err != nil {
 		// Only strings and ints: Marshal cannot fail.
-		panic("nats: encode rollback data: " + err.Error())
+		panic("wire: encode rollback data: " + err.Error())
 	}
 	return b
 }
 
-// eventData returns the data of ev: ev.Data when the tracker has encoded it,
-// else the change's JSON (or, for a rollback, its RollbackData).
-func eventData(ev *tracker.Event) []byte {
+// EventData returns the data of ev: ev.Data when the tracker has encoded it,
+// else the change's JSON ([tracker.Change.AppendJSON]), or for a rollback
+// event its [RollbackData].
+func EventData(ev *tracker.Event) []byte {
 	if ev.Data != nil {
 		return ev.Data
 	}
@@ -146,8 +148,7 @@ func eventData(ev *tracker.Event) []byte {
 	return ev.Change.AppendJSON(nil)
 }
 
-// EncodeEvent appends the structured-mode CloudEvent JSON of ev to b (see
-// DESIGN.md section 4):
+// EncodeEvent appends the structured-mode CloudEvent JSON of ev to b:
 //
 //	{"specversion":"1.0","id":"<ev.ID>","source":"/trackerd/<bind>/<origin>",
 //	 "type":"trackerd.<phase>","subject":"<schema>.<table>",
@@ -172,11 +173,12 @@ func eventData(ev *tracker.Event) []byte {
 // is ev.Data if set, else the change's JSON ([tracker.Change.AppendJSON]),
 // or for a rollback event its [RollbackData].
 func EncodeEvent(b []byte, ev *tracker.Event) []byte {
-	return appendEvent(b, ev, eventData(ev))
+	return AppendEvent(b, ev, EventData(ev))
 }
 
-// appendEvent is EncodeEvent with the data given.
-func appendEvent(b []byte, ev *tracker.Event, data []byte) []byte {
+// AppendEvent is EncodeEvent with the data given: a sink that re-encodes
+// the data (to leave column values out) writes the envelope around it.
+func AppendEvent(b []byte, ev *tracker.Event, data []byte) []byte {
 	c := ev.Change
 	b = append(b, `{"specversion":"1.0","id":`...)
 	b = appendCEString(b, strings.TrimSpace(ev.ID))
@@ -260,42 +262,11 @@ func asciiSpace(c byte) bool {
 }
 
 // appendCEString appends s as a JSON string the way sdk-go's JSON writer
-// (json-iterator's ConfigFastest) does: only '"', '\\' and control bytes
-// are escaped, \n \r \t by their short forms and the others as \u00xx; all
-// other bytes, U+2028 and U+2029 included, are copied. Invalid UTF-8 is
-// replaced by U+FFFD first.
+// does ([jsonw.CloudEvents]).
 func appendCEString(b []byte, s string) []byte {
-	b = append(b, '"')
-	b = appendCEStringBody(b, s)
-	return append(b, '"')
+	return jsonw.AppendString(b, s, jsonw.CloudEvents)
 }
 
-const lowerHex = "0123456789abcdef"
-
 func appendCEStringBody(b []byte, s string) []byte {
-	if !utf8.ValidString(s) {
-		s = strings.ToValidUTF8(s, "\uFFFD")
-	}
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		b = append(b, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', lowerHex[c>>4], lowerHex[c&0xF])
-		}
-		start = i + 1
-	}
-	return append(b, s[start:]...)
+	return jsonw.AppendStringBody(b, s, jsonw.CloudEvents)
 }

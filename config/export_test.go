@@ -1,4 +1,0 @@
-package config
-
-// EscapeValue exposes escapeValue to the external tests.
-var EscapeValue = escapeValue
