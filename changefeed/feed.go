@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/trackerd/trackerd/config"
+	"github.com/trackerd/trackerd/internal/backoff"
 	"github.com/trackerd/trackerd/wire"
 )
 
@@ -265,7 +266,9 @@ func MaxAckPending(n int) ConsumeOption {
 }
 
 // RetryBackoff sets the back-off between a failing handler's attempts:
-// doubling from min to max, default 100ms to 5s. Every subscription.
+// doubling from min to max, default 100ms to 5s, each wait drawn between
+// half of that and all of it (jitter, so that many consumers do not retry
+// in step). Every subscription.
 func RetryBackoff(min, max time.Duration) ConsumeOption {
 	return func(o *consumeOptions) error {
 		if min <= 0 || max < min {
@@ -382,7 +385,7 @@ const (
 )
 
 func buildConsumeOptions(kind int, opts []ConsumeOption) (consumeOptions, error) {
-	o := consumeOptions{retryMin: 100 * time.Millisecond, retryMax: 5 * time.Second}
+	o := consumeOptions{retryMin: backoff.Publish.Min, retryMax: backoff.Publish.Max}
 	for _, opt := range opts {
 		if opt == nil {
 			continue
@@ -457,24 +460,12 @@ func (o *consumeOptions) deliverPolicy(def startKind) (jetstream.DeliverPolicy, 
 	return jetstream.DeliverAllPolicy, 0, nil
 }
 
-// sleepCtx sleeps for d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // retry calls try until it returns nil or an error wrapping ErrSkip, or
 // ctx ends (then it returns ctx's error), backing off between attempts and
 // calling wait (if not nil) before each pause: JetStream subscriptions
 // tell the server their messages are still in progress there.
 func retry(ctx context.Context, o *consumeOptions, log *slog.Logger, what []any, try func() error, wait func()) error {
-	d := o.retryMin
+	bo := backoff.Policy{Min: o.retryMin, Max: o.retryMax}.New()
 	for attempt := 1; ; attempt++ {
 		err := try()
 		if err == nil || errors.Is(err, ErrSkip) {
@@ -483,13 +474,13 @@ func retry(ctx context.Context, o *consumeOptions, log *slog.Logger, what []any,
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		d := bo.Next()
 		log.Warn("changefeed handler failed: retrying", append(what, slog.Any("err", err), slog.Int("attempt", attempt), slog.Duration("wait", d))...)
 		if wait != nil {
 			wait()
 		}
-		if err := sleepCtx(ctx, d); err != nil {
+		if err := backoff.Sleep(ctx, d); err != nil {
 			return err
 		}
-		d = min(2*d, o.retryMax)
 	}
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/trackerd/trackerd/internal/backoff"
 )
 
 // Subscription is a running subscription of a [Feed]. It stops when the
@@ -275,7 +277,7 @@ const fetchWait = time.Second
 func (f *Feed) pull(ctx context.Context, cons jetstream.Consumer, maxBatch int, ackWait, tick time.Duration, fn func(jetstream.Msg), idle func()) error {
 	ticker := time.NewTicker(tick)
 	defer ticker.Stop()
-	wait := 100 * time.Millisecond
+	bo := backoff.Publish.New()
 	var avg time.Duration // moving average of fn's duration
 	for ctx.Err() == nil {
 		batch := maxBatch
@@ -305,7 +307,7 @@ func (f *Feed) pull(ctx context.Context, cons jetstream.Consumer, maxBatch int, 
 		}
 		switch {
 		case err == nil || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages):
-			wait = 100 * time.Millisecond
+			bo.Reset()
 			continue
 		case errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, jetstream.ErrConnectionClosed):
 			return ErrClosed
@@ -314,9 +316,9 @@ func (f *Feed) pull(ctx context.Context, cons jetstream.Consumer, maxBatch int, 
 			return err
 		}
 		// Disconnected, or the server does not answer: try again.
+		wait := bo.Next()
 		f.log.Debug("changefeed: pulling from the stream", slog.Any("err", err), slog.Duration("wait", wait))
-		_ = sleepCtx(ctx, wait)
-		wait = min(2*wait, 5*time.Second)
+		_ = backoff.Sleep(ctx, wait)
 	}
 	return nil
 }
@@ -466,7 +468,7 @@ func (f *Feed) Follow(ctx context.Context, flt Filter, h Handler, opts ...Consum
 				}
 				lastErr = err
 				f.log.Debug("changefeed: reading the stream", slog.Any("err", err))
-				_ = sleepCtx(ctx, 50*time.Millisecond)
+				_ = backoff.Sleep(ctx, 50*time.Millisecond)
 				continue
 			}
 			if ctx.Err() != nil {

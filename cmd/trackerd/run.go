@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/trackerd/trackerd/binds"
 	"github.com/trackerd/trackerd/config"
+	"github.com/trackerd/trackerd/internal/backoff"
 	natssink "github.com/trackerd/trackerd/sinks/nats"
 	"github.com/trackerd/trackerd/sinks/nats/natsserver"
 	"github.com/trackerd/trackerd/sources/mysql"
@@ -319,21 +319,19 @@ func sinkOptions(cfg *config.Config, log *slog.Logger) natssink.Options {
 }
 
 // retryUntil calls fn until it succeeds, a configuration error comes back,
-// or ctx ends, backing off from 250 ms to 10 s and logging msg.
+// or ctx ends, backing off (backoff.Reconnect: 100 ms to 10 s, jittered)
+// and logging msg.
 func retryUntil(ctx context.Context, log *slog.Logger, msg string, fn func() error) error {
-	wait := 250 * time.Millisecond
+	bo := backoff.Reconnect.New()
 	for attempt := 1; ; attempt++ {
 		err := fn()
 		if err == nil || isConfigError(err) {
 			return err
 		}
 		log.Warn(msg, slog.Any("err", err), slog.Int("attempt", attempt))
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: %w (last: %v)", msg, ctx.Err(), err)
-		case <-time.After(wait/2 + rand.N(wait/2+1)):
+		if werr := bo.Wait(ctx); werr != nil {
+			return fmt.Errorf("%s: %w (last: %v)", msg, werr, err)
 		}
-		wait = min(2*wait, 10*time.Second)
 	}
 }
 

@@ -24,10 +24,13 @@ type Policy struct {
 // The ranges trackerd uses.
 var (
 	// Reconnect is for a dropped database connection or replication
-	// stream, and for a NATS connection.
+	// stream, and for trackerd waiting for NATS at start.
 	Reconnect = Policy{Min: 100 * time.Millisecond, Max: 10 * time.Second}
-	// Publish is for a failed publish round or an unavailable checkpoint
-	// store: short, since NATS usually returns within seconds.
+	// Publish is for NATS once connected: a failed publish round, the
+	// connection's reconnects, an unavailable stream or checkpoint store,
+	// a consumer's failed pull. Short, since NATS usually returns within
+	// seconds; its Max is part of the re-send horizon that
+	// config.MinDuplicateWindow covers.
 	Publish = Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	// Receiver is for an in-process receiver that returned an error: it
 	// holds the bind, and may need a person to fix what it depends on.

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"strings"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
 
+	"github.com/trackerd/trackerd/internal/backoff"
 	"github.com/trackerd/trackerd/tracker"
 )
 
@@ -138,7 +138,7 @@ func (o ConnectOptions) options(log *slog.Logger, secrets []string) ([]natsgo.Op
 	opts := []natsgo.Option{
 		natsgo.Name(name),
 		natsgo.MaxReconnects(-1),
-		natsgo.CustomReconnectDelay(reconnectDelay),
+		natsgo.CustomReconnectDelay(reconnectDelay()),
 		// No buffering of publishes while reconnecting: they fail, and the
 		// lanes send them again in order once the connection is back. A
 		// buffer would deliver them ahead of those lost with the old
@@ -201,9 +201,16 @@ func (o ConnectOptions) options(log *slog.Logger, secrets []string) ([]natsgo.Op
 	return opts, nil
 }
 
-// reconnectDelay backs off from 100 ms to 5 s, with jitter.
-func reconnectDelay(attempts int) time.Duration {
-	d := minBackoff << min(max(attempts-1, 0), 6)
-	d = min(d, maxBackoff)
-	return d/2 + rand.N(d/2+1)
+// reconnectDelay returns the connection's wait between two passes over
+// its servers: backoff.Publish's range, 100 ms to 5 s, with jitter. nats.go
+// calls it from the connection's reconnecting goroutine only, with attempts
+// 1, 2, 3... in each outage, so attempt 1 starts the range again.
+func reconnectDelay() natsgo.ReconnectDelayHandler {
+	bo := backoff.Publish.New()
+	return func(attempts int) time.Duration {
+		if attempts <= 1 {
+			bo.Reset()
+		}
+		return bo.Next()
+	}
 }

@@ -14,6 +14,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/trackerd/trackerd/internal/backoff"
 	"github.com/trackerd/trackerd/tracker"
 )
 
@@ -134,10 +135,8 @@ func transient(err error) bool {
 // retry runs op until it succeeds, fails for good, or ctx ends; each
 // attempt is bounded by kvAttempt.
 func (s *KVStore) retry(ctx context.Context, what string, op func(ctx context.Context, kv jetstream.KeyValue) error) error {
-	var (
-		bo     backoff
-		warned time.Time
-	)
+	bo := backoff.Publish.New()
+	var warned time.Time
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, kvAttempt)
 		kv, err := s.bind(actx)
@@ -156,7 +155,7 @@ func (s *KVStore) retry(ctx context.Context, what string, op func(ctx context.Co
 			level, warned = slog.LevelWarn, time.Now()
 		}
 		s.log.Log(ctx, level, "checkpoint store unavailable: retrying", slog.String("op", what), slog.Int("attempt", attempt), slog.Any("err", err))
-		if err := sleepCtx(ctx, bo.next()); err != nil {
+		if err := bo.Wait(ctx); err != nil {
 			return err
 		}
 	}

@@ -418,8 +418,8 @@ func TestLaneBackPressureBytes(t *testing.T) {
 			}
 			r.publish(20)
 			r.finish(true)
-			if l := r.lane.(*lane); l.held > 3*per+int64(maxRetainedBuf) {
-				t.Errorf("%d bytes of buffers kept, over the limit of %d", l.held, 3*per)
+			if l := r.lane.(*lane); l.w.held > 3*per+int64(maxRetainedBuf) {
+				t.Errorf("%d bytes of buffers kept, over the limit of %d", l.w.held, 3*per)
 			}
 		})
 	}

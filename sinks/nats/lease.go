@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/trackerd/trackerd/internal/backoff"
 	"github.com/trackerd/trackerd/tracker"
 )
 
@@ -101,7 +102,7 @@ func (s *KVStore) Lease(ctx context.Context, key, owner string) (tracker.Lease, 
 			if time.Now().After(waitUntil) {
 				return nil, fmt.Errorf("%w: the bind is held by %s (pid %d): another trackerd is running it", tracker.ErrFenced, held.Owner, held.PID)
 			}
-			if err := sleepCtx(ctx, time.Second); err != nil {
+			if err := backoff.Sleep(ctx, time.Second); err != nil {
 				return nil, err
 			}
 			continue

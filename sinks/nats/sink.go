@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/trackerd/trackerd/config"
+	"github.com/trackerd/trackerd/internal/backoff"
 	"github.com/trackerd/trackerd/tracker"
 	"github.com/trackerd/trackerd/wire"
 )
@@ -304,16 +305,39 @@ func newSink(t transport, js jetstream.JetStream, o Options) (*Sink, error) {
 	return &Sink{t: t, js: js, o: o, subjects: subjects, log: o.Logger, lanes: map[*lane]struct{}{}}, nil
 }
 
-func (s *Sink) addLane(l *lane) {
+// openLane opens bind's lane, passing it what it needs of the sink.
+func (s *Sink) openLane(bind string, acked func(uint64)) (*lane, error) {
+	l, err := newLane(laneConfig{
+		bind: bind, acked: acked, log: s.log.With(slog.String("bind", bind)),
+		t: s.t, sink: s, subjects: s.subjects, c: s.bindCounters(bind), o: s.o,
+	})
+	if err != nil {
+		return nil, err
+	}
 	s.lanesMu.Lock()
 	s.lanes[l] = struct{}{}
 	s.lanesMu.Unlock()
+	return l, nil
 }
 
-func (s *Sink) removeLane(l *lane) {
+// The sink is its lanes' laneSink.
+var _ laneSink = (*Sink)(nil)
+
+func (s *Sink) laneClosed(l *lane) {
 	s.lanesMu.Lock()
 	delete(s.lanes, l)
 	s.lanesMu.Unlock()
+}
+
+func (s *Sink) streamBatches() bool { return s.batched.Load() }
+
+func (s *Sink) batchesRefused() { s.batched.Store(false) }
+
+// recheckStream makes the sink check its stream again (a lane found none
+// answering): until it is found or created, the sink is not ready.
+func (s *Sink) recheckStream(ctx context.Context) error {
+	s.ready.Store(false)
+	return s.checkReady(ctx)
 }
 
 // streamRecreated tells every lane that the stream was created again.
@@ -423,7 +447,7 @@ func (s *Sink) awaitReady(ctx context.Context, log *slog.Logger) error {
 	if s.ready.Load() {
 		return nil
 	}
-	bo := backoff{}
+	bo := backoff.Publish.New()
 	var warned time.Time
 	for attempt := 1; ; attempt++ {
 		err := s.checkReady(ctx)
@@ -441,7 +465,7 @@ func (s *Sink) awaitReady(ctx context.Context, log *slog.Logger) error {
 			level, warned = slog.LevelWarn, time.Now()
 		}
 		log.Log(ctx, level, "waiting for NATS before publishing", slog.Any("err", err), slog.Int("attempt", attempt))
-		if err := sleepCtx(ctx, bo.next()); err != nil {
+		if err := bo.Wait(ctx); err != nil {
 			return err
 		}
 	}
@@ -471,35 +495,4 @@ func (s *Sink) OpenLane(ctx context.Context, bind string, acked func(n uint64)) 
 		return nil, err
 	}
 	return l, nil
-}
-
-// backoff is an exponential back-off from 100 ms to 5 s.
-type backoff struct{ d time.Duration }
-
-const (
-	minBackoff = 100 * time.Millisecond
-	maxBackoff = 5 * time.Second
-)
-
-func (b *backoff) next() time.Duration {
-	if b.d == 0 {
-		b.d = minBackoff
-	} else {
-		b.d = min(2*b.d, maxBackoff)
-	}
-	return b.d
-}
-
-func (b *backoff) reset() { b.d = 0 }
-
-// sleepCtx sleeps for d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
