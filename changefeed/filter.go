@@ -10,8 +10,9 @@ import (
 
 // Filter selects events. A field that is empty (or "*") matches anything;
 // any other value matches exactly. Names are given as they are in the
-// database, unescaped: the feed applies DESIGN.md's subject escaping
-// ("my.table" is the subject token my=2Etable) and the NAMING_CONVENTION.
+// database, unescaped: the feed applies the subject escaping (package
+// wire/token: "my.table" is the subject token my=2Etable) and the
+// NAMING_CONVENTION.
 //
 // The feed subscribes to the narrowest subject pattern the naming
 // convention allows ([Feed.Subject]) and then checks every decoded event

@@ -43,10 +43,10 @@
 // # Subject templates
 //
 // NAMING_CONVENTION's templates use SQLAlchemy's %(name)s syntax.
-// ParseTemplate checks them and exposes their parts, so the NATS sink can
-// render subjects without parsing again; the renderer escapes token values,
-// never the template's literal text. Load and Validate also refuse templates
-// that let two tables, ops, binds or phases share a subject (DESIGN.md
-// section 4): the tokens each template needs, a separator between tokens,
-// no '=' in literal text, and phases apart.
+// ParseTemplate checks them and exposes their parts, so that package wire
+// can render subjects without parsing again; the renderer escapes token
+// values, never the template's literal text. Load and Validate also refuse
+// templates that let two tables, ops, binds or phases share a subject (the
+// README's "Subjects and events"): the tokens each template needs, a
+// separator between tokens, no '=' in literal text, and phases apart.
 package config

@@ -12,7 +12,7 @@ import (
 )
 
 // DefaultSubjectTemplate is NAMING_CONVENTION's default "subject": one
-// subject per row change and phase (DESIGN.md section 4).
+// subject per row change and phase (the README's "Subjects and events").
 const DefaultSubjectTemplate = "%(prefix)s.%(signal)s.%(bind)s.%(schema)s.%(table)s.%(op)s"
 
 // The built-in subject template tokens.
@@ -41,8 +41,8 @@ func BuiltinTokens() []string {
 // A renderer walks Parts: a literal Part is copied into the subject as it
 // is and never escaped (ParseTemplate has checked that it holds no white
 // space, '*' or '>' and makes no empty subject token); a token Part is
-// replaced by its value escaped with the subject escaping rule of
-// DESIGN.md section 4, which never yields '.', white space, '*', '>' or an
+// replaced by its value escaped with the subject escaping rule (package
+// wire/token), which never yields '.', white space, '*', '>' or an
 // empty string. So every rendered subject is a valid literal NATS subject
 // with as many tokens as the template promises.
 //
@@ -286,7 +286,8 @@ type subjectNeeds struct {
 }
 
 // checkSubjectTemplate reports why t could give two events that differ in
-// their bind, schema, table or op the same subject (DESIGN.md section 4):
+// their bind, schema, table or op the same subject (the README's
+// "Subjects and events"):
 // a literal '=' (which reads as an escape), a required token missing
 // (schema, table and op in a template of change events; bind with several
 // binds), or two tokens in one subject token with nothing between them that

@@ -215,7 +215,8 @@ func (v *validator) namingConvention() {
 }
 
 // distinctSubjects refuses templates that let two events share a subject
-// (DESIGN.md section 4: no two tables, and no two ops, share one): each
+// (the README's "Subjects and events": no two tables, and no two ops,
+// share one): each
 // template a published phase uses must hold what checkSubjectTemplate
 // asks, and two published phases must never render the same subject.
 func (v *validator) distinctSubjects(userNames []string) {

@@ -35,9 +35,9 @@ func (o Op) Valid() bool {
 }
 
 // Row is one image of a row: its column names in table order, and each
-// value as JSON text (DESIGN.md section 4: numbers that fit stay numbers,
-// exact decimals and 64-bit integers as strings, timestamps RFC 3339, bytes
-// base64, JSON columns embedded).
+// value as JSON text (the README's "Subjects and events": numbers that fit
+// stay numbers, exact decimals and 64-bit integers as strings, timestamps
+// RFC 3339, bytes base64, JSON columns embedded).
 //
 // A nil entry in Values means the database did not send that column (see
 // [Change.Unchanged]); JSON null is the four bytes "null". Names may be

@@ -66,11 +66,12 @@ type SeqRange struct {
 	To   int `json:"to"`
 }
 
-// EventID builds the deterministic event id of DESIGN.md section 4,
-// <bind>/<origin>/<txkey>/<index>/<phase>, each part escaped as a subject
-// token is: the bind key; the origin (see [Origin]); the transaction's key;
-// the change's place in its source transaction (for a rollback event, the
-// transaction's count of earlier retractions); and the phase.
+// EventID builds the deterministic event id (the README's "Subjects and
+// events"), <bind>/<origin>/<txkey>/<index>/<phase>, each part escaped as
+// a subject token is: the bind key; the origin (see [Origin]); the
+// transaction's key; the change's place in its source transaction (for a
+// rollback event, the transaction's count of earlier retractions); and the
+// phase.
 func EventID(bind, origin, txKey string, index int64, phase Phase) string {
 	b := make([]byte, 0, len(bind)+len(origin)+len(txKey)+len(phase)+24)
 	b = token.Append(b, bind)
@@ -95,7 +96,7 @@ func Origin(identity string) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// Escape makes s a single NATS subject token by DESIGN.md's reversible rule:
+// Escape makes s a single NATS subject token by trackerd's reversible rule:
 // [A-Za-z0-9_-] stay, every other byte becomes '=' and two upper-case hex
 // digits, and the empty string becomes "=". It is [token.Escape], the one
 // implementation that subjects and checkpoint keys also use.

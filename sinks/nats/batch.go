@@ -11,8 +11,10 @@ import (
 )
 
 // JetStream's fast batch publishing (ADR-50, nats-server 2.14 and later,
-// on streams with allow_batched), as a lane uses it. Each message names its
-// batch, its place in the batch and an operation in its reply subject:
+// on streams with allow_batched), as a lane uses it: this file writes and
+// reads its messages; the window (window.go) keeps the open batch's state.
+// Each message names its batch, its place in the batch and an operation in
+// its reply subject:
 //
 //	<inbox><batch id>.<flow>.fail.<batch seq>.<op>.$FI
 //

@@ -8,11 +8,12 @@
 //
 // It holds:
 //
-//   - publishing: [Sink] and its lanes (lane.go) publish asynchronously
-//     with a bounded window per bind (MaxInflight messages, MaxInflightBytes
-//     bytes), retry failed publishes with the same Nats-Msg-Id forever
-//     (JetStream's duplicate window drops what was already stored), and
-//     apply the oversize policy. On streams that allow fast batch
+//   - publishing: [Sink] and its lanes (lane.go; the state of their
+//     window of unacknowledged messages is window.go's) publish
+//     asynchronously with a bounded window per bind (MaxInflight
+//     messages, MaxInflightBytes bytes), retry failed publishes with the
+//     same Nats-Msg-Id forever (JetStream's duplicate window drops what
+//     was already stored), and apply the oversize policy. On streams that allow fast batch
 //     publishing (nats-server 2.14+) a lane sends its events as gap-fail
 //     batches (batch.go), so that no failure stores a later event of a
 //     bind before an earlier one; on others, the events a failure lets

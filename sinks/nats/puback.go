@@ -128,4 +128,3 @@ func pubAckSeq(b []byte) (uint64, bool) {
 	}
 	return n, true
 }
-
