@@ -124,6 +124,8 @@ type laneConfig struct {
 	o        Options   // with the defaults applied (newSink)
 }
 
+// lane is one bind's ordered publisher ([tracker.Lane]), as the comment
+// at the top of this file describes.
 type lane struct {
 	bind     string
 	acked    func(uint64)
@@ -151,8 +153,8 @@ type lane struct {
 	subjBuf   []byte
 	dataBuf   []byte
 	phaseSeqs [3]uint64 // events published per phase (before_commit, after_commit, rollback)
-	// subjects interns rendered subjects: a table's changes share a few,
-	// so a publish need not allocate one.
+	// interned holds rendered subjects: a table's changes share a few, so
+	// a publish need not allocate one.
 	interned map[string]string
 
 	// The sender's own state.

@@ -275,15 +275,16 @@ func TestWindowOneByOne(t *testing.T) {
 			}),
 		}},
 		{"timeout - no ack within AckTimeout fails the round", 8, 1 << 20, false, []op{
-			publish(2), sends(1, 2), later(testAckTimeout / 2), waits(testAckTimeout / 2),
+			publish(3), sends(1, 2, 3), later(testAckTimeout / 2), waits(testAckTimeout / 2),
 			later(testAckTimeout / 2), waits(0), failedWith("no acknowledgement for event e1 within 1s"),
-			noted("first failure", func(n notes) bool { return !n.again && n.unacked == 2 }),
-			// Both were sent AckTimeout ago: the round has settled.
-			recovers(false, false), counted(Stats{Retried: 2, InFlight: 2}),
-			// The new round probes: its first message alone.
+			noted("first failure", func(n notes) bool { return !n.again && n.unacked == 3 }),
+			// All were sent AckTimeout ago: the round has settled.
+			recovers(false, false), counted(Stats{Retried: 3, InFlight: 3}),
+			// The new round probes: its first message alone, then the rest
+			// without waiting.
 			sends(1), waits(testAckTimeout), ack(1, 1),
 			noted("progress: wake the sender, resumed", func(n notes) bool { return n.wakeSend && n.stored && n.resumed }),
-			sends(2), ack(2, 2), watermark(2), noted("resumed once", func(n notes) bool { return !n.resumed }),
+			sends(2, 3), ack(2, 2), ack(3, 3), watermark(3), noted("resumed once", func(n notes) bool { return !n.resumed }),
 		}},
 		{"reorder - a refused message stored after later ones is counted", 8, 1 << 20, false, []op{
 			publish(3), sends(1, 2, 3), nak(1, 0), failedWith("event e1: refused"),
