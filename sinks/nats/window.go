@@ -473,7 +473,8 @@ func (w *window) advance(now time.Time) {
 	w.storedLastAt = now
 	if r.events > 0 {
 		w.c.reordered.Add(r.events)
-		w.note.reorder = &r
+		note := r // r itself stays on the stack: advance runs for every ack
+		w.note.reorder = &note
 	}
 	w.c.inFlight.Add(-int64(n))
 	if w.failing && w.failed == nil {
