@@ -1,16 +1,17 @@
 // Package jsonw writes JSON strings for trackerd's hand-written encoders
-// (the change's data, the CloudEvent envelope), under one of two policies
-// that differ where JSON leaves a choice: what to do with bytes that are
-// not UTF-8, and whether to escape U+2028 and U+2029.
+// (the change's data and row values, the CloudEvent envelope), under one of
+// three policies that differ where JSON leaves a choice: what to do with
+// bytes that are not UTF-8, and whether to escape U+2028 and U+2029.
 //
-// Both escape '"', '\\' and the control bytes below 0x20: \n, \r and \t by
+// All escape '"', '\\' and the control bytes below 0x20: \n, \r and \t by
 // their short forms, the others (\b and \f included) as \u00xx with
-// lower-case hex digits. Neither escapes <, > or &.
+// lower-case hex digits. None escapes <, > or &.
 package jsonw
 
 import (
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // Policy says how a string is written where JSON writers differ.
@@ -31,6 +32,11 @@ const (
 	// bytes and writes invalid JSON. All other bytes, U+2028 and U+2029
 	// included, are copied.
 	CloudEvents
+	// InvalidAsHex is EncodingJSON but for bytes that are not UTF-8: each
+	// is written as the four characters \xHH (upper-case hex digits; in
+	// JSON "\\xHH"), so that no byte is lost. MySQL text columns read with
+	// NATIVE_UNICODE false are written so.
+	InvalidAsHex
 )
 
 // AppendString appends s to b as a JSON string, quotes included.
@@ -68,7 +74,7 @@ func AppendStringBody(b []byte, s string, p Policy) []byte {
 		switch {
 		case r == utf8.RuneError && size == 1:
 			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
+			b = AppendInvalid(b, c, p)
 		case r == '\u2028' || r == '\u2029':
 			b = append(b, s[start:i]...)
 			b = append(b, '\\', 'u', '2', '0', '2', lowerHex[r&0xF])
@@ -82,7 +88,46 @@ func AppendStringBody(b []byte, s string, p Policy) []byte {
 	return append(b, s[start:]...)
 }
 
-const lowerHex = "0123456789abcdef"
+// AppendBytes is AppendString for text held in a byte slice, which it
+// does not keep.
+func AppendBytes(b, s []byte, p Policy) []byte {
+	return AppendString(b, unsafe.String(unsafe.SliceData(s), len(s)), p)
+}
+
+// AppendRune appends the valid rune r (U+FFFD included) to b as the
+// inside of a JSON string: escaped as the policy escapes it. For writers
+// that decode text rune by rune (a single-byte charset).
+func AppendRune(b []byte, r rune, p Policy) []byte {
+	switch {
+	case r < utf8.RuneSelf:
+		c := byte(r)
+		if c >= 0x20 && c != '"' && c != '\\' {
+			return append(b, c)
+		}
+		return appendEscapedByte(b, c)
+	case p != CloudEvents && (r == '\u2028' || r == '\u2029'):
+		return append(b, '\\', 'u', '2', '0', '2', lowerHex[r&0xF])
+	}
+	return utf8.AppendRune(b, r)
+}
+
+// AppendInvalid appends, inside a JSON string, what the policy writes for
+// a byte c of text that does not decode: \ufffd (EncodingJSON), U+FFFD
+// itself (CloudEvents) or \\xHH (InvalidAsHex).
+func AppendInvalid(b []byte, c byte, p Policy) []byte {
+	switch p {
+	case InvalidAsHex:
+		return append(b, '\\', '\\', 'x', upperHex[c>>4], upperHex[c&0xF])
+	case CloudEvents:
+		return append(b, "\uFFFD"...)
+	}
+	return append(b, `\ufffd`...)
+}
+
+const (
+	lowerHex = "0123456789abcdef"
+	upperHex = "0123456789ABCDEF"
+)
 
 // appendEscapedByte appends the escape of an ASCII byte that a JSON string
 // may not hold as it is.

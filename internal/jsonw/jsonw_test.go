@@ -8,7 +8,7 @@ import (
 )
 
 var samples = []string{
-	"", "plain", "quote\"back\\slash", "\x00\x01\x1f\x7f", "tab\t nl\n cr\r", "\b\f",
+	"", "plain", "\x80\x81\x82 runes", "\xff undefined", "quote\"back\\slash", "\x00\x01\x1f\x7f", "tab\t nl\n cr\r", "\b\f",
 	"é ü 日本", "\u2028\u2029", "bad \xff utf8", "\xff\xfe run", "trunc \xe6\x97", "<>&", "\U0001F600",
 }
 
@@ -42,9 +42,10 @@ func TestCloudEventsPolicy(t *testing.T) {
 	}
 }
 
-// FuzzAppendString checks both policies against the writers they replaced
-// (tracker.AppendJSONString and sinks/nats's appendCEString, kept below as
-// they were), and that the output is valid JSON for s.
+// FuzzAppendString checks the policies against the writers they replaced
+// (tracker.AppendJSONString, sinks/nats's appendCEString, sources/mysql's
+// appendJSONText and its rune writer, kept below as they were), and that
+// the output is valid JSON for s.
 func FuzzAppendString(f *testing.F) {
 	for _, s := range samples {
 		f.Add(s)
@@ -58,7 +59,33 @@ func FuzzAppendString(f *testing.F) {
 		if want := oldAppendCEString([]byte("x"), s); string(ce) != string(want) {
 			t.Fatalf("CloudEvents %q: %s, was %s", s, ce, want)
 		}
-		for _, out := range [][]byte{std[1:], ce[1:]} {
+		for _, esc := range []bool{false, true} {
+			p := EncodingJSON
+			if esc {
+				p = InvalidAsHex
+			}
+			if got, want := AppendBytes([]byte("x"), []byte(s), p), oldMySQLText([]byte("x"), []byte(s), esc); string(got) != string(want) {
+				t.Fatalf("policy %d %q: %s, was %s", p, s, got, want)
+			}
+			// Rune by rune, as a single-byte charset is written.
+			var got, want []byte
+			for i := 0; i < len(s); i++ {
+				r := rune(s[i])
+				if s[i] >= 0x80 {
+					r = rune(s[i]) - 0x80 + 0x2028 // 0x80 and 0x81: U+2028 and U+2029
+				}
+				if s[i] == 0xff {
+					got, want = AppendInvalid(got, s[i], p), oldMySQLInvalid(want, s[i], esc)
+					continue
+				}
+				got, want = AppendRune(got, r, p), oldMySQLRune(want, r)
+			}
+			if string(got) != string(want) {
+				t.Fatalf("policy %d runes of %q: %s, was %s", p, s, got, want)
+			}
+		}
+		hex := AppendString([]byte("x"), s, InvalidAsHex)
+		for _, out := range [][]byte{std[1:], ce[1:], hex[1:]} {
 			var back string
 			if err := json.Unmarshal(out, &back); err != nil {
 				t.Fatalf("%q -> %s: %v", s, out, err)
@@ -164,4 +191,75 @@ func oldAppendCEString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+func oldMySQLText(dst, b []byte, escapeInvalid bool) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(b); {
+		c := b[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, b[start:i]...)
+			dst = oldMySQLByte(dst, c)
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, b[start:i]...)
+			dst = oldMySQLInvalid(dst, c, escapeInvalid)
+			i++
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, b[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', lowerHex[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, b[start:]...)
+	return append(dst, '"')
+}
+
+func oldMySQLInvalid(dst []byte, c byte, escape bool) []byte {
+	if escape {
+		return append(dst, '\\', '\\', 'x', upperHex[c>>4], upperHex[c&0xF])
+	}
+	return append(dst, `\ufffd`...)
+}
+
+func oldMySQLByte(dst []byte, c byte) []byte {
+	if c >= 0x20 && c != '"' && c != '\\' {
+		return append(dst, c)
+	}
+	switch c {
+	case '"', '\\':
+		return append(dst, '\\', c)
+	case '\n':
+		return append(dst, '\\', 'n')
+	case '\r':
+		return append(dst, '\\', 'r')
+	case '\t':
+		return append(dst, '\\', 't')
+	}
+	return append(dst, '\\', 'u', '0', '0', lowerHex[c>>4], lowerHex[c&0xF])
+}
+
+func oldMySQLRune(dst []byte, r rune) []byte {
+	if r < utf8.RuneSelf {
+		return oldMySQLByte(dst, byte(r))
+	}
+	if r == '\u2028' || r == '\u2029' {
+		return append(dst, '\\', 'u', '2', '0', '2', lowerHex[r&0xF])
+	}
+	return utf8.AppendRune(dst, r)
 }

@@ -12,6 +12,8 @@ import (
 	"golang.org/x/text/encoding/traditionalchinese"
 	"golang.org/x/text/encoding/unicode"
 	"golang.org/x/text/encoding/unicode/utf32"
+
+	"github.com/trackerd/trackerd/internal/jsonw"
 )
 
 // textKind says how the bytes of a character column become a JSON string.
@@ -166,10 +168,11 @@ func latin1Rune(c byte) rune {
 }
 
 func appendSingleByte(dst, b []byte, cm *charmap.Charmap, escapeInvalid bool) []byte {
+	p := textPolicy(escapeInvalid)
 	dst = append(dst, '"')
 	for _, c := range b {
 		if c < utf8.RuneSelf {
-			dst = appendJSONByte(dst, c)
+			dst = jsonw.AppendRune(dst, rune(c), p)
 			continue
 		}
 		var r rune
@@ -179,88 +182,27 @@ func appendSingleByte(dst, b []byte, cm *charmap.Charmap, escapeInvalid bool) []
 			r = cm.DecodeByte(c)
 		}
 		if r == utf8.RuneError {
-			dst = appendInvalid(dst, c, escapeInvalid)
+			dst = jsonw.AppendInvalid(dst, c, p)
 			continue
 		}
-		dst = appendJSONRune(dst, r)
+		dst = jsonw.AppendRune(dst, r, p)
 	}
 	return append(dst, '"')
 }
 
-const hexUpper = "0123456789ABCDEF"
 const hexLower = "0123456789abcdef"
+
+// textPolicy is how text is written as JSON (see appendText): invalid
+// bytes as \ufffd, or as \xHH when escapeInvalid is set.
+func textPolicy(escapeInvalid bool) jsonw.Policy {
+	if escapeInvalid {
+		return jsonw.InvalidAsHex
+	}
+	return jsonw.EncodingJSON
+}
 
 // appendJSONText appends UTF-8 text b as a JSON string. Invalid bytes
 // become U+FFFD, or \xHH when escapeInvalid is set (see appendText).
 func appendJSONText(dst, b []byte, escapeInvalid bool) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(b); {
-		c := b[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, b[start:i]...)
-			dst = appendJSONByte(dst, c)
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRune(b[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, b[start:i]...)
-			dst = appendInvalid(dst, c, escapeInvalid)
-			i++
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, b[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexLower[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, b[start:]...)
-	return append(dst, '"')
-}
-
-func appendInvalid(dst []byte, c byte, escape bool) []byte {
-	if escape {
-		return append(dst, '\\', '\\', 'x', hexUpper[c>>4], hexUpper[c&0xF])
-	}
-	return append(dst, `\ufffd`...)
-}
-
-// appendJSONByte appends an ASCII byte inside a JSON string, escaped as
-// needed.
-func appendJSONByte(dst []byte, c byte) []byte {
-	if c >= 0x20 && c != '"' && c != '\\' {
-		return append(dst, c)
-	}
-	switch c {
-	case '"', '\\':
-		return append(dst, '\\', c)
-	case '\n':
-		return append(dst, '\\', 'n')
-	case '\r':
-		return append(dst, '\\', 'r')
-	case '\t':
-		return append(dst, '\\', 't')
-	}
-	return append(dst, '\\', 'u', '0', '0', hexLower[c>>4], hexLower[c&0xF])
-}
-
-func appendJSONRune(dst []byte, r rune) []byte {
-	if r < utf8.RuneSelf {
-		return appendJSONByte(dst, byte(r))
-	}
-	if r == '\u2028' || r == '\u2029' {
-		return append(dst, '\\', 'u', '2', '0', '2', hexLower[r&0xF])
-	}
-	return utf8.AppendRune(dst, r)
+	return jsonw.AppendBytes(dst, b, textPolicy(escapeInvalid))
 }
