@@ -172,11 +172,10 @@ type lane struct {
 	dead     chan struct{} // closed when fatal is set
 	lastWarn time.Time     // when a failed round was last logged as a warning
 
-	wakeSend chan struct{}
-	wakePub  chan struct{}
-	wakeAck  chan struct{}
-	closeMu  sync.Mutex
-	closed   bool
+	wakeSend  chan struct{}
+	wakePub   chan struct{}
+	wakeAck   chan struct{}
+	closeOnce sync.Once
 }
 
 // newLane opens a lane: it subscribes to its acknowledgements (JetStream)
@@ -665,13 +664,15 @@ func (l *lane) notifier() {
 
 // Close waits until every published event is stored or ctx ends, then stops
 // the lane. Publish fails with ErrLaneClosed from the moment Close is
-// called. See [tracker.Lane].
+// called; later calls return nil. See [tracker.Lane].
 func (l *lane) Close(ctx context.Context) error {
-	l.closeMu.Lock()
-	defer l.closeMu.Unlock()
-	if l.closed {
-		return nil
-	}
+	var err error
+	l.closeOnce.Do(func() { err = l.close(ctx) })
+	return err
+}
+
+// close is Close's first call.
+func (l *lane) close(ctx context.Context) error {
 	l.mu.Lock()
 	l.closing = true
 	drained := make(chan struct{})
@@ -703,7 +704,6 @@ func (l *lane) Close(ctx context.Context) error {
 
 	l.cancel()
 	l.wg.Wait()
-	l.closed = true
 	l.sink.laneClosed(l)
 	if l.unsub != nil {
 		if uerr := l.unsub(); uerr != nil && err == nil && !errors.Is(uerr, natsgo.ErrConnectionClosed) {
