@@ -545,6 +545,21 @@ func TestCoreLane(t *testing.T) {
 	}
 }
 
+// TestCoreLaneEcho: with ECHO, Publish logs the subject of the event it
+// queued; in core mode the sender may store and free that slot at once,
+// so the subject must not be read from the slot after queueing (run with
+// -race).
+func TestCoreLaneEcho(t *testing.T) {
+	logs := &logBuffer{}
+	r := newRig(t, Options{Mode: Core, Echo: true, Logger: logs.logger()})
+	r.publish(500)
+	eventually(t, 5*time.Second, "acked 500", func() bool { return r.ackedN() == 500 })
+	r.finish(true)
+	if !logs.contains("published") {
+		t.Fatal("ECHO logged nothing")
+	}
+}
+
 func TestOversize(t *testing.T) {
 	big := func(n int) json.RawMessage { return json.RawMessage(`"` + strings.Repeat("x", n) + `"`) }
 	change := func() *tracker.Change {
