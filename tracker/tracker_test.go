@@ -18,7 +18,7 @@ import (
 	"github.com/trackerd/trackerd/tracker/trackertest"
 )
 
-func testConfig(t *testing.T) *config.Config {
+func testConfig(t testing.TB) *config.Config {
 	t.Helper()
 	cfg := config.Default()
 	cfg.DatabaseURI = "postgresql://app@db.example/shop"
