@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -375,4 +376,14 @@ func (c *Config) Warnings() []string {
 // joined, each a *FieldError.
 func (c *Config) Validate() error {
 	return errors.Join(c.validate()...)
+}
+
+// CheckpointPath returns the checkpoint file: CHECKPOINT_FILE, or
+// CheckpointFileName in DATA_DIR when it is unset (as Load fills it in; a
+// Config built in code may leave it empty).
+func (c *Config) CheckpointPath() string {
+	if c.CheckpointFile != "" {
+		return c.CheckpointFile
+	}
+	return filepath.Join(c.DataDir, CheckpointFileName)
 }

@@ -316,7 +316,7 @@ func specs() []keySpec {
 			false, public, func(c *Config) *string { return &c.CheckpointBucket }),
 		durationKey("CHECKPOINT_INTERVAL", "200ms", "How often acknowledged progress is written.",
 			func(c *Config) *time.Duration { return &c.CheckpointInterval }),
-		stringKey("CHECKPOINT_FILE", "path", "DATA_DIR/checkpoints.json",
+		stringKey("CHECKPOINT_FILE", "path", "DATA_DIR/"+CheckpointFileName,
 			"The checkpoint file used without NATS (library use).",
 			false, public, func(c *Config) *string { return &c.CheckpointFile }),
 		stringKey("DATA_DIR", "path", "$XDG_DATA_HOME/trackerd, else ~/.local/share/trackerd",

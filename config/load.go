@@ -35,6 +35,19 @@ type Options struct {
 	ReadFile func(string) ([]byte, error)
 }
 
+// The defaults of the tracker's keys, defined here once: Default uses
+// them, and the tracker applies them to a Config built in code that
+// leaves the keys zero.
+const (
+	// DefaultCheckpointInterval is CHECKPOINT_INTERVAL's default.
+	DefaultCheckpointInterval = 200 * time.Millisecond
+	// DefaultSpillThreshold is SPILL_THRESHOLD's default, 16 MiB.
+	DefaultSpillThreshold int64 = 16 << 20
+	// CheckpointFileName is the checkpoint file's name in DATA_DIR, where
+	// CHECKPOINT_FILE is by default (see Config.CheckpointPath).
+	CheckpointFileName = "checkpoints.json"
+)
+
 // Default returns the defaults of every key. DataDir, NATSStoreDir and
 // CheckpointFile are left empty: they depend on the environment, and Load
 // fills them in (see DefaultDataDir).
@@ -54,9 +67,9 @@ func Default() Config {
 		StreamMaxMsgs:      -1,
 		StreamReplicas:     1,
 		CheckpointBucket:   "trackerd_checkpoints",
-		CheckpointInterval: 200 * time.Millisecond,
+		CheckpointInterval: DefaultCheckpointInterval,
 		EmbeddedNATSAddr:   "127.0.0.1:4223",
-		SpillThreshold:     16 << 20,
+		SpillThreshold:     DefaultSpillThreshold,
 		HTTPAddr:           "127.0.0.1:9187",
 		LogFormat:          "text",
 		LogLevel:           "info",
@@ -363,7 +376,7 @@ func finish(st *state, lookupEnv func(string) (string, bool)) {
 			c.NATSStoreDir = filepath.Join(c.DataDir, "nats")
 		}
 		if c.CheckpointFile == "" {
-			c.CheckpointFile = filepath.Join(c.DataDir, "checkpoints.json")
+			c.CheckpointFile = c.CheckpointPath()
 		}
 	}
 	if c.NamingConvention == nil {

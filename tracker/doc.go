@@ -22,4 +22,27 @@
 // transactions) do before_commit events precede the commit, and a rollback
 // is then published as a retraction. A before_commit receiver cannot veto
 // the database's commit.
+//
+// # Inside: one bind
+//
+// Each tracked bind runs as a pipeline (pipeline.go), which opens the
+// bind's source, takes its lease and loads or writes the checkpoint it
+// starts from, then runs three parts and stops them in a written order
+// (stop reading, drain the lane, stop the checkpoint writer, save the final
+// checkpoint, stop the source):
+//
+//   - the assembler (assembler.go) turns the source's records into events
+//     and receiver calls: pure state, owned by the source's goroutine, no
+//     locks; it numbers and stamps changes, holds open transactions in
+//     buffers that spill to disk (txbuf.go, codec.go), publishes to the
+//     sink's lane and marks each position it passes with the lane sequence
+//     of the event before it;
+//   - the checkpointer (checkpointer.go) keeps those marks, the lane's
+//     acknowledgement watermark and the checkpoint delay, and saves the
+//     newest fully acknowledged position under the bind's lease (one
+//     mutex, never held across I/O), then confirms it to the source;
+//   - the bind's state and figures for operators: state.go (what the
+//     source and the sink report), meter.go (events/s, commit-to-ack
+//     latency), lag.go (Lag.Behind), debug.go (RECORD_QUERIES' ring),
+//     echo.go (ECHO).
 package tracker

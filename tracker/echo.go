@@ -6,10 +6,10 @@ import (
 	"log/slog"
 )
 
-// echo logs a change for ECHO, once, with the bind, sequence and
+// echoChange logs a change for ECHO, once, with the bind, sequence and
 // transaction the tracker gave it; its row images are JSON objects (a
 // JSON log handler embeds them as they are, a text handler quotes them).
-func (p *pipeline) echo(ctx context.Context, c *Change) {
+func (a *assembler) echoChange(ctx context.Context, c *Change) {
 	attrs := []slog.Attr{
 		slog.String("op", string(c.Op)), slog.String("schema", c.Schema), slog.String("table", c.Table),
 		slog.String("txid", c.TxID), slog.String("txkey", c.TxKey), slog.Int("seq", c.Seq), slog.String("pos", c.Pos),
@@ -25,5 +25,5 @@ func (p *pipeline) echo(ctx context.Context, c *Change) {
 	if len(c.Unchanged) > 0 {
 		attrs = append(attrs, slog.Any("unchanged", c.Unchanged))
 	}
-	p.log.LogAttrs(ctx, slog.LevelInfo, "change", attrs...)
+	a.log.LogAttrs(ctx, slog.LevelInfo, "change", attrs...)
 }

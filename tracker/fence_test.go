@@ -316,3 +316,61 @@ func TestNewBindsOriginIsFixedFirst(t *testing.T) {
 		t.Fatalf("two deployments of clones got one origin: %v", origins)
 	}
 }
+
+// holdSink is a recording sink whose lanes' Close waits for release, after
+// closing closing: the bind's teardown holds at its second step.
+type holdSink struct {
+	*trackertest.Sink
+	closing, release chan struct{}
+}
+
+type holdLane struct {
+	tracker.Lane
+	s *holdSink
+}
+
+func (s *holdSink) OpenLane(ctx context.Context, bind string, acked func(uint64)) (tracker.Lane, error) {
+	l, err := s.Sink.OpenLane(ctx, bind, acked)
+	return &holdLane{Lane: l, s: s}, err
+}
+
+func (l *holdLane) Close(ctx context.Context) error {
+	close(l.s.closing)
+	<-l.s.release
+	return l.Lane.Close(ctx)
+}
+
+// A bind that stops because its lease was lost reads nothing more: a record
+// its source hands over while the lane drains is neither published nor
+// given to a receiver. (It went on processing records until the source was
+// stopped, the last step, when the stop came from the lease or the
+// checkpoint writer rather than from Run's context.)
+func TestNothingIsReadOnceTheBindStops(t *testing.T) {
+	cfg := testConfig(t)
+	src := &chanSource{recs: make(chan tracker.Record)}
+	sink := &holdSink{Sink: &trackertest.Sink{}, closing: make(chan struct{}), release: make(chan struct{})}
+	store := &leaseStore{MemStore: trackertest.NewMemStore(), lease: newTestLease()}
+	tr, err := tracker.New(cfg, tracker.WithSource(binds.Postgres, func(context.Context, binds.Bind, tracker.SourceOptions) (tracker.Source, error) {
+		return src, nil
+	}), tracker.WithSink(sink), tracker.WithCheckpointStore(store))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	tr.BeforeCommit.Connect(func(context.Context, tracker.Change) error { calls.Add(1); return nil })
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(t.Context()) }()
+	src.recs <- begin("t1")
+	src.recs <- insert("t1", "orders", "1")
+	trackertest.Eventually(t, 5*time.Second, "the first change", func() bool { return calls.Load() == 1 })
+	store.lease.lose()
+	<-sink.closing // the teardown drains the lane: the bind no longer reads
+	src.recs <- insert("t1", "orders", "2")
+	close(sink.release)
+	if err := <-done; !errors.Is(err, tracker.ErrFenced) {
+		t.Fatalf("Run = %v, want ErrFenced", err)
+	}
+	if n, evs := calls.Load(), len(sink.Events()); n != 1 || evs != 1 {
+		t.Fatalf("after the bind stopped reading: %d receiver calls, %d events; want 1 and 1", n, evs)
+	}
+}

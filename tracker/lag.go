@@ -1,7 +1,6 @@
 package tracker
 
 import (
-	"sync"
 	"time"
 )
 
@@ -10,10 +9,9 @@ import (
 // Lag.Behind: the time since the oldest of them committed. It is the
 // same whatever the source; sources report only Lag.Bytes. Commits are
 // numbered in the order they are handed over; a confirmed position
-// confirms every commit handed over before it (see pendingPos.commits).
-// It is safe for concurrent use.
+// confirms every commit handed over before it (see mark.commits).
+// The checkpointer keeps it, under its mutex.
 type commitClock struct {
-	mu      sync.Mutex
 	n       uint64     // commits handed over so far
 	pending []commitAt // oldest first, not yet confirmed
 }
@@ -33,8 +31,6 @@ const maxCommitTimes = 1 << 16
 // the source does not know it: it is counted, not timed) and returns the
 // number of commits handed over so far.
 func (c *commitClock) commit(at time.Time) uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.n++
 	switch {
 	case at.IsZero():
@@ -47,17 +43,11 @@ func (c *commitClock) commit(at time.Time) uint64 {
 }
 
 // count returns the number of commits handed over so far.
-func (c *commitClock) count() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n
-}
+func (c *commitClock) count() uint64 { return c.n }
 
 // confirmed forgets the first n commits: a position after them was
 // confirmed to the source.
 func (c *commitClock) confirmed(n uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	i := 0
 	for i < len(c.pending) && c.pending[i].n <= n {
 		i++
@@ -70,8 +60,6 @@ func (c *commitClock) confirmed(n uint64) {
 // behind returns how long ago, at now, the oldest commit not yet
 // confirmed was; 0 when there is none.
 func (c *commitClock) behind(now time.Time) time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if len(c.pending) == 0 {
 		return 0
 	}

@@ -16,7 +16,7 @@ const meterSize = 64
 // meter turns a count that only grows (events published) into a rate over
 // the last RateWindow, from samples of it taken at least a second apart: a
 // ring of per-second counts. Sampling costs the hot path nothing: the count
-// is an atomic the pipeline keeps anyway, and the samples are taken by the
+// is an atomic the assembler keeps anyway, and the samples are taken by the
 // checkpointer's tick and by Stats.
 type meter struct {
 	mu      sync.Mutex
@@ -158,7 +158,7 @@ const maxLatencyPending = 1 << 16
 
 // ackLatency measures, per transaction, the time from its commit on the
 // database to the acknowledgement of its last after_commit event: the
-// pipeline tells it the LaneSeq of that event at the commit, the lane's
+// assembler tells it the LaneSeq of that event at the commit, the lane's
 // acknowledgement watermark tells when it is stored.
 type ackLatency struct {
 	mu      sync.Mutex

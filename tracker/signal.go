@@ -81,7 +81,7 @@ func (s *Signal) add(e signalEntry) func() {
 	defer s.mu.Unlock()
 	s.next++
 	e.id = s.next
-	// Copy on write: a running pipeline iterates its snapshot unlocked.
+	// Copy on write: a running assembler iterates its snapshot unlocked.
 	s.recvs = append(s.recvs[:len(s.recvs):len(s.recvs)], e)
 	var once sync.Once
 	return func() { once.Do(func() { s.remove(e.id) }) }

@@ -194,11 +194,7 @@ func New(cfg *config.Config, opts ...Option) (*Tracker, error) {
 		t.owner = host + ":" + dir
 	}
 	if t.store == nil {
-		path := cfg.CheckpointFile
-		if path == "" {
-			path = filepath.Join(cfg.DataDir, "checkpoints.json")
-		}
-		t.store = NewFileStore(path)
+		t.store = NewFileStore(cfg.CheckpointPath())
 	}
 	return t, nil
 }

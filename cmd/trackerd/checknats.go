@@ -91,14 +91,14 @@ func checkRunningEmbedded(ctx context.Context, cfg *config.Config, url string, c
 func checkpoints(ctx context.Context, cfg *config.Config, nc *nats.Conn, bindKeys []string) ([]tracker.CheckResult, holders) {
 	hs := holders{}
 	if cfg.PublishMode == string(natssink.Core) {
-		fs := tracker.NewFileStore(checkpointFile(cfg))
+		fs := tracker.NewFileStore(cfg.CheckpointPath())
 		for _, b := range bindKeys {
 			if cps, err := fs.ListCheckpoints(ctx, b); err == nil {
 				hs.add(b, cps)
 			}
 		}
 		return []tracker.CheckResult{{Name: "checkpoints", OK: true,
-			Detail: "PUBLISH_MODE=core: kept in " + checkpointFile(cfg)}}, hs
+			Detail: "PUBLISH_MODE=core: kept in " + cfg.CheckpointPath()}}, hs
 	}
 	if !nc.IsConnected() || len(bindKeys) == 0 {
 		return nil, hs

@@ -214,7 +214,7 @@ func startBus(ctx context.Context, cfg *config.Config, log *slog.Logger) (*bus, 
 			b.sink = s
 		}
 		if cfg.PublishMode == string(natssink.Core) {
-			b.store = tracker.NewFileStore(checkpointFile(cfg))
+			b.store = tracker.NewFileStore(cfg.CheckpointPath())
 			return nil
 		}
 		// Its retries are logged (every 30 s while NATS is away): a bind
@@ -231,13 +231,6 @@ func startBus(ctx context.Context, cfg *config.Config, log *slog.Logger) (*bus, 
 		return nil, err
 	}
 	return b, nil
-}
-
-func checkpointFile(cfg *config.Config) string {
-	if cfg.CheckpointFile != "" {
-		return cfg.CheckpointFile
-	}
-	return filepath.Join(cfg.DataDir, "checkpoints.json")
 }
 
 func (b *bus) close(log *slog.Logger) {

@@ -61,7 +61,7 @@ func (s *cmdStore) list(ctx context.Context, bind string) ([]tracker.StoredCheck
 func openCmdStore(ctx context.Context, cfg *config.Config, name string) (*cmdStore, error) {
 	quiet := slog.New(slog.DiscardHandler)
 	if cfg.PublishMode == string(natssink.Core) {
-		path := checkpointFile(cfg)
+		path := cfg.CheckpointPath()
 		return &cmdStore{where: "file " + path, store: tracker.NewFileStore(path)}, nil
 	}
 	s := &cmdStore{}
