@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -69,7 +68,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	t, err := tracker.New(&cfg,
 		tracker.WithLogger(slog.New(slog.NewTextHandler(stderr, nil))),
 		tracker.WithSource(binds.Postgres, postgres.Open),
-		tracker.WithCheckpointStore(tracker.NewFileStore(filepath.Join(*dataDir, "checkpoints.json"))),
+		tracker.WithCheckpointStore(tracker.NewFileStore(cfg.CheckpointPath())),
 	)
 	if err != nil {
 		return err
