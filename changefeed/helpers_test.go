@@ -252,17 +252,8 @@ func publishSpecs(ctx context.Context, sink tracker.Sink, specs []txSpec, firstT
 	return <-done
 }
 
-// eventually polls cond every 10 ms until it holds or d passes.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// eventually polls cond until it holds or the time is up (trackertest.Eventually).
+var eventually = trackertest.Eventually
 
 // collector gathers what handlers receive.
 type collector struct {

@@ -93,7 +93,7 @@ func TestEchoLogsChangesOnceAsJSON(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Echo = true
 	src := &trackertest.ScriptedSource{Records: []tracker.Record{begin("t1"), insert("t1", "orders", "7"), commit("t1", "0/10")}}
-	var logs lockedBuffer
+	var logs trackertest.Buffer
 	tr, err := tracker.New(cfg, tracker.WithSource(binds.Postgres, src.Open()), tracker.WithCheckpointStore(trackertest.NewMemStore()),
 		tracker.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))))
 	if err != nil {

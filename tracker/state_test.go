@@ -1,12 +1,10 @@
 package tracker_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,23 +12,6 @@ import (
 	"github.com/trackerd/trackerd/tracker"
 	"github.com/trackerd/trackerd/tracker/trackertest"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // A bind's state is what its source reports: a source that lost its
 // database is reconnecting and the tracker is not ready, with the error,
@@ -46,7 +27,7 @@ func TestBindStateFollowsTheSource(t *testing.T) {
 		close(opened)
 		return src, nil
 	}
-	var logs lockedBuffer
+	var logs trackertest.Buffer
 	tr, err := tracker.New(cfg, tracker.WithSource(binds.Postgres, open), tracker.WithCheckpointStore(trackertest.NewMemStore()),
 		tracker.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if err != nil {

@@ -1,38 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/trackerd/trackerd/config"
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/tracker/trackertest"
 )
-
-// syncBuffer collects a logger's output.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // nonLoopbackIP returns an IPv4 address of this machine that is not
 // loopback, or skips the test.
@@ -110,7 +91,7 @@ func TestServeHTTPDebugOnLoopbackOnly(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var logs syncBuffer
+			var logs trackertest.Buffer
 			stop, err := serveHTTP(t.Context(), cfg, newDaemon(cfg, tr, nil), slog.New(slog.NewTextHandler(&logs, nil)))
 			if err != nil {
 				t.Fatal(err)

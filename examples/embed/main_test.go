@@ -1,48 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/trackerd/trackerd/tracker/trackertest"
 )
-
-// syncBuffer is an io.Writer safe for the tracker's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // TestEmbedPostgres runs the example against a real PostgreSQL server
 // (TRACKERD_TEST_POSTGRES_URL): it prints the committed changes and
@@ -85,12 +56,12 @@ func TestEmbedPostgres(t *testing.T) {
 	args := []string{"-uri", uri, "-tables", name + ".orders", "-data-dir", dataDir, "-slot", name, "-publication", name}
 
 	// start runs the example until the returned stop is called.
-	start := func() (stdout *syncBuffer, stop func()) {
-		stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	start := func() (stdout *trackertest.Buffer, stop func()) {
+		stdout, stderr := &trackertest.Buffer{}, &trackertest.Buffer{}
 		ctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- run(ctx, args, func(string) string { return "" }, stdout, stderr) }()
-		eventually(t, 60*time.Second, "the example to stream", func() bool {
+		trackertest.Eventually(t, 60*time.Second, "the example to stream", func() bool {
 			select {
 			case err := <-done:
 				t.Fatalf("the example stopped: %v\n%s", err, stderr.String())
@@ -118,7 +89,7 @@ func TestEmbedPostgres(t *testing.T) {
 		`update ` + name + `.orders key={"id":1} after={"id":1,"note":"second"}`,
 		`commit tx N: 1 change(s)`,
 	}, "\n")
-	eventually(t, 30*time.Second, "the changes printed", func() bool { return strings.Count(out.String(), "commit tx") >= 2 })
+	trackertest.Eventually(t, 30*time.Second, "the changes printed", func() bool { return strings.Count(out.String(), "commit tx") >= 2 })
 	stop()
 	if got := lines(out.String()); got != want {
 		t.Fatalf("printed:\n%s\nwant:\n%s", got, want)
@@ -127,7 +98,7 @@ func TestEmbedPostgres(t *testing.T) {
 	// A restart resumes from the checkpoint file: only what is new.
 	exec(fmt.Sprintf(`DELETE FROM %q.orders WHERE id = 2`, name))
 	out, stop = start()
-	eventually(t, 30*time.Second, "the delete printed", func() bool { return strings.Contains(out.String(), "commit tx") })
+	trackertest.Eventually(t, 30*time.Second, "the delete printed", func() bool { return strings.Contains(out.String(), "commit tx") })
 	stop()
 	want = `delete ` + name + `.orders key={"id":2} after=null` + "\ncommit tx N: 1 change(s)"
 	if got := lines(out.String()); got != want {

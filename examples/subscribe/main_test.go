@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,25 +16,8 @@ import (
 	natssink "github.com/trackerd/trackerd/sinks/nats"
 	"github.com/trackerd/trackerd/sinks/nats/natsserver"
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/tracker/trackertest"
 )
-
-// syncBuffer is an io.Writer safe for the subscriptions' goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // natsURL is TRACKERD_TEST_NATS_URL, or an embedded server of the test's.
 func natsURL(t *testing.T) string {
@@ -110,8 +91,8 @@ func TestSubscribe(t *testing.T) {
 
 	env := map[string]string{"TRACKER_NATS_URL": url, "TRACKER_SUBJECT_PREFIX": prefix, "TRACKER_STREAM_NAME": stream}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	start := func() (*syncBuffer, func()) {
-		out, errOut := &syncBuffer{}, &syncBuffer{}
+	start := func() (*trackertest.Buffer, func()) {
+		out, errOut := &trackertest.Buffer{}, &trackertest.Buffer{}
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
 		go func() { done <- run(ctx, []string{"-table", "orders", "-durable", "test"}, lookup, out, errOut) }()
@@ -122,7 +103,7 @@ func TestSubscribe(t *testing.T) {
 			}
 		}
 	}
-	wait := func(out *syncBuffer, want string) {
+	wait := func(out *trackertest.Buffer, want string) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
 		for !strings.Contains(out.String(), want) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/trackerd/trackerd/sinks/nats/natsserver"
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/tracker/trackertest"
 	"github.com/trackerd/trackerd/wire"
 )
 
@@ -25,17 +26,8 @@ import (
 // NATS server with JetStream.
 const envNATS = "TRACKERD_TEST_NATS_URL"
 
-// eventually polls cond until it holds or timeout passes.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// eventually polls cond until it holds or the time is up (trackertest.Eventually).
+var eventually = trackertest.Eventually
 
 // uniqueName derives a stream, bucket or prefix name from the test's name
 // and a random suffix, so that tests may share a server.

@@ -1,7 +1,6 @@
 package mysql
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/trackerd/trackerd/binds"
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/tracker/trackertest"
 )
 
 const envMySQL = "TRACKERD_TEST_MYSQL_URL"
@@ -145,23 +145,8 @@ func (e *env) bind() binds.Bind {
 	}
 }
 
-// logBuffer collects log lines for assertions.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+// logBuffer is trackertest.Buffer.
+type logBuffer = trackertest.Buffer
 
 func testLogger(t testing.TB, lb *logBuffer) *slog.Logger {
 	if lb == nil {
@@ -286,16 +271,10 @@ func (r *running) stop(t testing.TB) error {
 	return nil
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor is trackertest.Eventually, its arguments in this package's order.
 func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	trackertest.Eventually(t, d, what, cond)
 }
 
 // currentPos is the server's current position, as Run would start.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/trackerd/trackerd/binds"
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/tracker/trackertest"
 )
 
 const envURL = "TRACKERD_TEST_POSTGRES_URL"
@@ -230,17 +231,8 @@ func (r *recorder) changes(table string) []*tracker.Change {
 	return out
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// eventually polls cond until it holds or the time is up (trackertest.Eventually).
+var eventually = trackertest.Eventually
 
 // running is a source whose Run is in progress.
 type running struct {

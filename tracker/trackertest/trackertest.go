@@ -1,11 +1,13 @@
 // Package trackertest holds fakes for testing code that uses the tracker
 // (a scripted source, a recording sink, an in-memory checkpoint store) and
 // conformance suites every real implementation must pass
-// ([RunCheckpointStoreTests], [RunSourceTests]). An embedding application
+// ([RunCheckpointStoreTests], [RunSourceTests]), and the helpers the
+// project's tests share ([Eventually], [Buffer]). An embedding application
 // can use them to test its receivers without a database or NATS.
 package trackertest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -272,6 +274,28 @@ func waitUntil(timeout time.Duration, cond func() bool) bool {
 		time.Sleep(5 * time.Millisecond)
 	}
 	return true
+}
+
+// Buffer is a bytes.Buffer safe for concurrent use: it collects what a
+// logger or a process writes from other goroutines, for a test to read.
+// The zero value is ready to use.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write implements io.Writer.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String returns what was written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // States records a source's state reports, as its

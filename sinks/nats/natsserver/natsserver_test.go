@@ -1,7 +1,6 @@
 package natsserver
 
 import (
-	"bytes"
 	"errors"
 	"io/fs"
 	"log/slog"
@@ -10,30 +9,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/trackerd/trackerd/tracker/trackertest"
 )
-
-// syncBuffer collects a logger's output.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func TestEmbeddedErrors(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -68,7 +49,7 @@ func TestEmbeddedErrors(t *testing.T) {
 }
 
 func TestEmbeddedServes(t *testing.T) {
-	var logs syncBuffer
+	var logs trackertest.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e, err := Start(t.Context(), Options{Addr: "127.0.0.1:0", StoreDir: t.TempDir(), MaxPayload: 4096, Logger: log})
 	if err != nil {
@@ -103,7 +84,7 @@ func TestEmbeddedServes(t *testing.T) {
 // TestEmbeddedRequiresCredentials: with User and Password the server
 // refuses every client without them (F9), and never logs the password.
 func TestEmbeddedRequiresCredentials(t *testing.T) {
-	var logs syncBuffer
+	var logs trackertest.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	const password, wrong = "Corr3ctHorseBattery", "Wr0ngPassw0rdGuess"
 	e, err := Start(t.Context(), Options{Addr: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: log, User: "trackerd", Password: password})
@@ -150,7 +131,7 @@ func TestEmbeddedRequiresCredentials(t *testing.T) {
 }
 
 func TestCredentialsFile(t *testing.T) {
-	var logs syncBuffer
+	var logs trackertest.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	dir := filepath.Join(t.TempDir(), "data")
 	file := filepath.Join(dir, CredentialsFile)
