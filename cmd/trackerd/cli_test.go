@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/trackerd/trackerd/config"
+	"github.com/trackerd/trackerd/tracker/trackertest"
 )
 
 // runCLI runs the program with args and an environment holding only HOME.
@@ -207,7 +208,7 @@ func TestWatchSignals(t *testing.T) {
 				first    = now
 				canceled = make(chan struct{})
 				exited   = make(chan int, 1)
-				stderr   syncWriter
+				stderr   trackertest.Buffer
 			)
 			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 			sigs := make(chan os.Signal)
@@ -238,23 +239,6 @@ func TestWatchSignals(t *testing.T) {
 			}
 		})
 	}
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }
 
 func TestFormatVersion(t *testing.T) {

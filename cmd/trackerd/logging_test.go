@@ -13,6 +13,7 @@ import (
 	"github.com/trackerd/trackerd/binds"
 	"github.com/trackerd/trackerd/config"
 	"github.com/trackerd/trackerd/tracker"
+	"github.com/trackerd/trackerd/tracker/trackertest"
 )
 
 const mysqlPos = `{"gtid":"0-1-21575","file":"mariadb-bin.000001","pos":124136089}`
@@ -128,7 +129,7 @@ func TestProgressLines(t *testing.T) {
 		{Bind: "pg", State: tracker.StateStreaming, Acked: 10, Checkpoint: "0/16B3F48", Lag: tracker.Lag{Bytes: 128, Behind: 250 * time.Millisecond}},
 		{Bind: "shop", State: tracker.StateReconnecting, Acked: 4, Checkpoint: mysqlPos, Lag: tracker.Lag{Bytes: -1}, LastError: "connection refused"},
 	}}
-	var buf syncWriter
+	var buf trackertest.Buffer
 	log := newLogger(&config.Config{LogFormat: "text", LogLevel: "info"}, &buf)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -158,7 +159,7 @@ func TestProgressLines(t *testing.T) {
 		}
 	}
 
-	var off syncWriter
+	var off trackertest.Buffer
 	ctx, cancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	logProgress(ctx, newLogger(&config.Config{LogFormat: "text", LogLevel: "info"}, &off), stats, 0)
