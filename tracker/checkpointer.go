@@ -43,7 +43,7 @@ type checkpointer struct {
 	mu      sync.Mutex
 	pending []mark      // positions whose events are not all acknowledged, oldest first
 	acks    []ackedMark // acknowledged positions waiting out the delay, oldest first
-	ready   mark        // the newest position past the delay, not yet saved
+	ready   mark        // the newest position past the delay, saved or not
 	cp      Checkpoint  // the checkpoint last written (or loaded)
 	saves   uint64      // checkpoints written since the bind started
 	clock   commitClock // for Lag.Behind
@@ -52,9 +52,10 @@ type checkpointer struct {
 // mark is a position the bind may resume from once the lane has
 // acknowledged every event up to seq.
 //
-// What a checkpoint holds besides the position would ride on the mark that
-// precedes it: a snapshot's progress, noted after the events of its chunk,
-// is saved with the position that follows them.
+// It is also where what a checkpoint keeps beside the position goes: a
+// snapshot's progress, noted once the events of its chunk are published,
+// would ride on the next mark and be saved with that position, under the
+// same compare-and-set.
 type mark struct {
 	seq     uint64
 	pos     string

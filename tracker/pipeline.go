@@ -263,18 +263,11 @@ func (p *pipeline) run(ctx context.Context) error {
 		p.lane, p.asm.lane = lane, lane
 	}
 
-	// Each part's lifetime ends at its own step of the teardown below:
-	// reading at the first, the writer at the third, the source at the
-	// last. Only reading ends with ctx on its own.
-	readCtx, stopReadCtx := context.WithCancel(ctx)
-	defer stopReadCtx()
-	writerCtx, stopWriterCtx := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWriterCtx()
-	srcCtx, stopSrcCtx := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopSrcCtx()
-
-	source := goTask(func() error { return p.src.Run(srcCtx, p.from, p.handler(readCtx)) })
-	writer := goTask(func() error { return p.ckpt.run(writerCtx, p.every, p.tick) })
+	// Each part has a context of its own, ended at its step of the
+	// teardown below; only reading's ends with ctx too.
+	read := p.reading.open(ctx)
+	source := start(context.WithoutCancel(ctx), func(ctx context.Context) error { return p.src.Run(ctx, p.from, p.handler(read)) })
+	writer := start(context.WithoutCancel(ctx), func(ctx context.Context) error { return p.ckpt.run(ctx, p.every, p.tick) })
 	p.setState(StateStreaming)
 	p.log.Info("streaming", slog.String("from", p.from))
 
@@ -289,6 +282,11 @@ func (p *pipeline) run(ctx context.Context) error {
 		runErr = fmt.Errorf("%w: the bind's lease was taken over by another instance; stopping", ErrFenced)
 	}
 	p.setState(StateStopping)
+	keep := func(err error) { // the first error wins; a clean stop's context.Canceled is none
+		if runErr == nil && err != nil && !errors.Is(err, context.Canceled) {
+			runErr = err
+		}
+	}
 
 	// The teardown, in this order:
 	//
@@ -305,28 +303,13 @@ func (p *pipeline) run(ctx context.Context) error {
 	//  5. Stop the source: it kept its connection (and its status
 	//     updates) until now, so the final position is confirmed to its
 	//     server.
-	//
-	// The first error wins; a clean stop's context.Canceled is none.
-	stopReadCtx()
 	p.reading.close()
-
 	drainCtx, cancelDrain := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancelDrain()
 	p.drainLane(drainCtx)
-
-	stopWriterCtx()
-	if err := writer.wait(); err != nil && runErr == nil {
-		runErr = err
-	}
-
-	if err := p.ckpt.save(drainCtx, 0); err != nil && runErr == nil && !errors.Is(err, context.Canceled) {
-		runErr = err
-	}
-
-	stopSrcCtx()
-	if err := source.wait(); err != nil && runErr == nil && !errors.Is(err, context.Canceled) {
-		runErr = err
-	}
+	keep(writer.stop())
+	keep(p.ckpt.save(drainCtx, 0))
+	keep(source.stop())
 
 	if runErr != nil && ctx.Err() == nil {
 		p.st.setPhase(StateFailed, runErr)
@@ -341,12 +324,13 @@ func (p *pipeline) run(ctx context.Context) error {
 // record to the assembler, whose blocking calls end with read, which ends
 // when the bind stops reading (teardown step 1): the ctx the source passes
 // lasts longer, until the source is stopped (step 5). Once the bind has
-// stopped reading, it processes nothing more: it blocks until the source's
-// ctx ends, so the source keeps its connection (and its status updates)
-// while the final checkpoint is written.
+// stopped reading, or the source's ctx has ended, it processes nothing
+// more: it blocks until the source's ctx ends, so the source keeps its
+// connection (and its status updates) while the final checkpoint is
+// written, and returns its error.
 func (p *pipeline) handler(read context.Context) Handler {
 	return HandlerFunc(func(ctx context.Context, r Record) error {
-		if read.Err() == nil && p.reading.enter() {
+		if ctx.Err() == nil && read.Err() == nil && p.reading.enter() {
 			err := p.asm.handle(read, r)
 			p.reading.exit()
 			if err == nil || read.Err() == nil {
@@ -386,8 +370,16 @@ func (p *pipeline) tick(now time.Time) { p.rate.sample(now, p.eventCount()) }
 
 // gate lets a source's records in, one at a time, until it is closed.
 type gate struct {
-	mu     sync.Mutex // held while a record is processed
+	cancel context.CancelFunc // ends the context open returned
+	mu     sync.Mutex         // held while a record is processed
 	closed bool
+}
+
+// open returns the context records are processed under: it ends with ctx,
+// or when the gate is closed.
+func (g *gate) open(ctx context.Context) context.Context {
+	ctx, g.cancel = context.WithCancel(ctx)
+	return ctx
 }
 
 // enter reports whether a record may be processed; if so, the caller
@@ -403,32 +395,39 @@ func (g *gate) enter() bool {
 
 func (g *gate) exit() { g.mu.Unlock() }
 
-// close waits until the record in progress, if any, is processed, and
-// lets none in after it.
+// close ends the records' context, so that the record in progress, if
+// any, gives up its blocking calls; waits until it is processed; and lets
+// none in after it.
 func (g *gate) close() {
+	g.cancel()
 	g.mu.Lock()
 	g.closed = true
 	g.mu.Unlock()
 }
 
-// task is a function running on a goroutine of its own.
+// task is a function running on a goroutine of its own, with a context of
+// its own.
 type task struct {
-	done chan struct{} // closed once the function has returned
-	err  error         // what it returned, once done is closed
+	cancel context.CancelFunc
+	done   chan struct{} // closed once the function has returned
+	err    error         // what it returned, once done is closed
 }
 
-func goTask(fn func() error) *task {
-	t := &task{done: make(chan struct{})}
+// start runs fn with a context derived from parent, which stop ends.
+func start(parent context.Context, fn func(context.Context) error) *task {
+	ctx, cancel := context.WithCancel(parent)
+	t := &task{cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(t.done)
-		t.err = fn()
+		t.err = fn(ctx)
 	}()
 	return t
 }
 
-// wait waits for the function to return and returns its error; it may be
-// called more than once.
-func (t *task) wait() error {
+// stop ends the function's context, waits for it to return and returns
+// its error; it may be called after it returned on its own.
+func (t *task) stop() error {
+	t.cancel()
 	<-t.done
 	return t.err
 }
