@@ -343,6 +343,19 @@ const (
 	DefaultAckTimeout = 5 * time.Second
 )
 
+// The defaults of the tracker's keys, defined here once: Default uses
+// them, and the tracker applies them to a Config built in code that
+// leaves the keys zero.
+const (
+	// DefaultCheckpointInterval is CHECKPOINT_INTERVAL's default.
+	DefaultCheckpointInterval = 200 * time.Millisecond
+	// DefaultSpillThreshold is SPILL_THRESHOLD's default, 16 MiB.
+	DefaultSpillThreshold int64 = 16 << 20
+	// CheckpointFileName is the checkpoint file's name in DATA_DIR, where
+	// CHECKPOINT_FILE is by default (see Config.CheckpointPath).
+	CheckpointFileName = "checkpoints.json"
+)
+
 // The re-send horizon of a JetStream publish: the sink waits
 // DefaultAckTimeout for an acknowledgement, as long again for the messages
 // in flight to settle, and up to its longest back-off before it sends the

@@ -35,19 +35,6 @@ type Options struct {
 	ReadFile func(string) ([]byte, error)
 }
 
-// The defaults of the tracker's keys, defined here once: Default uses
-// them, and the tracker applies them to a Config built in code that
-// leaves the keys zero.
-const (
-	// DefaultCheckpointInterval is CHECKPOINT_INTERVAL's default.
-	DefaultCheckpointInterval = 200 * time.Millisecond
-	// DefaultSpillThreshold is SPILL_THRESHOLD's default, 16 MiB.
-	DefaultSpillThreshold int64 = 16 << 20
-	// CheckpointFileName is the checkpoint file's name in DATA_DIR, where
-	// CHECKPOINT_FILE is by default (see Config.CheckpointPath).
-	CheckpointFileName = "checkpoints.json"
-)
-
 // Default returns the defaults of every key. DataDir, NATSStoreDir and
 // CheckpointFile are left empty: they depend on the environment, and Load
 // fills them in (see DefaultDataDir).
