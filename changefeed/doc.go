@@ -59,8 +59,8 @@
 // handlers can be made idempotent on ([Message.Source], [Message.ID]).
 // [Dedup] drops repeats within a window of recently handled events.
 //
-// Order: trackerd publishes each bind's events in one order (DESIGN.md
-// section 4). On streams without batch publishing (nats-server before
+// Order: trackerd publishes each bind's events in one order (the README,
+// "Phases and order"). On streams without batch publishing (nats-server before
 // 2.14), a failed publish can let later events of a bind into the stream
 // ahead of it; trackerd marks every event with its place ([Order]), and
 // [Feed.Consume], [Feed.ConsumeTx] and [Feed.Follow] subscriptions that

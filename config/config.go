@@ -15,7 +15,7 @@ import (
 // TRACKER_ or SQLALCHEMY_ prefix) and the default.
 //
 // Tri-state keys are pointers: nil means the key was not set, which for
-// TRACK_MODIFICATIONS differs from false (DESIGN.md section 2).
+// TRACK_MODIFICATIONS differs from false (the README, "Configuration").
 type Config struct {
 	// DatabaseURI is DATABASE_URI: the default bind (key "default").
 	DatabaseURI string

@@ -9,7 +9,7 @@ import (
 
 // TestEnvironmentPrecedence: flag > TRACKER_ > SQLALCHEMY_ >
 // FLASK_SQLALCHEMY_ > file > the NATS tools' bare variables > default
-// (DESIGN.md section 12).
+// (the README, "Operating trackerd").
 func TestEnvironmentPrecedence(t *testing.T) {
 	t.Parallel()
 	const file = "NATS_URL = \"nats://file:4222\"\nSUBJECT_PREFIX = \"file\"\n"

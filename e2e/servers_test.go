@@ -15,8 +15,8 @@ import (
 	"github.com/testcontainers/testcontainers-go/wait"
 )
 
-// Where the e2e tests' servers come from is one switch (DESIGN.md section
-// 8): the TRACKERD_TEST_*_URL variables name running servers (what
+// Where the e2e tests' servers come from is one switch (README,
+// "Development"): the TRACKERD_TEST_*_URL variables name running servers (what
 // scripts/test.sh and CI use); for each one that is unset, and when a
 // Docker engine answers, startFallbackServers starts the server in a
 // container for the whole run, with the images of scripts/test-images.sh,

@@ -9,7 +9,7 @@ import (
 
 const mod = "github.com/trackerd/trackerd/"
 
-// TestImportsFollowTheDataFlow keeps the layout of DESIGN.md section 1: the
+// TestImportsFollowTheDataFlow keeps the layout of ARCHITECTURE.md, "The map": the
 // tracker links no driver, sources and sinks never import each other, the
 // consumer (changefeed) and the producer (sinks/nats) meet only in wire,
 // and the wire format sits between the model and its transports.

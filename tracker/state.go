@@ -38,7 +38,7 @@ type SourceStatus struct {
 }
 
 // The states a bind goes through, as BindStats.State reports them
-// (DESIGN.md section 12).
+// (the README, "Operating trackerd").
 const (
 	StateStarting       = "starting"
 	StateCreatingSlot   = "creating_slot"

@@ -19,7 +19,7 @@ import (
 
 // The control service: requests to a running trackerd over NATS, so that
 // they reach it from any host that reaches NATS and reach every instance
-// of a group (DESIGN.md sections 10 and 12). It is a NATS micro service
+// of a group (the README, "Operating trackerd"). It is a NATS micro service
 // named "trackerd" (`nats micro ls`, `nats micro info trackerd`), whose
 // endpoints are subjects under
 //

@@ -28,7 +28,7 @@ import (
 	"time"
 )
 
-// Exit codes (DESIGN.md section 6).
+// Exit codes (the README, "Operating trackerd").
 const (
 	exitOK      = 0
 	exitFailure = 1

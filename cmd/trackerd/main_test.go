@@ -49,7 +49,7 @@ func TestEveryErrorLineIsPrefixed(t *testing.T) {
 // TestTrackModificationsFalseWarns: a Flask app's
 // SQLALCHEMY_TRACK_MODIFICATIONS=False stops `trackerd run` with a warning
 // that says where the value came from and how to override it (operator
-// review row 12); exit status 0, as DESIGN.md section 2 says.
+// review row 12); exit status 0, as the README, "Configuration" says.
 func TestTrackModificationsFalseWarns(t *testing.T) {
 	var out, errOut strings.Builder
 	code := run(context.Background(), []string{"run"}, mapEnv(map[string]string{

@@ -112,7 +112,7 @@ type sinkStatus struct {
 }
 
 // snapshotStatus is the progress of a snapshot or backfill while one runs
-// (DESIGN.md section 9).
+// (the README, "Snapshots and backfills").
 type snapshotStatus struct {
 	ID           string    `json:"id,omitempty"`
 	Table        string    `json:"table,omitempty"`

@@ -39,7 +39,7 @@ func formatLSN(l lsn) string {
 	return string(appendLSN(buf[:0], l))
 }
 
-// txKey returns the transaction key of DESIGN.md section 4 for a
+// txKey returns the transaction key of the README, "Subjects and events" for a
 // transaction whose first LSN is first: "lsn-" and 16 upper-case hex digits.
 func txKey(first lsn) string {
 	var buf [20]byte

@@ -62,7 +62,7 @@ type SourceDB interface {
 }
 
 // SourceValues are the values of the round-trip test, by kind, with the
-// JSON every source hands over for them (DESIGN.md section 4), unless its
+// JSON every source hands over for them (the README, "Subjects and events"), unless its
 // harness's Column says otherwise. Each is also checked as NULL.
 var SourceValues = []struct{ Kind, Want string }{
 	{"int", `42`},
@@ -679,7 +679,7 @@ func testSourceLargeTx(t *testing.T, h SourceHarness) {
 }
 
 // testSourceValues checks that each of SourceValues, and NULL, arrives as
-// the JSON DESIGN.md section 4 (or the harness) says.
+// the JSON the README, "Subjects and events" (or the harness) says.
 func testSourceValues(t *testing.T, h SourceHarness) {
 	db := h.NewDB(t)
 	type col struct{ name, kind, want string }
