@@ -45,6 +45,8 @@ type Bind struct {
 	ServerID uint32
 	// Heartbeat is the idle heartbeat interval; 0 disables it.
 	Heartbeat time.Duration
+	// Snapshot says when the bind reads its tables' existing rows.
+	Snapshot SnapshotMode
 	// Pool is the resolved query-pool configuration.
 	Pool Pool
 }
@@ -81,3 +83,18 @@ func (b Bind) LogValue() slog.Value {
 		slog.String("uri", b.URI.String()),
 	)
 }
+
+// SnapshotMode says when a bind reads the rows its tables already hold.
+type SnapshotMode string
+
+// The snapshot modes (the bind option snapshot).
+const (
+	// SnapshotNever: only changes from the bind's start on.
+	SnapshotNever SnapshotMode = "never"
+	// SnapshotInitial: a bind without a checkpoint first publishes every
+	// existing row of its tables.
+	SnapshotInitial SnapshotMode = "initial"
+	// SnapshotWhenNeeded: as SnapshotInitial, and again when the
+	// checkpoint can no longer be resumed (slot gone, binlog purged).
+	SnapshotWhenNeeded SnapshotMode = "when_needed"
+)

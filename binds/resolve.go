@@ -157,6 +157,10 @@ func (r *resolver) resolve(uriKey string, bc config.BindConfig) (Bind, bool) {
 		ExcludeTables: slices.Clone(bc.ExcludeTables),
 		Track:         bc.Track == nil || *bc.Track,
 		Streaming:     bc.Streaming,
+		Snapshot:      SnapshotNever,
+	}
+	if bc.Snapshot != "" {
+		b.Snapshot = SnapshotMode(bc.Snapshot)
 	}
 	for _, l := range []struct {
 		name   string

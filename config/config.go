@@ -147,6 +147,9 @@ type BindConfig struct {
 	// Heartbeat is how often an idle PostgreSQL bind writes a logical
 	// heartbeat message (0 = default 10s, negative = off).
 	Heartbeat time.Duration
+	// Snapshot is the bind's snapshot mode: "never" (or empty), "initial"
+	// or "when_needed" (see the README's "Snapshots and backfills").
+	Snapshot string
 	// Engine holds per-bind pool settings (ENGINE_OPTIONS spelling).
 	Engine EngineOptions
 }

@@ -107,7 +107,7 @@ func mergeEngineOptions(base, over EngineOptions) EngineOptions {
 // 3.x's name for "uri").
 var bindKeys = []string{
 	"uri", "url", "tables", "exclude_tables", "track", "slot", "publication", "server_id",
-	"streaming", "heartbeat", "engine_options", "pool_size", "max_overflow", "pool_timeout", "pool_recycle",
+	"streaming", "heartbeat", "snapshot", "engine_options", "pool_size", "max_overflow", "pool_timeout", "pool_recycle",
 }
 
 const allowedBinds = "a table of bind key -> URI or table (a JSON object in the environment or a flag)"
@@ -182,6 +182,15 @@ func parseBind(f field, m map[string]any, isDefault bool) BindConfig {
 			}
 		case "streaming":
 			bc.Streaming, _ = toBool(kf, v)
+		case "snapshot":
+			if s, ok := toString(kf, v); ok {
+				switch s {
+				case "", "never", "initial", "when_needed":
+					bc.Snapshot = s
+				default:
+					kf.bad(v, `one of "never", "initial", "when_needed"`, nil)
+				}
+			}
 		case "heartbeat":
 			bc.Heartbeat, _ = toDuration(kf, v, allowedDuration+" (0 = the default 10s, negative = off)")
 		case "engine_options":

@@ -49,6 +49,13 @@ type Event struct {
 	// Data is the encoded change (Change.AppendJSON), shared by the phases
 	// of one change; nil until encoded.
 	Data []byte
+	// Snapshot names the snapshot a row of Op snapshot was read by (the
+	// trackerdsnapshot extension); empty for changes.
+	Snapshot string
+	// Lifecycle is set on a snapshot's lifecycle event, published on
+	// <prefix>.control.<bind>.snapshot; Change then carries only the bind,
+	// origin and source kind.
+	Lifecycle *Lifecycle
 }
 
 // Retraction names the before_commit events a rollback withdraws: those of
@@ -84,6 +91,48 @@ func EventID(bind, origin, txKey string, index int64, phase Phase) string {
 	b = append(b, '/')
 	b = append(b, phase...)
 	return string(b)
+}
+
+// SnapshotEventID is the id of a row read by a snapshot:
+// <bind>/<origin>/snapshot-<id>/<schema.table:key>/after_commit, the key
+// as the JSON of its columns' values, each part escaped as a subject token
+// is. A row read again after a crash gets the same id.
+func SnapshotEventID(bind, origin, snapshot string, c *Change) string {
+	b := make([]byte, 0, 96)
+	b = token.Append(b, bind)
+	b = append(b, '/')
+	b = token.Append(b, origin)
+	b = append(b, '/')
+	b = token.Append(b, "snapshot-"+snapshot)
+	b = append(b, '/')
+	k := make([]byte, 0, 48)
+	k = append(k, c.Schema...)
+	k = append(k, '.')
+	k = append(k, c.Table...)
+	k = append(k, ':')
+	k = c.Key.AppendJSON(k)
+	b = token.Append(b, string(k))
+	b = append(b, '/')
+	b = append(b, PhaseAfterCommit...)
+	return string(b)
+}
+
+// LifecycleEventID is the id of a snapshot's lifecycle event:
+// <bind>/<origin>/snapshot-<id>/<type>[:<table>]/control.
+func LifecycleEventID(bind, origin string, l *Lifecycle) string {
+	b := make([]byte, 0, 96)
+	b = token.Append(b, bind)
+	b = append(b, '/')
+	b = token.Append(b, origin)
+	b = append(b, '/')
+	b = token.Append(b, "snapshot-"+l.Snapshot)
+	b = append(b, '/')
+	what := l.Type
+	if l.Table != "" {
+		what += ":" + l.Table
+	}
+	b = token.Append(b, what)
+	return string(append(b, "/control"...))
 }
 
 // Origin returns the origin token of a source identity (see

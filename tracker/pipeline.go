@@ -47,6 +47,7 @@ type pipeline struct {
 
 	asm     *assembler
 	ckpt    *checkpointer
+	snaps   *snapshots
 	reading gate
 
 	rate meter       // events/s, for Stats

@@ -353,6 +353,9 @@ type BindStats struct {
 	// LeaseHolder is this instance's owner name (WithOwner) while it holds
 	// the bind's lease, empty otherwise or when the store leases nothing.
 	LeaseHolder string
+	// Snapshots are the bind's snapshots and backfills: running ones, and
+	// those that ended since the bind started.
+	Snapshots []SnapshotInfo
 }
 
 // Stats returns every tracked bind's progress once Run has begun (a bind
