@@ -65,6 +65,7 @@ type positions interface {
 // counters are an assembler's figures for Stats, read from any goroutine.
 type counters struct {
 	changes, txs, published, retries atomic.Uint64
+	snapshotRows                     atomic.Uint64
 	spilled, openTxs                 atomic.Int64
 }
 
@@ -391,4 +392,41 @@ func safeCall(fn func() error) (err error) {
 		}
 	}()
 	return fn()
+}
+
+// snapshotRows publishes the rows of a snapshot's chunk as after_commit
+// events of op snapshot, at this point of the stream (see snapshot.go),
+// with the after_commit receivers. pos is the chunk's read position.
+func (a *assembler) snapshotRows(ctx context.Context, snapshot, pos string, rows []*Change) error {
+	after := a.after.snapshot()
+	txKey := "snapshot-" + snapshot
+	for _, c := range rows {
+		c.Op = OpSnapshot
+		c.Bind, c.Origin = a.bind, a.origin
+		c.TxKey, c.TxID, c.Pos, c.Seq = txKey, txKey, pos, 0
+		a.n.snapshotRows.Add(1)
+		if a.publishAfter {
+			a.scratch = c.AppendJSON(a.scratch[:0])
+			a.ev = Event{Phase: PhaseAfterCommit, Change: c, Data: a.scratch, TxTotal: 1, Snapshot: snapshot,
+				ID: SnapshotEventID(a.bind, a.origin, snapshot, c)}
+			if err := a.publish(ctx, &a.ev, time.Time{}, 0); err != nil {
+				return err
+			}
+		}
+		if err := a.callChange(ctx, after, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lifecycle publishes a snapshot's lifecycle event.
+func (a *assembler) lifecycle(ctx context.Context, l *Lifecycle, source string) error {
+	l.Bind = a.bind
+	if !a.publishAfter {
+		return nil
+	}
+	a.cc = Change{Bind: a.bind, Origin: a.origin, Source: source}
+	a.ev = Event{Phase: PhaseAfterCommit, Change: &a.cc, Lifecycle: l, ID: LifecycleEventID(a.bind, a.origin, l)}
+	return a.publish(ctx, &a.ev, time.Time{}, 0)
 }

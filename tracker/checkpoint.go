@@ -22,6 +22,10 @@ type Checkpoint struct {
 	Owner string `json:"owner,omitempty"`
 	// Position is the source's opaque resume position.
 	Position string `json:"position"`
+	// Snapshots are the bind's unfinished snapshots and backfills, with
+	// their progress, saved with Position under the same compare-and-set:
+	// everything they published up to their progress is acknowledged.
+	Snapshots []SnapshotProgress `json:"snapshots,omitempty"`
 	// Time is when the checkpoint was written.
 	Time time.Time `json:"time"`
 	// Revision is the store's revision of this record, 0 before the first

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,22 +45,27 @@ type checkpointer struct {
 	pending []mark      // positions whose events are not all acknowledged, oldest first
 	acks    []ackedMark // acknowledged positions waiting out the delay, oldest first
 	ready   mark        // the newest position past the delay, saved or not
-	cp      Checkpoint  // the checkpoint last written (or loaded)
-	saves   uint64      // checkpoints written since the bind started
-	clock   commitClock // for Lag.Behind
+	// readySnaps is the newest snapshot progress past the delay, nil
+	// while none was noted.
+	readySnaps *[]SnapshotProgress
+	last       mark        // the last mark added, for snapshot progress
+	cp         Checkpoint  // the checkpoint last written (or loaded)
+	saves      uint64      // checkpoints written since the bind started
+	clock      commitClock // for Lag.Behind
 }
 
 // mark is a position the bind may resume from once the lane has
 // acknowledged every event up to seq.
 //
-// It is also where what a checkpoint keeps beside the position goes: a
-// snapshot's progress, noted once the events of its chunk are published,
-// would ride on the next mark and be saved with that position, under the
-// same compare-and-set.
+// It also carries what a checkpoint keeps beside the position: the
+// snapshots' progress (snaps, nil when unchanged since the mark before),
+// noted once the events of a chunk are published, saved with the position
+// under the same compare-and-set.
 type mark struct {
 	seq     uint64
 	pos     string
 	commits uint64 // the commits handed over up to pos (see commitClock)
+	snaps   *[]SnapshotProgress
 }
 
 // ackedMark is a mark whose events were all seen acknowledged at at.
@@ -104,11 +110,29 @@ func (c *checkpointer) keepalive(ctx context.Context, seq uint64, pos string) er
 // add appends m; a mark with no event since the last one replaces it.
 // c.mu is held.
 func (c *checkpointer) add(m mark) {
+	c.last = m
 	if n := len(c.pending); n > 0 && c.pending[n-1].seq == m.seq {
+		if m.snaps == nil {
+			m.snaps = c.pending[n-1].snaps
+		}
 		c.pending[n-1] = m
 		return
 	}
 	c.pending = append(c.pending, m)
+}
+
+// snapshots notes the snapshots' progress after the event seq: it is saved
+// with the next checkpoint once that event is acknowledged. Called from
+// the assembler's goroutine.
+func (c *checkpointer) snapshots(seq uint64, progress []SnapshotProgress) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.last
+	m.seq, m.snaps = seq, &progress
+	if m.pos == "" {
+		m.pos = c.cp.Position
+	}
+	c.add(m)
 }
 
 // ack moves the watermark to n and reports whether it moved. The lane
@@ -132,13 +156,21 @@ func (c *checkpointer) readyAt(now time.Time, delay time.Duration) (mark, Checkp
 		i++
 	}
 	if i > 0 {
-		// Only the newest position acknowledged by now matters.
-		c.acks = append(c.acks, ackedMark{mark: c.pending[i-1], at: now})
+		// Only the newest position acknowledged by now matters, with the
+		// newest snapshot progress.
+		m := c.pending[i-1]
+		for k := i - 1; k >= 0 && m.snaps == nil; k-- {
+			m.snaps = c.pending[k].snaps
+		}
+		c.acks = append(c.acks, ackedMark{mark: m, at: now})
 		c.pending = append(c.pending[:0], c.pending[i:]...)
 	}
 	j := 0
 	for j < len(c.acks) && !c.acks[j].at.After(now.Add(-delay)) {
 		c.ready = c.acks[j].mark
+		if c.ready.snaps != nil {
+			c.readySnaps = c.ready.snaps
+		}
 		j++
 	}
 	if j > 0 {
@@ -168,16 +200,23 @@ func (c *checkpointer) save(ctx context.Context, delay time.Duration) error {
 		}
 	}
 	ready, cp := c.readyAt(time.Now(), delay)
+	c.mu.Lock()
+	snaps := c.readySnaps
+	c.mu.Unlock()
+	snapsMoved := snaps != nil && !equalProgress(*snaps, cp.Snapshots)
 	if ready.pos == "" {
 		return nil
 	}
-	if ready.pos == cp.Position {
+	if ready.pos == cp.Position && !snapsMoved {
 		c.mu.Lock()
 		c.clock.confirmed(ready.commits) // saved and confirmed before
 		c.mu.Unlock()
 		return nil
 	}
 	cp.Position, cp.Time, cp.Owner = ready.pos, time.Now().UTC(), c.owner
+	if snaps != nil {
+		cp.Snapshots = *snaps
+	}
 	saved, err := c.store.Save(ctx, c.key, cp)
 	if errors.Is(err, ErrCheckpointConflict) {
 		saved, err = c.overwriteStray(ctx, cp)
@@ -310,4 +349,18 @@ func (c *checkpointer) view(now time.Time) checkpointView {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return checkpointView{cp: c.cp, saves: c.saves, acked: c.acked.Load(), behind: c.clock.behind(now)}
+}
+
+// equalProgress reports whether two lists of snapshot progress are equal.
+func equalProgress(a, b []SnapshotProgress) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if x.ID != y.ID || x.After != y.After || x.Rows != y.Rows || x.Resolved != y.Resolved || !slices.Equal(x.Tables, y.Tables) {
+			return false
+		}
+	}
+	return true
 }

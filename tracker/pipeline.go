@@ -117,6 +117,7 @@ func (t *Tracker) openPipeline(ctx context.Context, b binds.Bind, st *bindState)
 		lat:             p.lat,
 		open:            make(map[string]*openTx),
 	}
+	p.snaps = newSnapshots(b, log, src, p.asm, p.ckpt, st, t.snapChunk, cp.Snapshots)
 	return p, nil
 }
 
@@ -138,6 +139,12 @@ func (p *pipeline) resume(ctx context.Context, identity string) (Checkpoint, err
 			// apart: PostgreSQL clusters restored from one backup share
 			// their system identifier, database and slot names.
 			cp.Origin = Origin(identity + "\x00" + nonce())
+		}
+		if cp.Position == "" && cp.Snapshots == nil && p.bind.Snapshot != "" && p.bind.Snapshot != binds.SnapshotNever {
+			if _, ok := p.src.(Snapshotter); !ok {
+				return Checkpoint{}, ConfigError(fmt.Errorf("snapshot = %q, but the bind's source cannot read snapshots: set snapshot = \"never\"", p.bind.Snapshot))
+			}
+			cp.Snapshots = []SnapshotProgress{initialProgress()}
 		}
 		if sp, ok := p.src.(StartPositioner); ok && cp.Position == "" {
 			cp.Position = sp.StartPosition()
@@ -271,6 +278,7 @@ func (p *pipeline) run(ctx context.Context) error {
 	writer := start(context.WithoutCancel(ctx), func(ctx context.Context) error { return p.ckpt.run(ctx, p.every, p.tick) })
 	p.setState(StateStreaming)
 	p.log.Info("streaming", slog.String("from", p.from))
+	p.snaps.start(ctx)
 
 	var runErr error
 	select {
@@ -304,6 +312,7 @@ func (p *pipeline) run(ctx context.Context) error {
 	//  5. Stop the source: it kept its connection (and its status
 	//     updates) until now, so the final position is confirmed to its
 	//     server.
+	p.snaps.stop()
 	p.reading.close()
 	drainCtx, cancelDrain := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancelDrain()
@@ -332,7 +341,11 @@ func (p *pipeline) run(ctx context.Context) error {
 func (p *pipeline) handler(read context.Context) Handler {
 	return HandlerFunc(func(ctx context.Context, r Record) error {
 		if ctx.Err() == nil && read.Err() == nil && p.reading.enter() {
-			err := p.asm.handle(read, r)
+			err := p.snaps.before(read, r)
+			if err == nil {
+				err = p.asm.handle(read, r)
+				p.snaps.after(r)
+			}
 			p.reading.exit()
 			if err == nil || read.Err() == nil {
 				return err
@@ -461,6 +474,7 @@ func (p *pipeline) snapshot() BindStats {
 			s.LeaseHolder = p.owner
 		}
 	}
+	s.Snapshots = p.snaps.infos()
 	s.Lag = Lag{Bytes: -1}
 	if lr, ok := p.src.(LagReporter); ok {
 		s.Lag = lr.Lag()

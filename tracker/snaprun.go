@@ -1,14 +1,706 @@
 package tracker
 
-import "context"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
 
-// snapshots runs a bind's snapshots (see snapshot.go).
-type snapshots struct{}
+	"github.com/trackerd/trackerd/binds"
+)
 
-func (s *snapshots) backfill(ctx context.Context, req BackfillRequest) (SnapshotInfo, error) {
-	return SnapshotInfo{}, ErrSnapshotUnsupported
+// Snapshot defaults.
+const (
+	// DefaultSnapshotChunk is how many rows a snapshot reads at a time.
+	DefaultSnapshotChunk = 10000
+	// snapshotLogEvery is how often a running snapshot logs its progress.
+	snapshotLogEvery = 10 * time.Second
+	// nudgeEvery is how often a runner waiting for the stream nudges it.
+	nudgeEvery = 200 * time.Millisecond
+	// endedKept is how many ended snapshots a bind keeps for status.
+	endedKept = 16
+)
+
+// errStale is a runner's answer for a chunk the stream passed before it
+// was ready: it is read again.
+var errStale = errors.New("the stream passed the chunk's position: read again")
+
+// snapshots runs a bind's snapshots and backfills (see snapshot.go).
+//
+// Each snapshot has a runner, on a goroutine of its own, which reads its
+// tables chunk by chunk through the source's Snapshotter and hands each
+// chunk to the bind's handler (the source's goroutine) through in. The
+// handler holds a chunk until the stream reaches its position, publishes
+// its rows through the assembler, notes the progress for the checkpoint
+// and answers the runner; one chunk per runner is in flight. Lifecycle
+// events and progress are the handler's alone: what the checkpoint keeps
+// (progress) is written only there.
+type snapshots struct {
+	bind  binds.Bind
+	log   *slog.Logger
+	src   Snapshotter // nil when the source cannot read snapshots
+	nudge func()
+	asm   *assembler
+	ckpt  *checkpointer
+	st    *bindState
+	chunk int
+
+	in chan snapMsg // runners to the handler
+
+	mu     sync.Mutex
+	runs   map[string]*snapRun // running, by id
+	ended  []SnapshotInfo      // newest last
+	parent context.Context     // the runners' parent, while the bind runs
+	stopFn context.CancelFunc
+	wg     sync.WaitGroup
+
+	// The handler's own, touched on the source's goroutine only.
+	waiting    []snapMsg          // chunks held until the stream reaches them
+	lastPos    string             // the last commit or keepalive position handled
+	lastCommit string             // the last commit position handled
+	progress   []SnapshotProgress // what the checkpoint keeps
 }
 
+// snapRun is one running snapshot, as status shows it.
+type snapRun struct {
+	id      string
+	kind    SnapshotKind
+	where   string
+	cancel  context.CancelFunc
+	started time.Time     // when it was asked for
+	begun   time.Time     // when this process began running it
+	ready   chan struct{} // closed once the handler has started it
+	done    chan struct{} // closed once it has ended
+	// Guarded by snapshots.mu.
+	cancelled bool
+	tables    []string
+	estimates map[string]int64
+	table     string
+	finished  []string
+	rows      int64 // in total, with those of earlier processes
+	rowsHere  int64 // published by this process
+	tableRows map[string]int64
+	state     string
+	err       string
+	endedAt   time.Time
+}
+
+type snapMsgKind uint8
+
+const (
+	msgStart snapMsgKind = iota + 1 // progress to keep, a started event if new
+	msgChunk                        // a chunk to publish at its position
+	msgEnd                          // cancelled or failed
+)
+
+// snapMsg is a runner's request to the handler; the handler answers on
+// reply (buffered) once it is done with it.
+type snapMsg struct {
+	kind     snapMsgKind
+	run      *snapRun
+	progress SnapshotProgress // msgStart
+	fresh    bool             // msgStart: publish the started event
+	skipped  []string         // msgStart: tables without a key, left out
+	table    string           // msgChunk
+	chunk    Chunk            // msgChunk
+	end      string           // msgEnd: the lifecycle type
+	err      error            // msgEnd: why it failed
+	reply    chan error
+}
+
+func newSnapshots(b binds.Bind, log *slog.Logger, src Source, asm *assembler, ckpt *checkpointer, st *bindState, chunk int, progress []SnapshotProgress) *snapshots {
+	s := &snapshots{bind: b, log: log, asm: asm, ckpt: ckpt, st: st, chunk: chunk,
+		in: make(chan snapMsg, 8), runs: make(map[string]*snapRun), progress: slices.Clone(progress)}
+	if s.chunk <= 0 {
+		s.chunk = DefaultSnapshotChunk
+	}
+	s.src, _ = src.(Snapshotter)
+	s.nudge = func() {}
+	if n, ok := src.(Nudger); ok {
+		s.nudge = n.Nudge
+	}
+	return s
+}
+
+// initialProgress is a new bind's initial snapshot, its tables resolved
+// once it runs.
+func initialProgress() SnapshotProgress {
+	return SnapshotProgress{ID: "initial-" + nonce()[:8], Kind: SnapshotInitial, Started: time.Now().UTC()}
+}
+
+// start runs the snapshots the checkpoint holds. ctx ends with the bind.
+func (s *snapshots) start(ctx context.Context) {
+	s.mu.Lock()
+	s.parent, s.stopFn = context.WithCancel(ctx)
+	s.mu.Unlock()
+	for _, pr := range s.progress {
+		if s.src == nil {
+			s.log.Error("the checkpoint holds a snapshot, but the bind's source cannot read snapshots: dropped", slog.String("snapshot", pr.ID))
+			continue
+		}
+		s.launch(pr, false)
+	}
+}
+
+// stop ends every runner and waits for them; their snapshots resume when
+// the bind starts again.
+func (s *snapshots) stop() {
+	s.mu.Lock()
+	if s.stopFn != nil {
+		s.stopFn()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// launch starts a runner for pr; fresh is true for a snapshot asked for
+// now (its started event is published once it runs).
+func (s *snapshots) launch(pr SnapshotProgress, fresh bool) *snapRun {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx, cancel := context.WithCancel(s.parent)
+	now := time.Now()
+	r := &snapRun{id: pr.ID, kind: pr.Kind, where: pr.Where, cancel: cancel, started: pr.Started, begun: now,
+		ready: make(chan struct{}), done: make(chan struct{}), tables: pr.All, rows: pr.Rows,
+		tableRows: make(map[string]int64), estimates: make(map[string]int64), state: SnapshotRunning}
+	if len(pr.Tables) > 0 {
+		r.table = pr.Tables[0]
+	}
+	for _, t := range pr.All {
+		if !slices.Contains(pr.Tables, t) {
+			r.finished = append(r.finished, t)
+		}
+	}
+	s.runs[pr.ID] = r
+	if pr.Kind == SnapshotInitial {
+		s.st.setPhase(StateSnapshotting, nil)
+	}
+	s.wg.Add(1)
+	go s.run(ctx, r, pr, fresh)
+	return r
+}
+
+// run is a runner.
+func (s *snapshots) run(ctx context.Context, r *snapRun, pr SnapshotProgress, fresh bool) {
+	defer s.wg.Done()
+	defer close(r.done)
+	err := s.read(ctx, r, pr, fresh)
+	s.mu.Lock()
+	cancelled, stopping := r.cancelled, s.parent.Err() != nil
+	s.mu.Unlock()
+	if err == nil {
+		s.finish(r, SnapshotCompleted, "")
+		return
+	}
+	if stopping && !cancelled {
+		s.mu.Lock()
+		delete(s.runs, r.id)
+		s.mu.Unlock()
+		return // resumed from the checkpoint at the next start
+	}
+	end, state := LifecycleFailed, SnapshotFailed
+	if cancelled {
+		end, state, err = LifecycleCancelled, SnapshotCancelled, nil
+	} else {
+		s.log.Error("snapshot failed", slog.String("snapshot", r.id), slog.Any("err", err))
+	}
+	// Tell the handler, so that the checkpoint forgets it; if the bind
+	// stops first, it is resumed (a cancel is then lost: asked again).
+	if serr := s.send(s.parent, snapMsg{kind: msgEnd, run: r, end: end, err: err}); serr != nil {
+		s.mu.Lock()
+		delete(s.runs, r.id)
+		s.mu.Unlock()
+		return
+	}
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	s.finish(r, state, msg)
+}
+
+// finish moves r to the ended snapshots.
+func (s *snapshots) finish(r *snapRun, state, errMsg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r.state, r.err, r.endedAt = state, errMsg, time.Now()
+	delete(s.runs, r.id)
+	s.ended = append(s.ended, r.infoLocked(s.bind.Key))
+	if len(s.ended) > endedKept {
+		s.ended = s.ended[len(s.ended)-endedKept:]
+	}
+	if r.kind == SnapshotInitial {
+		s.st.setPhase(StateStreaming, nil)
+	}
+}
+
+// read reads the snapshot's tables chunk by chunk and has the handler
+// publish them.
+func (s *snapshots) read(ctx context.Context, r *snapRun, pr SnapshotProgress, fresh bool) error {
+	var skipped []string
+	if !pr.Resolved {
+		tabs, err := s.src.SnapshotTables(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("list the tables: %w", err)
+		}
+		var names []string
+		for _, t := range tabs {
+			if len(t.Key) == 0 {
+				s.log.Warn("snapshot: table has no primary key nor unique key of not-null columns, so it cannot be read in chunks: left out; add such a key and backfill it",
+					slog.String("snapshot", pr.ID), slog.String("table", t.Name()))
+				skipped = append(skipped, t.Name())
+				continue
+			}
+			names = append(names, t.Name())
+		}
+		pr.Tables, pr.All, pr.Resolved, fresh = names, slices.Clone(names), true, true
+		s.mu.Lock()
+		r.tables = pr.All
+		if len(names) > 0 {
+			r.table = names[0]
+		}
+		s.mu.Unlock()
+	}
+	if fresh || len(skipped) > 0 {
+		if err := s.send(ctx, snapMsg{kind: msgStart, run: r, progress: pr, fresh: fresh, skipped: skipped}); err != nil {
+			return err
+		}
+	}
+	close(r.ready)
+	if len(pr.Tables) == 0 {
+		return s.send(ctx, snapMsg{kind: msgEnd, run: r, end: LifecycleCompleted})
+	}
+	tabs, err := s.src.SnapshotTables(ctx, pr.Tables)
+	if err != nil {
+		return fmt.Errorf("look up the tables: %w", err)
+	}
+	byName := make(map[string]SnapshotTable, len(tabs))
+	s.mu.Lock()
+	for _, t := range tabs {
+		byName[t.Name()] = t
+		r.estimates[t.Name()] = t.Estimate
+	}
+	s.mu.Unlock()
+	nextLog := time.Now().Add(snapshotLogEvery)
+	for len(pr.Tables) > 0 {
+		name := pr.Tables[0]
+		t, ok := byName[name]
+		if !ok {
+			return fmt.Errorf("table %s is no longer followed", name)
+		}
+		s.mu.Lock()
+		r.table = name
+		s.mu.Unlock()
+		for {
+			ch, err := s.src.ReadChunk(ctx, ChunkRequest{Table: t, After: pr.After, Where: pr.Where, Limit: s.chunk})
+			if err != nil {
+				return fmt.Errorf("read %s: %w", name, err)
+			}
+			err = s.send(ctx, snapMsg{kind: msgChunk, run: r, table: name, chunk: ch})
+			if errors.Is(err, errStale) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			pr.After = ch.Next
+			if now := time.Now(); now.After(nextLog) {
+				nextLog = now.Add(snapshotLogEvery)
+				s.logProgress(r)
+			}
+			if ch.Done {
+				break
+			}
+		}
+		pr.Tables, pr.After = pr.Tables[1:], ""
+	}
+	return nil
+}
+
+// logProgress logs a running snapshot's rows, rate and, where the server
+// estimates the rows, the time left.
+func (s *snapshots) logProgress(r *snapRun) {
+	s.mu.Lock()
+	info := r.infoLocked(s.bind.Key)
+	s.mu.Unlock()
+	attrs := []slog.Attr{slog.String("snapshot", info.ID), slog.String("table", info.Table),
+		slog.Int64("rows", info.Rows), slog.String("rate", fmt.Sprintf("%.0f rows/s", info.RowsPerSecond))}
+	if info.Estimated > info.Rows && info.RowsPerSecond > 0 {
+		eta := time.Duration(float64(info.Estimated-info.Rows) / info.RowsPerSecond * float64(time.Second))
+		attrs = append(attrs, slog.Int64("estimated", info.Estimated), slog.String("eta", eta.Round(time.Second).String()))
+	}
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "snapshot progress", attrs...)
+}
+
+// send hands m to the handler and waits for its answer, nudging the
+// stream meanwhile so that an idle one reaches the chunk's position soon.
+func (s *snapshots) send(ctx context.Context, m snapMsg) error {
+	m.reply = make(chan error, 1)
+	select {
+	case s.in <- m:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	t := time.NewTicker(nudgeEvery)
+	defer t.Stop()
+	s.nudge()
+	for {
+		select {
+		case err := <-m.reply:
+			return err
+		case <-t.C:
+			s.nudge()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// before runs on the source's goroutine before each record is processed:
+// it takes the runners' requests, and publishes the chunks the stream
+// reaches with this record — before a commit past their position, at a
+// keepalive at or past it.
+func (s *snapshots) before(ctx context.Context, r Record) error {
+	if s.src == nil {
+		return nil
+	}
+	for {
+		var m snapMsg
+		select {
+		case m = <-s.in:
+		default:
+			return s.release(ctx, r)
+		}
+		if err := s.arrive(ctx, m); err != nil {
+			return err
+		}
+	}
+}
+
+// after runs on the source's goroutine after each record is processed.
+func (s *snapshots) after(r Record) {
+	if r.Pos == "" {
+		return
+	}
+	switch r.Kind {
+	case RecordCommit:
+		s.lastPos, s.lastCommit = r.Pos, r.Pos
+	case RecordKeepalive:
+		s.lastPos = r.Pos
+	}
+}
+
+// release publishes the waiting chunks that r's position passes.
+func (s *snapshots) release(ctx context.Context, r Record) error {
+	if len(s.waiting) == 0 || r.Pos == "" || (r.Kind != RecordCommit && r.Kind != RecordKeepalive) {
+		return nil
+	}
+	keep := s.waiting[:0]
+	var err error
+	for _, m := range s.waiting {
+		if err != nil {
+			keep = append(keep, m)
+			continue
+		}
+		c, cerr := s.src.ComparePos(m.chunk.Pos, r.Pos)
+		if cerr != nil {
+			err = fmt.Errorf("snapshot %s: %w", m.run.id, cerr)
+			keep = append(keep, m)
+			continue
+		}
+		if c < 0 || (c == 0 && r.Kind == RecordKeepalive) {
+			err = s.publish(ctx, m)
+			continue
+		}
+		keep = append(keep, m)
+	}
+	clear(s.waiting[len(keep):])
+	s.waiting = keep
+	return err
+}
+
+// arrive takes one runner request.
+func (s *snapshots) arrive(ctx context.Context, m snapMsg) error {
+	switch m.kind {
+	case msgStart:
+		return s.started(ctx, m)
+	case msgEnd:
+		return s.stopped(ctx, m)
+	}
+	ch := m.chunk
+	if s.lastCommit != "" {
+		c, err := s.src.ComparePos(s.lastCommit, ch.Pos)
+		if err != nil {
+			return fmt.Errorf("snapshot %s: %w", m.run.id, err)
+		}
+		if c > 0 {
+			// The stream published a transaction the read did not see:
+			// the rows could be older than a change already out.
+			m.reply <- errStale
+			return nil
+		}
+	}
+	if s.lastPos != "" {
+		c, err := s.src.ComparePos(ch.Pos, s.lastPos)
+		if err != nil {
+			return fmt.Errorf("snapshot %s: %w", m.run.id, err)
+		}
+		if c <= 0 {
+			return s.publish(ctx, m) // the stream is there already
+		}
+	}
+	s.waiting = append(s.waiting, m)
+	return nil
+}
+
+// progressOf returns the index of snapshot id's progress, -1 if none.
+func (s *snapshots) progressOf(id string) int {
+	return slices.IndexFunc(s.progress, func(p SnapshotProgress) bool { return p.ID == id })
+}
+
+// noteProgress has the checkpoint keep the snapshots' progress as of the
+// last event published.
+func (s *snapshots) noteProgress() {
+	out := make([]SnapshotProgress, len(s.progress))
+	for i, p := range s.progress {
+		p.Tables, p.All = slices.Clone(p.Tables), slices.Clone(p.All)
+		out[i] = p
+	}
+	s.ckpt.snapshots(s.asm.laneSeq, out)
+}
+
+func (s *snapshots) started(ctx context.Context, m snapMsg) error {
+	pr := m.progress
+	if i := s.progressOf(pr.ID); i >= 0 {
+		s.progress[i] = pr
+	} else {
+		s.progress = append(s.progress, pr)
+	}
+	if m.fresh {
+		l := &Lifecycle{Type: LifecycleStarted, Snapshot: pr.ID, Kind: pr.Kind, Tables: pr.All, Skipped: m.skipped, Time: time.Now().UTC()}
+		if err := s.asm.lifecycle(ctx, l, string(s.bind.Kind)); err != nil {
+			return err
+		}
+		s.log.Info("snapshot started", slog.String("snapshot", pr.ID), slog.String("kind", string(pr.Kind)),
+			slog.Any("tables", pr.All), slog.String("where", pr.Where))
+	}
+	s.noteProgress()
+	m.reply <- nil
+	return nil
+}
+
+func (s *snapshots) stopped(ctx context.Context, m snapMsg) error {
+	i := s.progressOf(m.run.id)
+	var rows int64
+	if i >= 0 {
+		rows = s.progress[i].Rows
+		s.progress = slices.Delete(s.progress, i, i+1)
+	}
+	s.dropWaiting(m.run)
+	l := &Lifecycle{Type: m.end, Snapshot: m.run.id, Kind: m.run.kind, Rows: rows, Time: time.Now().UTC()}
+	if m.err != nil {
+		l.Error = m.err.Error()
+	}
+	if err := s.asm.lifecycle(ctx, l, string(s.bind.Kind)); err != nil {
+		return err
+	}
+	s.log.Info("snapshot "+m.end, slog.String("snapshot", m.run.id), slog.Int64("rows", rows))
+	s.noteProgress()
+	m.reply <- nil
+	return nil
+}
+
+// dropWaiting forgets the chunks of run waiting for the stream.
+func (s *snapshots) dropWaiting(run *snapRun) {
+	s.waiting = slices.DeleteFunc(s.waiting, func(m snapMsg) bool { return m.run == run })
+}
+
+// publish publishes a chunk's rows now, moves its snapshot's progress,
+// publishes table_done and completed where it ends them, and answers the
+// runner.
+func (s *snapshots) publish(ctx context.Context, m snapMsg) error {
+	i := s.progressOf(m.run.id)
+	if i < 0 {
+		m.reply <- fmt.Errorf("snapshot %s is no longer kept", m.run.id)
+		return nil
+	}
+	ch := m.chunk
+	if err := s.asm.snapshotRows(ctx, m.run.id, ch.Pos, ch.Rows); err != nil {
+		return err
+	}
+	n := int64(len(ch.Rows))
+	pr := &s.progress[i]
+	pr.After, pr.Rows = ch.Next, pr.Rows+n
+	s.mu.Lock()
+	m.run.rows += n
+	m.run.rowsHere += n
+	m.run.tableRows[m.table] += n
+	tableRows := m.run.tableRows[m.table]
+	s.mu.Unlock()
+	if ch.Done {
+		l := &Lifecycle{Type: LifecycleTableDone, Snapshot: pr.ID, Kind: pr.Kind, Table: m.table, Rows: tableRows, Time: time.Now().UTC()}
+		if err := s.asm.lifecycle(ctx, l, string(s.bind.Kind)); err != nil {
+			return err
+		}
+		s.log.Info("snapshot: table done", slog.String("snapshot", pr.ID), slog.String("table", m.table), slog.Int64("rows", tableRows))
+		if len(pr.Tables) > 0 {
+			pr.Tables = pr.Tables[1:]
+		}
+		pr.After = ""
+		s.mu.Lock()
+		m.run.finished = append(m.run.finished, m.table)
+		s.mu.Unlock()
+		if len(pr.Tables) == 0 {
+			l := &Lifecycle{Type: LifecycleCompleted, Snapshot: pr.ID, Kind: pr.Kind, Rows: pr.Rows, Tables: pr.All, Time: time.Now().UTC()}
+			if err := s.asm.lifecycle(ctx, l, string(s.bind.Kind)); err != nil {
+				return err
+			}
+			s.log.Info("snapshot completed", slog.String("snapshot", pr.ID), slog.Int64("rows", pr.Rows))
+			s.progress = slices.Delete(s.progress, i, i+1)
+		}
+	}
+	s.noteProgress()
+	m.reply <- nil
+	return nil
+}
+
+// backfill starts a backfill (see Tracker.Backfill).
+func (s *snapshots) backfill(ctx context.Context, req BackfillRequest) (SnapshotInfo, error) {
+	if s.src == nil {
+		return SnapshotInfo{}, fmt.Errorf("bind %s: %w", s.bind.Key, ErrSnapshotUnsupported)
+	}
+	tabs, err := s.src.SnapshotTables(ctx, req.Tables)
+	if err != nil {
+		return SnapshotInfo{}, fmt.Errorf("bind %s: %w", s.bind.Key, err)
+	}
+	var names []string
+	for _, t := range tabs {
+		if len(t.Key) == 0 {
+			if len(req.Tables) > 0 {
+				return SnapshotInfo{}, ConfigError(fmt.Errorf("bind %s: table %s has no primary key nor unique key of not-null columns, so it cannot be read in chunks: add one (ALTER TABLE ... ADD PRIMARY KEY)", s.bind.Key, t.Name()))
+			}
+			s.log.Warn("backfill: table has no primary key nor unique key of not-null columns: left out", slog.String("table", t.Name()))
+			continue
+		}
+		names = append(names, t.Name())
+	}
+	if len(names) == 0 {
+		return SnapshotInfo{}, ConfigError(fmt.Errorf("bind %s: no table to backfill", s.bind.Key))
+	}
+	if req.Where != "" {
+		// The condition is checked on every table before anything starts.
+		for _, t := range tabs {
+			if len(t.Key) == 0 {
+				continue
+			}
+			if _, err := s.src.ReadChunk(ctx, ChunkRequest{Table: t, Where: req.Where, Limit: 1}); err != nil {
+				return SnapshotInfo{}, fmt.Errorf("bind %s: --where on %s: %w", s.bind.Key, t.Name(), err)
+			}
+		}
+	}
+	s.mu.Lock()
+	if s.parent == nil || s.parent.Err() != nil {
+		s.mu.Unlock()
+		return SnapshotInfo{}, fmt.Errorf("bind %s is not running", s.bind.Key)
+	}
+	for _, r := range s.runs {
+		for _, n := range names {
+			if slices.Contains(r.tables, n) && !slices.Contains(r.finished, n) {
+				s.mu.Unlock()
+				return SnapshotInfo{}, fmt.Errorf("bind %s: table %s: %w (%s); wait for it or cancel it (trackerd backfill --cancel %s)",
+					s.bind.Key, n, ErrSnapshotBusy, r.id, r.id)
+			}
+		}
+	}
+	s.mu.Unlock()
+	pr := SnapshotProgress{ID: "backfill-" + nonce()[:8], Kind: SnapshotBackfill, Tables: names, All: slices.Clone(names),
+		Where: req.Where, Started: time.Now().UTC(), Resolved: true}
+	r := s.launch(pr, true)
+	select {
+	case <-r.ready:
+	case <-r.done:
+	case <-ctx.Done():
+		return SnapshotInfo{}, ctx.Err()
+	}
+	return s.info(r), nil
+}
+
+// cancel stops a running snapshot and waits until it has ended.
 func (s *snapshots) cancel(ctx context.Context, id string) (SnapshotInfo, error) {
-	return SnapshotInfo{}, ErrUnknownSnapshot
+	s.mu.Lock()
+	r := s.runs[id]
+	if r == nil {
+		var running []string
+		for k := range s.runs {
+			running = append(running, k)
+		}
+		s.mu.Unlock()
+		return SnapshotInfo{}, fmt.Errorf("bind %s: %q: %w (running: %v)", s.bind.Key, id, ErrUnknownSnapshot, running)
+	}
+	r.cancelled = true
+	r.cancel()
+	s.mu.Unlock()
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		return SnapshotInfo{}, ctx.Err()
+	}
+	return s.info(r), nil
+}
+
+func (s *snapshots) info(r *snapRun) SnapshotInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return r.infoLocked(s.bind.Key)
+}
+
+// infos returns the running snapshots and those that ended, for Stats.
+func (s *snapshots) infos() []SnapshotInfo {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := slices.Clone(s.ended)
+	for _, r := range s.runs {
+		out = append(out, r.infoLocked(s.bind.Key))
+	}
+	slices.SortFunc(out, func(a, b SnapshotInfo) int { return a.Started.Compare(b.Started) })
+	return out
+}
+
+// infoLocked describes r; snapshots.mu is held.
+func (r *snapRun) infoLocked(bind string) SnapshotInfo {
+	in := SnapshotInfo{Bind: bind, ID: r.id, Kind: r.kind, State: r.state, Table: r.table, Tables: slices.Clone(r.tables),
+		Done: slices.Clone(r.finished), Where: r.where, Rows: r.rows, Estimated: -1, Started: r.started, Ended: r.endedAt,
+		Error: r.err, TableRows: make(map[string]int64, len(r.tableRows)), TableEstimated: make(map[string]int64, len(r.estimates))}
+	if r.state != SnapshotRunning {
+		in.Table = ""
+	}
+	for k, v := range r.tableRows {
+		in.TableRows[k] = v
+	}
+	var est int64
+	known := len(r.estimates) > 0
+	for k, v := range r.estimates {
+		in.TableEstimated[k] = v
+		if v < 0 {
+			known = false
+		}
+		est += max(v, 0)
+	}
+	if known {
+		in.Estimated = est
+	}
+	end := time.Now()
+	if !r.endedAt.IsZero() {
+		end = r.endedAt
+	}
+	if d := end.Sub(r.begun).Seconds(); d > 0 {
+		in.RowsPerSecond = float64(r.rowsHere) / d
+	}
+	return in
 }

@@ -43,6 +43,8 @@ type Tracker struct {
 	// cpDelay is how long after its events are acknowledged a position
 	// may be checkpointed (WithCheckpointDelay).
 	cpDelay time.Duration
+	// snapChunk is the rows a snapshot reads at a time (WithSnapshotChunk).
+	snapChunk int
 
 	created time.Time
 
@@ -112,6 +114,20 @@ func WithCheckpointDelay(d time.Duration) Option {
 			return fmt.Errorf("tracker: WithCheckpointDelay(%v): want 0 or more", d)
 		}
 		t.cpDelay = d
+		return nil
+	}
+}
+
+// WithSnapshotChunk sets how many rows a snapshot reads at a time
+// (default DefaultSnapshotChunk): each chunk is held in memory until the
+// stream reaches its position, and is read again at most once after a
+// crash.
+func WithSnapshotChunk(rows int) Option {
+	return func(t *Tracker) error {
+		if rows <= 0 {
+			return fmt.Errorf("tracker: WithSnapshotChunk(%d): want a positive number of rows", rows)
+		}
+		t.snapChunk = rows
 		return nil
 	}
 }
