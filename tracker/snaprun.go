@@ -58,7 +58,8 @@ type snapshots struct {
 	wg     sync.WaitGroup
 
 	// The handler's own, touched on the source's goroutine only.
-	waiting    []snapMsg          // chunks held until the stream reaches them
+	waiting    []snapMsg // chunks held until the stream reaches them
+	reserved   map[*snapRun]reservation
 	lastPos    string             // the last commit or keepalive position handled
 	lastCommit string             // the last commit position handled
 	progress   []SnapshotProgress // what the checkpoint keeps
@@ -88,12 +89,20 @@ type snapRun struct {
 	endedAt   time.Time
 }
 
+// reservation is a read in progress: the stream is held before it passes
+// pos until the read's chunk is there.
+type reservation struct {
+	pos   string
+	stale bool // the stream had passed pos already: the chunk is read again
+}
+
 type snapMsgKind uint8
 
 const (
-	msgStart snapMsgKind = iota + 1 // progress to keep, a started event if new
-	msgChunk                        // a chunk to publish at its position
-	msgEnd                          // cancelled or failed
+	msgStart   snapMsgKind = iota + 1 // progress to keep, a started event if new
+	msgChunk                          // a chunk to publish at its position
+	msgEnd                            // cancelled or failed
+	msgReserve                        // a read's position, before its rows
 )
 
 // snapMsg is a runner's request to the handler; the handler answers on
@@ -106,6 +115,8 @@ type snapMsg struct {
 	skipped  []string         // msgStart: tables without a key, left out
 	table    string           // msgChunk
 	chunk    Chunk            // msgChunk
+	pos      string           // msgReserve
+	readErr  error            // msgChunk: the read failed, nothing to publish
 	end      string           // msgEnd: the lifecycle type
 	err      error            // msgEnd: why it failed
 	reply    chan error
@@ -113,7 +124,8 @@ type snapMsg struct {
 
 func newSnapshots(b binds.Bind, log *slog.Logger, src Source, asm *assembler, ckpt *checkpointer, st *bindState, chunk int, progress []SnapshotProgress) *snapshots {
 	s := &snapshots{bind: b, log: log, asm: asm, ckpt: ckpt, st: st, chunk: chunk,
-		in: make(chan snapMsg, 8), runs: make(map[string]*snapRun), progress: slices.Clone(progress)}
+		in: make(chan snapMsg, 64), runs: make(map[string]*snapRun), progress: slices.Clone(progress),
+		reserved: make(map[*snapRun]reservation)}
 	if s.chunk <= 0 {
 		s.chunk = DefaultSnapshotChunk
 	}
@@ -295,8 +307,18 @@ func (s *snapshots) read(ctx context.Context, r *snapRun, pr SnapshotProgress, f
 		r.table = name
 		s.mu.Unlock()
 		for {
-			ch, err := s.src.ReadChunk(ctx, ChunkRequest{Table: t, After: pr.After, Where: pr.Where, Limit: s.chunk})
+			reserved := false
+			reserve := func(pos string) {
+				if !reserved {
+					reserved = true
+					s.post(ctx, snapMsg{kind: msgReserve, run: r, pos: pos})
+				}
+			}
+			ch, err := s.src.ReadChunk(ctx, ChunkRequest{Table: t, After: pr.After, Where: pr.Where, Limit: s.chunk, Reserve: reserve})
 			if err != nil {
+				if reserved { // let the stream go on
+					s.send(ctx, snapMsg{kind: msgChunk, run: r, readErr: err})
+				}
 				return fmt.Errorf("read %s: %w", name, err)
 			}
 			err = s.send(ctx, snapMsg{kind: msgChunk, run: r, table: name, chunk: ch})
@@ -333,6 +355,14 @@ func (s *snapshots) logProgress(r *snapRun) {
 		attrs = append(attrs, slog.Int64("estimated", info.Estimated), slog.String("eta", eta.Round(time.Second).String()))
 	}
 	s.log.LogAttrs(context.Background(), slog.LevelInfo, "snapshot progress", attrs...)
+}
+
+// post hands m to the handler without waiting for an answer.
+func (s *snapshots) post(ctx context.Context, m snapMsg) {
+	select {
+	case s.in <- m:
+	case <-ctx.Done():
+	}
 }
 
 // send hands m to the handler and waits for its answer, nudging the
@@ -372,10 +402,48 @@ func (s *snapshots) before(ctx context.Context, r Record) error {
 		select {
 		case m = <-s.in:
 		default:
+			if err := s.hold(ctx, r); err != nil {
+				return err
+			}
 			return s.release(ctx, r)
 		}
 		if err := s.arrive(ctx, m); err != nil {
 			return err
+		}
+	}
+}
+
+// hold waits, before a commit, until every read in progress whose position
+// the commit passes has handed its chunk over.
+func (s *snapshots) hold(ctx context.Context, r Record) error {
+	if r.Kind != RecordCommit || r.Pos == "" {
+		return nil
+	}
+	for {
+		blocked := false
+		for _, res := range s.reserved {
+			if res.stale {
+				continue
+			}
+			c, err := s.src.ComparePos(res.pos, r.Pos)
+			if err != nil {
+				return fmt.Errorf("snapshot: %w", err)
+			}
+			if c < 0 {
+				blocked = true
+				break
+			}
+		}
+		if !blocked {
+			return nil
+		}
+		select {
+		case m := <-s.in:
+			if err := s.arrive(ctx, m); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }
@@ -429,6 +497,27 @@ func (s *snapshots) arrive(ctx context.Context, m snapMsg) error {
 		return s.started(ctx, m)
 	case msgEnd:
 		return s.stopped(ctx, m)
+	case msgReserve:
+		res := reservation{pos: m.pos}
+		if s.lastCommit != "" {
+			c, err := s.src.ComparePos(s.lastCommit, m.pos)
+			if err != nil {
+				return fmt.Errorf("snapshot %s: %w", m.run.id, err)
+			}
+			res.stale = c > 0
+		}
+		s.reserved[m.run] = res
+		return nil
+	}
+	res, wasReserved := s.reserved[m.run]
+	delete(s.reserved, m.run)
+	if m.readErr != nil {
+		m.reply <- m.readErr
+		return nil
+	}
+	if wasReserved && res.stale {
+		m.reply <- errStale
+		return nil
 	}
 	ch := m.chunk
 	if s.lastCommit != "" {
@@ -500,6 +589,7 @@ func (s *snapshots) stopped(ctx context.Context, m snapMsg) error {
 		s.progress = slices.Delete(s.progress, i, i+1)
 	}
 	s.dropWaiting(m.run)
+	delete(s.reserved, m.run)
 	l := &Lifecycle{Type: m.end, Snapshot: m.run.id, Kind: m.run.kind, Rows: rows, Time: time.Now().UTC()}
 	if m.err != nil {
 		l.Error = m.err.Error()

@@ -17,8 +17,14 @@ import (
 // until the bind's stream reaches that position, and publishes its rows
 // there: after every transaction the read saw, before every transaction it
 // did not. A consumer that applies events in stream order thus never sees
-// a snapshot row after a newer change of the same row. A chunk whose
-// position the stream has already passed when it is ready is read again.
+// a snapshot row after a newer change of the same row.
+//
+// The source reports the read's position as soon as it knows it, before
+// it reads the rows (ChunkRequest.Reserve): the tracker then holds the
+// stream before the first commit past that position until the chunk is
+// there, so that a read slower than the stream is not overtaken by it. A
+// chunk whose position the stream had already passed when it was reserved
+// is read again.
 
 // SnapshotTable is a table a snapshot can read.
 type SnapshotTable struct {
@@ -46,6 +52,13 @@ type ChunkRequest struct {
 	Where string
 	// Limit is the most rows to read.
 	Limit int
+	// Reserve, when not nil, is called once the read's position is known
+	// (the chunk's Pos), before its rows are read: from then on the
+	// tracker holds the stream before it passes that position until the
+	// chunk is handed over, so that a read slower than the stream is never
+	// overtaken by it. ReadChunk must call it at most once; it does not
+	// block.
+	Reserve func(pos string)
 }
 
 // Chunk is a consistent read of up to Limit rows of a table, in key order.
