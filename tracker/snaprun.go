@@ -139,7 +139,12 @@ func newSnapshots(b binds.Bind, log *slog.Logger, src Source, asm *assembler, ck
 
 // initialProgress is a new bind's initial snapshot, its tables resolved
 // once it runs.
-func initialProgress() SnapshotProgress {
+func initialProgress() SnapshotProgress { return InitialSnapshot() }
+
+// InitialSnapshot returns a new snapshot of every table of a bind, to put
+// into its checkpoint (`trackerd reset --to snapshot` does): the bind reads
+// its tables at its next start, their rows resolved then.
+func InitialSnapshot() SnapshotProgress {
 	return SnapshotProgress{ID: "initial-" + nonce()[:8], Kind: SnapshotInitial, Started: time.Now().UTC()}
 }
 

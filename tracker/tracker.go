@@ -34,6 +34,7 @@ type Tracker struct {
 	binds   []binds.Bind
 	log     *slog.Logger
 	sources map[binds.Kind]OpenSourceFunc
+	resets  map[binds.Kind]ResetFunc
 	sink    Sink
 	store   CheckpointStore
 	phases  map[Phase]bool
@@ -118,6 +119,25 @@ func WithCheckpointDelay(d time.Duration) Option {
 	}
 }
 
+// ResetFunc moves a bind whose checkpoint cannot be resumed to its
+// server's current position (see `trackerd reset`); from is the
+// checkpoint's position.
+type ResetFunc func(ctx context.Context, b binds.Bind, from string, opts SourceOptions) (Reset, error)
+
+// WithReset gives the tracker the reset of binds of one kind, which binds
+// with snapshot = "when_needed" use when their checkpoint can no longer be
+// resumed: they move to the server's current position and read their
+// tables again, instead of stopping with ErrResnapshotRequired.
+func WithReset(kind binds.Kind, reset ResetFunc) Option {
+	return func(t *Tracker) error {
+		if reset == nil {
+			return fmt.Errorf("tracker: WithReset(%q, nil)", kind)
+		}
+		t.resets[kind] = reset
+		return nil
+	}
+}
+
 // WithSnapshotChunk sets how many rows a snapshot reads at a time
 // (default DefaultSnapshotChunk): each chunk is held in memory until the
 // stream reaches its position, and is read again at most once after a
@@ -157,6 +177,7 @@ func New(cfg *config.Config, opts ...Option) (*Tracker, error) {
 		cfg:          cfg,
 		log:          slog.New(slog.DiscardHandler),
 		sources:      make(map[binds.Kind]OpenSourceFunc),
+		resets:       make(map[binds.Kind]ResetFunc),
 		phases:       make(map[Phase]bool),
 		pipelines:    make(map[string]*pipeline),
 		states:       make(map[string]*bindState),
@@ -292,6 +313,11 @@ func (t *Tracker) Run(ctx context.Context) error {
 	t.mu.Unlock()
 	for _, b := range tracked {
 		p, err := t.openPipeline(ctx, b, t.states[b.Key])
+		if t.resnapshots(b, err) {
+			if err = t.resnapshot(ctx, b, t.states[b.Key], err); err == nil {
+				p, err = t.openPipeline(ctx, b, t.states[b.Key])
+			}
+		}
 		if err != nil {
 			t.states[b.Key].setPhase(StateFailed, err)
 			closeAll()
@@ -309,6 +335,19 @@ func (t *Tracker) Run(ctx context.Context) error {
 	for _, p := range opened {
 		g.Go(func() error {
 			err := p.run(gctx)
+			for t.resnapshots(p.bind, err) && gctx.Err() == nil {
+				b, st := p.bind, t.states[p.bind.Key]
+				if err = t.resnapshot(gctx, b, st, err); err != nil {
+					break
+				}
+				if p, err = t.openPipeline(gctx, b, st); err != nil {
+					break
+				}
+				t.mu.Lock()
+				t.pipelines[b.Key] = p
+				t.mu.Unlock()
+				err = p.run(gctx)
+			}
 			if err != nil {
 				return fmt.Errorf("bind %s: %w", p.bind.Key, err)
 			}
@@ -320,6 +359,44 @@ func (t *Tracker) Run(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// resnapshots reports whether a bind that failed with err moves to its
+// server's current position and reads its tables again (snapshot =
+// "when_needed").
+func (t *Tracker) resnapshots(b binds.Bind, err error) bool {
+	return err != nil && errors.Is(err, ErrResnapshotRequired) && b.Snapshot == binds.SnapshotWhenNeeded && t.resets[b.Kind] != nil
+}
+
+// resnapshot moves a bind whose checkpoint cannot be resumed to its
+// server's current position, with a snapshot of its tables in the
+// checkpoint: the changes in between are never published, but the rows
+// they left are.
+func (t *Tracker) resnapshot(ctx context.Context, b binds.Bind, st *bindState, cause error) error {
+	log := t.log.With(slog.String("bind", b.Key))
+	log.Warn("the checkpoint cannot be resumed; snapshot = when_needed: moving to the server's current position and reading the tables again",
+		slog.Any("err", cause))
+	r, err := t.resets[b.Kind](ctx, b, "", SourceOptions{Logger: log, NativeUnicode: t.cfg.NativeUnicode, Report: st.report})
+	if err != nil {
+		return fmt.Errorf("snapshot = when_needed: reset: %w", err)
+	}
+	key := CheckpointKey(b.Key, r.Identity)
+	cp, err := t.store.Load(ctx, key)
+	switch {
+	case errors.Is(err, ErrNoCheckpoint):
+		cp = Checkpoint{Bind: b.Key, Source: r.Identity, Origin: Origin(r.Identity + "\x00" + nonce())}
+	case err != nil:
+		return fmt.Errorf("snapshot = when_needed: load checkpoint: %w", err)
+	}
+	was := cp.Position
+	cp.Position, cp.Time, cp.Owner = r.Position, time.Now().UTC(), t.owner
+	cp.Snapshots = []SnapshotProgress{initialProgress()}
+	if _, err := t.store.Save(ctx, key, cp); err != nil {
+		return fmt.Errorf("snapshot = when_needed: write checkpoint: %w", err)
+	}
+	log.Warn("moved to the server's current position; the changes in between are not published, a snapshot of the tables follows",
+		slog.String("was", was), slog.String("now", r.Position), slog.Any("done", r.Done), slog.String("snapshot", cp.Snapshots[0].ID))
+	return nil
 }
 
 // BindStats is a bind's progress, for metrics and health checks.

@@ -88,6 +88,10 @@ func cmdRun(ctx context.Context, args []string, lookup env, stdout, stderr io.Wr
 		tracker.WithLogger(log),
 		tracker.WithSource(binds.Postgres, postgres.Open),
 		tracker.WithSource(binds.MySQL, mysql.Open),
+		tracker.WithReset(binds.Postgres, postgres.Reset),
+		tracker.WithReset(binds.MySQL, func(ctx context.Context, b binds.Bind, from string, _ tracker.SourceOptions) (tracker.Reset, error) {
+			return mysql.Reset(ctx, b, from)
+		}),
 	}
 	bus, err := startBus(ctx, cfg, log)
 	if err != nil {

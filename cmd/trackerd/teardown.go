@@ -36,9 +36,11 @@ changes between the checkpoint and that position are never published:
 reset says which. PostgreSQL: a missing or invalidated slot is created
 anew, an existing one advanced with pg_replication_slot_advance.
 MySQL/MariaDB: the checkpoint is set at the end of the binlog. The
-checkpoint keeps its event-id origin. --to snapshot (publish the tables'
-current rows instead) needs the snapshot feature, which trackerd does not
-have yet. It refuses (exit 1) while a running trackerd holds the bind.`
+checkpoint keeps its event-id origin. --to snapshot does the same and
+then has the bind's next run read every row of its tables (an initial
+snapshot, as the bind option snapshot = "initial" does), so that what the
+skipped changes left is published after all. It refuses (exit 1) while a
+running trackerd holds the bind.`
 
 // A bind's server, as teardown and reset see it.
 type serverOps struct {
@@ -282,7 +284,7 @@ func cmdReset(ctx context.Context, args []string, lookup env, stdout, stderr io.
 	var key, to string
 	cfg, rest, err := loadConfig("reset", args, lookup, stdout, stderr, func(fs *flag.FlagSet) {
 		bindFlag(&key)(fs)
-		fs.StringVar(&to, "to", "", "where to move the bind: `current` (the server's current position); snapshot is not built yet")
+		fs.StringVar(&to, "to", "", "where to move the bind: `current` (the server's current position) or snapshot (that, then read the tables' rows)")
 	})
 	if err != nil {
 		return err
@@ -291,13 +293,11 @@ func cmdReset(ctx context.Context, args []string, lookup env, stdout, stderr io.
 		return usageError{fmt.Sprintf("reset takes no arguments, got %q", rest)}
 	}
 	switch to {
-	case "current":
-	case "snapshot":
-		return usageError{"reset --to snapshot needs the snapshot feature, which trackerd does not have yet; --to current moves the bind to the server's current position (the changes since its checkpoint are then never published)"}
+	case "current", "snapshot":
 	case "":
-		return usageError{"reset needs --to current: the bind moves to the server's current position, and the changes since its checkpoint are never published"}
+		return usageError{"reset needs --to current or --to snapshot: the bind moves to the server's current position, and the changes since its checkpoint are never published (with snapshot, the tables' rows are then read and published)"}
 	default:
-		return usageError{fmt.Sprintf("reset --to %q: want current (or snapshot, not built yet)", to)}
+		return usageError{fmt.Sprintf("reset --to %q: want current or snapshot", to)}
 	}
 	b, err := findBind(cfg, "reset", key)
 	if err != nil {
@@ -358,6 +358,9 @@ func cmdReset(ctx context.Context, args []string, lookup env, stdout, stderr io.
 	if len(mine) == 0 {
 		fmt.Fprintf(stdout, "  now      %s\n", r.Position)
 		fmt.Fprintf(stdout, "no checkpoint in %s: the bind's next run starts at the server's current position\n", st.where)
+		if to == "snapshot" {
+			fmt.Fprintf(stdout, "to read its tables' rows then, set the bind option snapshot = \"initial\" (or run trackerd backfill --bind %s once it runs)\n", b.Key)
+		}
 		return nil
 	}
 	fmt.Fprintf(stdout, "  was      %s (checkpoint %s, written %s)\n", orUnknown(cp.Position), cp.Key, cp.Time.Format(time.RFC3339))
@@ -375,6 +378,11 @@ func cmdReset(ctx context.Context, args []string, lookup env, stdout, stderr io.
 		next.Source, next.Revision = fp.Identity, 0 // none under cpKey: mine[0] would be it
 	}
 	next.Position, next.Time, next.Owner = r.Position, time.Now().UTC(), leaseOwner("reset")
+	if to == "snapshot" {
+		// A whole snapshot: it covers what unfinished ones would read.
+		next.Snapshots = []tracker.SnapshotProgress{tracker.InitialSnapshot()}
+		fmt.Fprintf(stdout, "  snapshot %s: the bind's next run reads every row of its tables\n", next.Snapshots[0].ID)
+	}
 	if _, err := st.store.Save(ctx, cpKey, next); err != nil {
 		return fmt.Errorf("bind %s: write checkpoint %s: %w", b.Key, cpKey, err)
 	}

@@ -11,8 +11,8 @@ import (
 )
 
 // TestTeardownResetUsage: teardown and reset name the bind with --bind;
-// reset takes --to current, and refuses --to snapshot, not built yet, in
-// one line (exit 2).
+// reset takes --to current or snapshot, and refuses anything else in one
+// line (exit 2).
 func TestTeardownResetUsage(t *testing.T) {
 	env := map[string]string{"TRACKER_DATABASE_URI": "postgresql://app@db.invalid/shop", "TRACKER_BINDS": `{"orders": "mysql://app@db.invalid/orders"}`}
 	tests := []struct {
@@ -22,9 +22,8 @@ func TestTeardownResetUsage(t *testing.T) {
 		{[]string{"teardown"}, "trackerd: teardown needs --bind KEY: the binds are default, orders"},
 		{[]string{"teardown", "--bind", "ordres"}, "trackerd: teardown --bind ordres: no such bind; the binds are default, orders"},
 		{[]string{"teardown", "--bind", "orders", "extra"}, `trackerd: teardown takes no arguments, got ["extra"]`},
-		{[]string{"reset", "--bind", "orders"}, "trackerd: reset needs --to current: the bind moves to the server's current position, and the changes since its checkpoint are never published"},
-		{[]string{"reset", "--bind", "orders", "--to", "snapshot"}, "trackerd: reset --to snapshot needs the snapshot feature, which trackerd does not have yet; --to current moves the bind to the server's current position (the changes since its checkpoint are then never published)"},
-		{[]string{"reset", "--bind", "orders", "--to", "yesterday"}, `trackerd: reset --to "yesterday": want current (or snapshot, not built yet)`},
+		{[]string{"reset", "--bind", "orders"}, "trackerd: reset needs --to current or --to snapshot: the bind moves to the server's current position, and the changes since its checkpoint are never published (with snapshot, the tables' rows are then read and published)"},
+		{[]string{"reset", "--bind", "orders", "--to", "yesterday"}, `trackerd: reset --to "yesterday": want current or snapshot`},
 		{[]string{"reset", "--to", "current"}, "trackerd: reset needs --bind KEY: the binds are default, orders"},
 	}
 	for _, tc := range tests {
