@@ -48,7 +48,8 @@ type snapshots struct {
 	st    *bindState
 	chunk int
 
-	in chan snapMsg // runners to the handler
+	in     chan snapMsg       // runners to the handler
+	resume []SnapshotProgress // the checkpoint's, run by start
 
 	mu     sync.Mutex
 	runs   map[string]*snapRun // running, by id
@@ -124,7 +125,7 @@ type snapMsg struct {
 
 func newSnapshots(b binds.Bind, log *slog.Logger, src Source, asm *assembler, ckpt *checkpointer, st *bindState, chunk int, progress []SnapshotProgress) *snapshots {
 	s := &snapshots{bind: b, log: log, asm: asm, ckpt: ckpt, st: st, chunk: chunk,
-		in: make(chan snapMsg, 64), runs: make(map[string]*snapRun), progress: slices.Clone(progress),
+		in: make(chan snapMsg, 64), runs: make(map[string]*snapRun), progress: slices.Clone(progress), resume: slices.Clone(progress),
 		reserved: make(map[*snapRun]reservation)}
 	if s.chunk <= 0 {
 		s.chunk = DefaultSnapshotChunk
@@ -153,7 +154,7 @@ func (s *snapshots) start(ctx context.Context) {
 	s.mu.Lock()
 	s.parent, s.stopFn = context.WithCancel(ctx)
 	s.mu.Unlock()
-	for _, pr := range s.progress {
+	for _, pr := range s.resume {
 		if s.src == nil {
 			s.log.Error("the checkpoint holds a snapshot, but the bind's source cannot read snapshots: dropped", slog.String("snapshot", pr.ID))
 			continue

@@ -33,6 +33,8 @@ type tableDB struct {
 	noKey  bool
 	// slowReads makes ReadChunk take up to 1 ms after its read.
 	slowReads bool
+	// lost makes the next Run fail with ErrResnapshotRequired.
+	lost bool
 	// noReserve makes ReadChunk leave ChunkRequest.Reserve uncalled.
 	noReserve bool
 	handled   int // commits handed to the tracker
@@ -90,6 +92,13 @@ func (db *tableDB) Open() tracker.OpenSourceFunc {
 // Run hands the log over from after position from, each commit after the
 // lag, and a keepalive when idle and nudged.
 func (db *tableDB) Run(ctx context.Context, from string, h tracker.Handler) error {
+	db.mu.Lock()
+	lost := db.lost
+	db.lost = false
+	db.mu.Unlock()
+	if lost {
+		return fmt.Errorf("the server no longer has position %s: %w", from, tracker.ErrResnapshotRequired)
+	}
 	next := 0
 	if from != "" {
 		next, _ = strconv.Atoi(from)
@@ -536,5 +545,57 @@ func TestSnapshotReadFails(t *testing.T) {
 	_, lc := applied(t, sink.Events())
 	if lc[tracker.LifecycleFailed] != 1 {
 		t.Fatalf("lifecycle %v", lc)
+	}
+}
+
+// TestSnapshotWhenNeeded: a bind with snapshot = "when_needed" whose
+// checkpoint cannot be resumed moves to the current position and reads its
+// tables again; with "initial" it stops.
+func TestSnapshotWhenNeeded(t *testing.T) {
+	for _, mode := range []string{"when_needed", "initial"} {
+		t.Run(mode, func(t *testing.T) {
+			db := newTableDB(300)
+			db.write(5, 1, false)
+			sink := &trackertest.Sink{}
+			store := trackertest.NewMemStore()
+			key := tracker.CheckpointKey("default", db.Identity())
+			tr := snapshotTracker(t, db, mode, 100, sink, store)
+			runUntil(t, tr, "the initial snapshot completes", func() bool {
+				s := tr.Snapshots()
+				return len(s) == 1 && s[0].State == tracker.SnapshotCompleted && store.Position(key) != ""
+			})
+			db.lost = true
+			cfg := testConfig(t)
+			cfg.Binds = map[string]config.BindConfig{"default": {Snapshot: mode}}
+			var resets []string
+			tr, err := tracker.New(cfg, tracker.WithSource(binds.Postgres, db.Open()), tracker.WithSink(sink),
+				tracker.WithCheckpointStore(store), tracker.WithSnapshotChunk(100),
+				tracker.WithReset(binds.Postgres, func(_ context.Context, _ binds.Bind, from string, _ tracker.SourceOptions) (tracker.Reset, error) {
+					resets = append(resets, from)
+					db.mu.Lock()
+					defer db.mu.Unlock()
+					return tracker.Reset{Identity: db.Identity(), Position: pos(len(db.log))}, nil
+				}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mode == "initial" {
+				if err := tr.Run(t.Context()); !errors.Is(err, tracker.ErrResnapshotRequired) {
+					t.Fatalf("Run: %v, want ErrResnapshotRequired", err)
+				}
+				return
+			}
+			runUntil(t, tr, "a second snapshot completes", func() bool {
+				s := tr.Snapshots()
+				return len(s) == 1 && s[0].State == tracker.SnapshotCompleted
+			})
+			if len(resets) != 1 {
+				t.Fatalf("resets %v", resets)
+			}
+			_, lc := applied(t, sink.Events())
+			if lc[tracker.LifecycleCompleted] != 2 {
+				t.Fatalf("lifecycle %v, want two completed snapshots", lc)
+			}
+		})
 	}
 }
