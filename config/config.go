@@ -91,6 +91,9 @@ type Config struct {
 	// NATSStoreDir is NATS_STORE_DIR: the embedded server's JetStream data.
 	// Default: DataDir/nats.
 	NATSStoreDir string
+	// SnapshotChunk is SNAPSHOT_CHUNK, default 10000: rows a snapshot
+	// reads at a time.
+	SnapshotChunk int
 	// SpillThreshold is SPILL_THRESHOLD, default 16 MiB: bytes of one
 	// transaction's changes held in memory before the rest spill to disk.
 	SpillThreshold int64
@@ -352,6 +355,8 @@ const (
 const (
 	// DefaultCheckpointInterval is CHECKPOINT_INTERVAL's default.
 	DefaultCheckpointInterval = 200 * time.Millisecond
+	// DefaultSnapshotChunk is SNAPSHOT_CHUNK's default.
+	DefaultSnapshotChunk = 10000
 	// DefaultSpillThreshold is SPILL_THRESHOLD's default, 16 MiB.
 	DefaultSpillThreshold int64 = 16 << 20
 	// CheckpointFileName is the checkpoint file's name in DATA_DIR, where

@@ -219,7 +219,7 @@ func specs() []keySpec {
 			true, secretURI, func(c *Config) *string { return &c.DatabaseURI }),
 		{
 			KeyInfo: KeyInfo{Name: "BINDS", Type: "table", Flask: true, Secret: true,
-				Doc: "More binds, bind key -> URI or table `{uri, tables, exclude_tables, track, slot, publication, server_id, streaming, heartbeat, engine_options, pool_size, max_overflow, pool_timeout, pool_recycle}`. A JSON object in the environment or a flag. `default` without `uri` gives options to `DATABASE_URI`'s bind."},
+				Doc: "More binds, bind key -> URI or table `{uri, tables, exclude_tables, track, slot, publication, server_id, streaming, heartbeat, snapshot, engine_options, pool_size, max_overflow, pool_timeout, pool_recycle}`. A JSON object in the environment or a flag. `default` without `uri` gives options to `DATABASE_URI`'s bind."},
 			secret: secretURI,
 			set:    setBinds,
 		},
@@ -328,6 +328,9 @@ func specs() []keySpec {
 		stringKey("EMBEDDED_NATS_ADDR", "address", "127.0.0.1:4223",
 			"Loopback `host:port` the embedded NATS server listens on when `NATS_URL` is unset; port 0 picks a free one. It requires the user and password trackerd keeps in `DATA_DIR/nats.auth` (mode 0600).",
 			false, public, func(c *Config) *string { return &c.EmbeddedNATSAddr }),
+		intKey("SNAPSHOT_CHUNK", "10000",
+			"Rows a snapshot or backfill reads at a time, in one consistent read, held in memory until the stream reaches the read's position; after a crash at most one chunk per snapshot is read again.",
+			"a whole number from 1 to 1000000", func(c *Config) *int { return &c.SnapshotChunk }),
 		sizeKey("SPILL_THRESHOLD", "16MiB",
 			"Bytes of one transaction's changes held in memory before the rest spill to disk.",
 			func(c *Config) *int64 { return &c.SpillThreshold }),

@@ -57,6 +57,7 @@ func Default() Config {
 		CheckpointInterval: DefaultCheckpointInterval,
 		EmbeddedNATSAddr:   "127.0.0.1:4223",
 		SpillThreshold:     DefaultSpillThreshold,
+		SnapshotChunk:      DefaultSnapshotChunk,
 		HTTPAddr:           "127.0.0.1:9187",
 		LogFormat:          "text",
 		LogLevel:           "info",

@@ -112,13 +112,13 @@ func keyCases() []keyCase {
 		// BINDS
 		{name: "BINDS as JSON from env", in: input{env: env("SQLALCHEMY_BINDS",
 			`{"a": "postgresql://h/a", "b": {"url": "mysql://h/b", "tables": ["x", "s.y"], "exclude_tables": "z", "track": "no",
-			  "slot": "s", "publication": "p", "server_id": 7, "streaming": true, "heartbeat": "5s",
+			  "slot": "s", "publication": "p", "server_id": 7, "streaming": true, "heartbeat": "5s", "snapshot": "initial",
 			  "engine_options": {"pool_size": 3, "pool_pre_ping": true}, "max_overflow": 4, "pool_recycle": 60}}`)},
 			check: func(c *Config) string {
 				want := map[string]BindConfig{
 					"a": {URI: "postgresql://h/a"},
 					"b": {URI: "mysql://h/b", Tables: []string{"x", "s.y"}, ExcludeTables: []string{"z"}, Track: ptr(false),
-						Slot: "s", Publication: "p", ServerID: 7, Streaming: true, Heartbeat: 5 * time.Second,
+						Slot: "s", Publication: "p", ServerID: 7, Streaming: true, Heartbeat: 5 * time.Second, Snapshot: "initial",
 						Engine: EngineOptions{PoolSize: ptr(3), MaxOverflow: ptr(4), PoolRecycle: ptr(time.Minute)}},
 				}
 				return deepEq(c.Binds, want)
@@ -144,6 +144,8 @@ heartbeat = -1
 			err: &wantErr{key: "BINDS.orders.tabels", source: fileSrc, says: `did you mean "tables"?`, is: ErrUnknownKey}},
 		{name: "BINDS bad track", in: input{file: "[BINDS.orders]\nuri = \"postgresql://h/o\"\ntrack = \"maybe\""},
 			err: &wantErr{key: "BINDS.orders.track", source: fileSrc, value: "maybe", says: "want true or false"}},
+		{name: "BINDS bad snapshot", in: input{file: "[BINDS.orders]\nuri = \"postgresql://h/o\"\nsnapshot = \"always\""},
+			err: &wantErr{key: "BINDS.orders.snapshot", source: fileSrc, value: "always", says: `want one of "never", "initial", "when_needed"`}},
 		{name: "BINDS missing uri", in: input{file: "[BINDS.orders]\ntables = [\"x\"]"},
 			err: &wantErr{key: "BINDS.orders.uri", source: fileSrc, says: "missing"}},
 		{name: "BINDS uri and url", in: input{file: "[BINDS.o]\nuri = \"postgresql://h/o\"\nurl = \"postgresql://h/o\""},
@@ -399,6 +401,9 @@ region = "eu-west"`},
 			check: func(c *Config) string { return eq(c.EmbeddedNATSAddr, "x") }},
 		{name: "SPILL_THRESHOLD", in: input{env: env("TRACKER_SPILL_THRESHOLD", "64MiB")},
 			check: func(c *Config) string { return eq(c.SpillThreshold, int64(64<<20)) }},
+		{name: "SNAPSHOT_CHUNK", in: input{env: env("TRACKER_SNAPSHOT_CHUNK", "500")},
+			check: func(c *Config) string { return eq(c.SnapshotChunk, 500) }},
+		{name: "SNAPSHOT_CHUNK zero", in: input{file: "SNAPSHOT_CHUNK = 0"}, err: &wantErr{key: "SNAPSHOT_CHUNK", value: "0"}},
 		{name: "SPILL_THRESHOLD negative", in: input{file: "SPILL_THRESHOLD = -5"}, err: &wantErr{key: "SPILL_THRESHOLD", value: "-5"}},
 		{name: "HTTP_ADDR off", in: input{flags: env("HTTP_ADDR", "OFF")}, check: func(c *Config) string { return eq(c.HTTPAddr, "off") }},
 		{name: "HTTP_ADDR any interface, free port", in: input{flags: env("HTTP_ADDR", ":0")}, check: func(c *Config) string { return eq(c.HTTPAddr, ":0") }},

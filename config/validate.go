@@ -42,6 +42,9 @@ func (c *Config) validate() []error {
 	if c.MaxInflight < 1 || c.MaxInflight > 1_000_000 {
 		v.fail("MAX_INFLIGHT", strconv.Itoa(c.MaxInflight), "a whole number from 1 to 1000000", nil)
 	}
+	if c.SnapshotChunk < 1 || c.SnapshotChunk > 1_000_000 {
+		v.fail("SNAPSHOT_CHUNK", strconv.Itoa(c.SnapshotChunk), "a whole number from 1 to 1000000", nil)
+	}
 	if c.MaxInflightBytes < 1 {
 		v.fail("MAX_INFLIGHT_BYTES", strconv.FormatInt(c.MaxInflightBytes, 10), "a positive size such as 64MiB", nil)
 	}

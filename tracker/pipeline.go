@@ -117,7 +117,11 @@ func (t *Tracker) openPipeline(ctx context.Context, b binds.Bind, st *bindState)
 		lat:             p.lat,
 		open:            make(map[string]*openTx),
 	}
-	p.snaps = newSnapshots(b, log, src, p.asm, p.ckpt, st, t.snapChunk, cp.Snapshots)
+	chunk := t.snapChunk
+	if chunk == 0 {
+		chunk = t.cfg.SnapshotChunk
+	}
+	p.snaps = newSnapshots(b, log, src, p.asm, p.ckpt, st, chunk, cp.Snapshots)
 	return p, nil
 }
 

@@ -10,12 +10,14 @@ import (
 	"time"
 
 	"github.com/trackerd/trackerd/binds"
+	"github.com/trackerd/trackerd/config"
 )
 
 // Snapshot defaults.
 const (
-	// DefaultSnapshotChunk is how many rows a snapshot reads at a time.
-	DefaultSnapshotChunk = 10000
+	// DefaultSnapshotChunk is how many rows a snapshot reads at a time
+	// (SNAPSHOT_CHUNK).
+	DefaultSnapshotChunk = config.DefaultSnapshotChunk
 	// snapshotLogEvery is how often a running snapshot logs its progress.
 	snapshotLogEvery = 10 * time.Second
 	// nudgeEvery is how often a runner waiting for the stream nudges it.
