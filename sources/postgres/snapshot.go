@@ -634,7 +634,10 @@ func (s *Source) scanChunk(rr *pgconn.ResultReader, t tracker.SnapshotTable, col
 	enc := valueEncoder{reformatFloats: s.major < 12}
 	buf := make([]byte, 0, 64<<10)
 	offs := make([]int32, 0, 2*width*min(limit, 1024))
-	var last [][]byte // the last row's key texts
+	// The last row's key texts, copied row by row: the reader's buffer is
+	// reused by the next message it reads.
+	var lastBuf []byte
+	lastEnd := make([]int, len(keyIdx))
 	n := 0
 	for rr.NextRow() {
 		vals := rr.Values()
@@ -665,18 +668,12 @@ func (s *Source) scanChunk(rr *pgconn.ResultReader, t tracker.SnapshotTable, col
 				offs = append(offs, int32(start), int32(len(buf)))
 			}
 		}
-		last = last[:0]
-		for _, k := range keyIdx {
-			last = append(last, vals[k])
+		lastBuf = lastBuf[:0]
+		for i, k := range keyIdx {
+			lastBuf = append(lastBuf, vals[k]...)
+			lastEnd[i] = len(lastBuf)
 		}
 		n++
-	}
-	if len(last) > 0 {
-		// Keep the cursor before the reader's buffer is reused.
-		last = slices.Clone(last)
-		for i := range last {
-			last[i] = slices.Clone(last[i])
-		}
 	}
 	if _, err := rr.Close(); err != nil {
 		return tracker.Chunk{}, err
@@ -717,9 +714,13 @@ func (s *Source) scanChunk(rr *pgconn.ResultReader, t tracker.SnapshotTable, col
 		c.After = tracker.Row{Names: pubNames, Values: row[:len(pubNames):len(pubNames)]}
 		ch.Rows[r] = c
 	}
-	next := make([]string, len(last))
-	for i, v := range last {
-		next[i] = string(v)
+	next := make([]string, len(keyIdx))
+	for i := range next {
+		start := 0
+		if i > 0 {
+			start = lastEnd[i-1]
+		}
+		next[i] = string(lastBuf[start:lastEnd[i]])
 	}
 	cur, err := json.Marshal(next)
 	if err != nil {
