@@ -361,6 +361,11 @@ func (s *Source) readChunk(ctx context.Context, req tracker.ChunkRequest) (track
 		return tracker.Chunk{}, err
 	}
 	s.keepSnapConn(rc)
+	if req.Reserve != nil {
+		// The position is known, the rows not yet read: the tracker holds
+		// the stream before it passes it.
+		req.Reserve(formatLSN(pos))
+	}
 	committed := false
 	defer func() {
 		if !committed && !pg.IsClosed() {

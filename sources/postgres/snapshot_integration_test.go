@@ -39,9 +39,14 @@ func readAll(t testing.TB, src *Source, tab tracker.SnapshotTable, where string,
 	var rows []*tracker.Change
 	after := ""
 	for i := 0; ; i++ {
-		ch, err := src.ReadChunk(ctx, tracker.ChunkRequest{Table: tab, After: after, Where: where, Limit: limit})
+		var reserved []string
+		ch, err := src.ReadChunk(ctx, tracker.ChunkRequest{Table: tab, After: after, Where: where, Limit: limit,
+			Reserve: func(pos string) { reserved = append(reserved, pos) }})
 		if err != nil {
 			t.Fatalf("chunk %d: %v", i, err)
+		}
+		if len(reserved) != 1 || reserved[0] != ch.Pos {
+			t.Fatalf("chunk %d at %s: reserved %q, want its position once", i, ch.Pos, reserved)
 		}
 		if _, err := parseLSN(ch.Pos); err != nil || ch.Pos == "0/0" {
 			t.Fatalf("chunk %d: position %q", i, ch.Pos)
