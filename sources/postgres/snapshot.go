@@ -302,8 +302,10 @@ func (s *Source) nudgeLoop() {
 // whose consistent point is the chunk's Pos. Rows carry the columns the
 // stream carries (the publication's column list), encoded as the stream
 // encodes them; Next is a JSON array of the last row's key values in their
-// text forms. A table without a key, a dropped table, and a condition the
-// server rejects (SQLSTATE class 42) are errors matching tracker.ErrConfig.
+// text forms. req.Reserve, when set, is called with the chunk's Pos once
+// the snapshot is taken, before the rows are read. A table without a key, a
+// dropped table, and a condition the server rejects (SQLSTATE class 42, or
+// 22 for a value it cannot take) are errors matching tracker.ErrConfig.
 func (s *Source) ReadChunk(ctx context.Context, req tracker.ChunkRequest) (tracker.Chunk, error) {
 	ch, err := s.readChunk(ctx, req)
 	if err != nil {
