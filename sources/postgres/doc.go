@@ -121,6 +121,18 @@
 // server for it); invalid bytes, possible only from a SQL_ASCII database,
 // become U+FFFD.
 //
+// # Snapshots
+//
+// The source is a [tracker.Snapshotter] and a [tracker.Nudger]: each chunk
+// is read in the snapshot a temporary slot exports, whose consistent point
+// is the chunk's position (every transaction whose commit ends at or
+// before it is in the chunk, none after), in key order (the primary key,
+// or a unique index of not-null columns), with the stream's columns and
+// value encoding. Creating the slot waits for the transactions open at
+// that moment to end, and takes a replication slot and WAL sender for a
+// moment. Nudge writes a heartbeat message, which an idle stream hands as
+// a keepalive. See snapshot.go.
+//
 // # Errors
 //
 // Errors that retrying cannot fix match [tracker.ErrConfig] and say what to
@@ -149,6 +161,6 @@
 // values.go, array.go and types.go turn column text into JSON; position.go
 // and lsn.go are positions; twophase.go and orphans.go are prepared and
 // orphaned streamed transactions; conn.go is connecting and classifying
-// errors; teardown.go is the bind's footprint on the server, for trackerd
-// teardown and reset.
+// errors; snapshot.go reads snapshots; teardown.go is the bind's
+// footprint on the server, for trackerd teardown and reset.
 package postgres

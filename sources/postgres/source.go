@@ -49,6 +49,8 @@ type Source struct {
 	confirmed atomic.Uint64 // highest position passed to Confirm (or the start)
 	serverEnd atomic.Uint64 // highest server WAL end seen
 	lastData  atomic.Int64  // unix nanoseconds of the last XLogData received
+
+	snap snapState // snapshot reads (snapshot.go)
 }
 
 // hooks are test knobs; the zero value is production behaviour.
@@ -258,6 +260,7 @@ func (s *Source) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.closeSnapshots()
 	if s.conn != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		s.conn.Close(ctx)

@@ -106,6 +106,7 @@ func (s *Source) release() {
 	conn := s.conn
 	s.conn = nil
 	s.mu.Unlock()
+	s.closeSnapshots()
 	if conn != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		conn.Close(ctx)
