@@ -487,4 +487,3 @@ func TestBackfillKeepsStreaming(t *testing.T) {
 		})
 	}
 }
-
