@@ -8,6 +8,13 @@
 // from the commit's return to its after_commit event being readable from the
 // stream. It samples trackerd's resident memory throughout.
 //
+// With -mode snapshot it writes -rows rows first and starts trackerd with
+// the bind option snapshot = "initial": rows per second until every row is
+// stored, peak RSS, and, as the ceiling, the rate of JetStream async
+// publishes of the same message size from this process. With -mode
+// backfill it runs the latency run twice, the second time while a
+// backfill of the -rows rows runs (trackerd backfill).
+//
 //	go build -o /tmp/trackerd ./cmd/trackerd
 //	go run ./cmd/trackerd-bench -trackerd /tmp/trackerd -source postgres
 //	go run ./cmd/trackerd-bench -trackerd /tmp/trackerd -source mysql -signals after_commit
@@ -53,6 +60,7 @@ type options struct {
 	keep     bool
 	timeout  time.Duration
 	extra    []string
+	mode     string
 }
 
 func main() {
@@ -69,6 +77,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 15*time.Second, "length of the latency run")
 	flag.BoolVar(&o.keep, "keep", false, "keep the table, slot and stream afterwards")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up on the throughput run after this long")
+	flag.StringVar(&o.mode, "mode", "stream", "`stream` (backlog throughput, then latency), snapshot (initial snapshot of -rows rows) or backfill (latency with and without a backfill)")
 	flag.Func("set", "`KEY=VALUE` passed to trackerd as TRACKER_KEY=VALUE (repeatable), e.g. -set MAX_INFLIGHT=8192", func(kv string) error {
 		if !strings.Contains(kv, "=") {
 			return errors.New("want KEY=VALUE")
@@ -93,7 +102,7 @@ func envOr(k, def string) string {
 // db is the little the benchmark needs of a database.
 type db interface {
 	setup(ctx context.Context) error
-	bindJSON() string
+	bindJSON(snapshot string) string
 	backlog(ctx context.Context, rows, perTx int) error
 	insertOne(ctx context.Context, id int) error
 	cleanup(ctx context.Context)
@@ -109,6 +118,11 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		d = &myDB{url: o.myURL, name: name}
 	default:
 		return fmt.Errorf("-source %q: want postgres or mysql", o.source)
+	}
+	switch o.mode {
+	case "stream", "snapshot", "backfill":
+	default:
+		return fmt.Errorf("-mode %q: want stream, snapshot or backfill", o.mode)
 	}
 	if err := d.setup(ctx); err != nil {
 		return err
@@ -136,12 +150,19 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	defer os.RemoveAll(dataDir)
 	env := []string{
 		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
-		"TRACKER_BINDS=" + d.bindJSON(), "TRACKER_NATS_URL=" + o.natsURL, "TRACKER_STREAM_NAME=" + stream,
+		"TRACKER_NATS_URL=" + o.natsURL, "TRACKER_STREAM_NAME=" + stream,
 		"TRACKER_SUBJECT_PREFIX=" + name, "TRACKER_CHECKPOINT_BUCKET=" + name + "_cp", "TRACKER_DATA_DIR=" + dataDir,
 		"TRACKER_HTTP_ADDR=off", "TRACKER_TRACK_MODIFICATIONS=true", "TRACKER_SIGNALS=" + o.signals,
 	}
 	env = append(env, o.extra...)
 	perRow := uint64(strings.Count(o.signals, ",") + 1)
+	if o.mode == "snapshot" {
+		return snapshotRun(ctx, o, d, js, append(env, "TRACKER_BINDS="+d.bindJSON("initial")), stream, name, w)
+	}
+	env = append(env, "TRACKER_BINDS="+d.bindJSON("never"))
+	if o.mode == "backfill" {
+		return backfillRun(ctx, o, d, js, env, stream, name, w)
+	}
 
 	// A first start creates the slot (PostgreSQL) or the checkpoint (MySQL)
 	// so that the backlog written while trackerd is stopped is followed.
@@ -194,6 +215,99 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		}
 		fmt.Fprint(w, lat)
 	}
+	return nil
+}
+
+// snapshotRun measures an initial snapshot of o.rows rows.
+func snapshotRun(ctx context.Context, o options, d db, js jetstream.JetStream, env []string, stream, name string, w io.Writer) error {
+	t0 := time.Now()
+	if err := d.backlog(ctx, o.rows, 10000); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "trackerd-bench: snapshot of %d rows (written in %v), source=%s nats=%s\n", o.rows, time.Since(t0).Round(time.Millisecond), o.source, redact(o.natsURL))
+	start := time.Now()
+	t, err := startTrackerd(o.trackerd, env)
+	if err != nil {
+		return err
+	}
+	defer t.stop()
+	// The rows and the started, table_done and completed events.
+	if err := waitMsgs(ctx, js, stream, uint64(o.rows)+3, o.timeout); err != nil {
+		return fmt.Errorf("%w; trackerd's output:\n%s", err, t.output())
+	}
+	wall := time.Since(start)
+	info, err := streamInfo(ctx, js, stream)
+	if err != nil {
+		return err
+	}
+	span := info.State.LastTime.Sub(info.State.FirstTime)
+	size := int(info.State.Bytes / max(info.State.Msgs, 1))
+	rate := float64(o.rows) / wall.Seconds()
+	fmt.Fprintf(w, "snapshot: %d rows stored in %v from start = %.0f rows/s; first-to-last stored %v = %.0f rows/s; peak RSS %.1f MB\n",
+		o.rows, wall.Round(time.Millisecond), rate, span.Round(time.Millisecond), float64(o.rows)/span.Seconds(), float64(t.peakRSS())/1e6)
+	ceil, err := publishCeiling(ctx, js, name+"_ceil", min(o.rows, 500000), size)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "ceiling: JetStream async publish of %d-byte messages from one connection: %.0f msgs/s; the snapshot reached %.2f of it\n",
+		size, ceil, float64(o.rows)/span.Seconds()/ceil)
+	return nil
+}
+
+// publishCeiling publishes n messages of size bytes to a stream of its own
+// with async publishes (each with a Nats-Msg-Id, as trackerd's), and
+// returns the rate at which they were acknowledged.
+func publishCeiling(ctx context.Context, js jetstream.JetStream, name string, n, size int) (float64, error) {
+	stream := strings.ToUpper(name)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{name + ".>"}, Storage: jetstream.FileStorage}); err != nil {
+		return 0, err
+	}
+	defer js.DeleteStream(context.Background(), stream)
+	body := []byte(strings.Repeat("x", size))
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		m := &natsgo.Msg{Subject: name + ".rows", Data: body, Header: natsgo.Header{}}
+		m.Header.Set("Nats-Msg-Id", name+"/"+strconv.Itoa(i))
+		if _, err := js.PublishMsgAsync(m, jetstream.WithStallWait(time.Minute)); err != nil {
+			return 0, err
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(5 * time.Minute):
+		return 0, errors.New("ceiling: acknowledgements did not arrive within 5 minutes")
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// backfillRun measures the latency of a steady stream without, then with,
+// a backfill of o.rows rows running.
+func backfillRun(ctx context.Context, o options, d db, js jetstream.JetStream, env []string, stream, name string, w io.Writer) error {
+	if err := d.backlog(ctx, o.rows, 10000); err != nil {
+		return err
+	}
+	t, err := startTrackerd(o.trackerd, env)
+	if err != nil {
+		return err
+	}
+	defer t.stop()
+	fmt.Fprintf(w, "trackerd-bench: latency with and without a backfill of %d rows, source=%s nats=%s\n", o.rows, o.source, redact(o.natsURL))
+	alone, err := latencyRun(ctx, o, d, js, stream, name, t)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(w, "without a backfill: "+alone)
+	cmd := exec.CommandContext(ctx, o.trackerd, "backfill", "--bind", "bench")
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("trackerd backfill: %w\n%s", err, out)
+	}
+	with, err := latencyRun(ctx, o, d, js, stream, name, t)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(w, "during a backfill: "+with)
 	return nil
 }
 
@@ -461,8 +575,8 @@ func (p *pgDB) setup(ctx context.Context) error {
 	return err
 }
 
-func (p *pgDB) bindJSON() string {
-	b, _ := json.Marshal(map[string]any{"bench": map[string]any{"uri": p.url, "slot": p.name, "publication": p.name, "tables": []string{"public." + p.name}}})
+func (p *pgDB) bindJSON(snapshot string) string {
+	b, _ := json.Marshal(map[string]any{"bench": map[string]any{"uri": p.url, "slot": p.name, "publication": p.name, "tables": []string{"public." + p.name}, "snapshot": snapshot}})
 	return string(b)
 }
 
@@ -493,6 +607,7 @@ func (p *pgDB) cleanup(ctx context.Context) {
 type myDB struct {
 	url, name string
 	db        *sql.DB
+	serverID  int
 }
 
 func (m *myDB) setup(ctx context.Context) error {
@@ -506,6 +621,7 @@ func (m *myDB) setup(ctx context.Context) error {
 		return err
 	}
 	m.db.SetMaxOpenConns(1)
+	m.serverID = 3_000_000 + rand.IntN(1_000_000)
 	for _, q := range []string{
 		"CREATE DATABASE " + m.name,
 		fmt.Sprintf("CREATE TABLE %s.t (id INT PRIMARY KEY, name VARCHAR(40), qty INT, price DECIMAL(10,2), at TIMESTAMP(6) DEFAULT CURRENT_TIMESTAMP(6))", m.name),
@@ -517,10 +633,10 @@ func (m *myDB) setup(ctx context.Context) error {
 	return nil
 }
 
-func (m *myDB) bindJSON() string {
+func (m *myDB) bindJSON(snapshot string) string {
 	u, _ := url.Parse(m.url)
 	u.Path = "/" + m.name
-	b, _ := json.Marshal(map[string]any{"bench": map[string]any{"uri": u.String(), "server_id": 3_000_000 + rand.IntN(1_000_000)}})
+	b, _ := json.Marshal(map[string]any{"bench": map[string]any{"uri": u.String(), "server_id": m.serverID, "snapshot": snapshot}})
 	return string(b)
 }
 
