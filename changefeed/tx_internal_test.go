@@ -254,7 +254,7 @@ func TestAssemblerSnapshotRows(t *testing.T) {
 	ctx := t.Context()
 	snap := func(id string, streamSeq uint64) *fakeMsg {
 		c := &tracker.Change{Bind: "a", Source: "postgresql", Op: tracker.OpSnapshot, Schema: "public", Table: "orders",
-			Key: tracker.Row{Names: []string{"id"}, Values: []json.RawMessage{json.RawMessage(id)}},
+			Key:  tracker.Row{Names: []string{"id"}, Values: []json.RawMessage{json.RawMessage(id)}},
 			TxID: "snapshot-s1", TxKey: "snapshot-s1", Pos: "0/1"}
 		ev := &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: c, TxTotal: 1, Snapshot: "s1", ID: tracker.SnapshotEventID("a", "o", "s1", c)}
 		return &fakeMsg{subject: "trackerd.after_commit.a.public.orders.snapshot", data: wire.EncodeEvent(nil, ev), seq: streamSeq, log: &log}
