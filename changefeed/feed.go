@@ -145,6 +145,9 @@ func (f *Feed) Subject(flt Filter) (string, error) {
 	if flt.Pattern != "" {
 		return flt.Pattern, nil
 	}
+	if flt.Control {
+		return f.subjects.ControlFilter(flt.Bind), nil
+	}
 	p, err := f.subjects.Filter(wire.Filter{Phase: string(flt.Phase), Bind: flt.Bind, Schema: flt.Schema, Table: flt.Table, Op: string(flt.Op)})
 	if err != nil {
 		return "", fmt.Errorf("changefeed: %w", err)

@@ -30,6 +30,12 @@ type Filter struct {
 	// Op is insert, update, delete, truncate or snapshot. A filter with an
 	// Op never matches rollback events: select those with Phase.
 	Op tracker.Op
+	// Control selects snapshot lifecycle events instead of changes: those
+	// of Bind (every bind when empty), on <prefix>.control.<bind>.snapshot,
+	// and with Table ("schema.table") the table_done events of that table.
+	// Phase, Schema and Op must be empty. A filter without Control never
+	// selects lifecycle events, even when its Pattern brings them.
+	Control bool
 	// Pattern, when set, is a raw NATS subject pattern subscribed to as it
 	// is (wildcards * and > allowed), for subjects of your own naming
 	// convention; the other fields still select among the events it
@@ -43,6 +49,10 @@ func isAny(v string) bool { return v == "" || v == "*" }
 // Match reports whether m is an event f selects (Pattern aside: the
 // subscription applies it).
 func (f Filter) Match(m *Message) bool {
+	if f.Control || m.Lifecycle != nil {
+		l := m.Lifecycle
+		return f.Control && l != nil && (isAny(f.Bind) || l.Bind == f.Bind) && (isAny(f.Table) || l.Table == f.Table)
+	}
 	if !isAny(string(f.Phase)) && m.Phase != f.Phase {
 		return false
 	}
@@ -65,6 +75,9 @@ func (f Filter) Match(m *Message) bool {
 // Validate reports a field no event can match (an unknown phase or op) and
 // a Pattern that is not a NATS subject pattern. Subscriptions call it.
 func (f Filter) Validate() error {
+	if f.Control && (!isAny(string(f.Phase)) || !isAny(f.Schema) || !isAny(string(f.Op))) {
+		return errors.New("changefeed: a Control filter selects snapshot lifecycle events by Bind and Table only: leave Phase, Schema and Op empty")
+	}
 	if !isAny(string(f.Phase)) && !f.Phase.Valid() {
 		return fmt.Errorf("changefeed: filter phase %q: want before_commit, after_commit or rollback", f.Phase)
 	}

@@ -60,6 +60,10 @@ func TestSubject(t *testing.T) {
 			"trackerd.after_commit.public_t.*.*"},
 		{"ok - user token in rollback template", []changefeed.Option{custom}, changefeed.Filter{Phase: tracker.PhaseRollback, Bind: "b"},
 			"trackerd.rollback.b.eu=20west"},
+		{"ok - snapshot rows", nil, changefeed.Filter{Bind: "default", Op: tracker.OpSnapshot}, "trackerd.*.default.*.*.snapshot"},
+		{"ok - lifecycle events of a bind", nil, changefeed.Filter{Control: true, Bind: "shop eu"}, "trackerd.control.shop=20eu.snapshot"},
+		{"ok - lifecycle events of every bind, custom template", []changefeed.Option{custom, changefeed.WithPrefix("acme.cdc")}, changefeed.Filter{Control: true, Table: "public.orders"},
+			"acme.cdc.control.*.snapshot"},
 		{"ok - raw pattern as it is", nil, changefeed.Filter{Pattern: "trackerd.after_commit.>", Table: "orders"}, "trackerd.after_commit.>"},
 	}
 	for _, tc := range tests {
@@ -91,6 +95,8 @@ func TestSubjectErrors(t *testing.T) {
 		{"error - pattern with > inside", nil, changefeed.Filter{Pattern: "trackerd.>.x"}, "last token"},
 		{"error - pattern with space", nil, changefeed.Filter{Pattern: "trackerd.a b"}, "white space"},
 		{"error - pattern with partial wildcard", nil, changefeed.Filter{Pattern: "trackerd.a*"}, "whole token"},
+		{"error - control with an op", nil, changefeed.Filter{Control: true, Op: tracker.OpSnapshot}, "Control filter"},
+		{"error - control with a phase", nil, changefeed.Filter{Control: true, Phase: tracker.PhaseAfterCommit}, "Control filter"},
 		{"error - phases of different shapes", []changefeed.Option{custom}, changefeed.Filter{}, "one phase at a time"},
 	}
 	for _, tc := range tests {
@@ -128,6 +134,9 @@ func TestNewErrors(t *testing.T) {
 func TestFilterMatch(t *testing.T) {
 	ins := changefeed.Message{Phase: tracker.PhaseAfterCommit, Change: tracker.Change{Bind: "b", Schema: "public", Table: "orders", Op: tracker.OpInsert}}
 	rb := changefeed.Message{Phase: tracker.PhaseRollback, Change: tracker.Change{Bind: "b"}, Retract: &tracker.Retraction{}}
+	snap := changefeed.Message{Phase: tracker.PhaseAfterCommit, Change: tracker.Change{Bind: "b", Schema: "public", Table: "orders", Op: tracker.OpSnapshot}, Snapshot: "s1"}
+	lc := changefeed.Message{Phase: tracker.PhaseAfterCommit, Change: tracker.Change{Bind: "b", Schema: "public", Table: "orders"}, Snapshot: "s1",
+		Lifecycle: &tracker.Lifecycle{Type: tracker.LifecycleTableDone, Bind: "b", Snapshot: "s1", Table: "public.orders"}}
 	tests := []struct {
 		name string
 		flt  changefeed.Filter
@@ -145,6 +154,16 @@ func TestFilterMatch(t *testing.T) {
 		{"no - op", changefeed.Filter{Op: tracker.OpDelete}, ins, false},
 		{"no - op never matches rollback", changefeed.Filter{Op: tracker.OpInsert}, rb, false},
 		{"ok - rollback by phase", changefeed.Filter{Phase: tracker.PhaseRollback, Bind: "b"}, rb, true},
+		{"ok - snapshot row by op", changefeed.Filter{Bind: "b", Op: tracker.OpSnapshot}, snap, true},
+		{"no - snapshot row is no insert", changefeed.Filter{Op: tracker.OpInsert}, snap, false},
+		{"no - insert is no snapshot row", changefeed.Filter{Op: tracker.OpSnapshot}, ins, false},
+		{"no - zero filter never matches lifecycle", changefeed.Filter{}, lc, false},
+		{"no - pattern filter never matches lifecycle", changefeed.Filter{Pattern: "trackerd.>"}, lc, false},
+		{"ok - control matches lifecycle", changefeed.Filter{Control: true}, lc, true},
+		{"ok - control by bind and table", changefeed.Filter{Control: true, Bind: "b", Table: "public.orders"}, lc, true},
+		{"no - control by other bind", changefeed.Filter{Control: true, Bind: "c"}, lc, false},
+		{"no - control by other table", changefeed.Filter{Control: true, Table: "public.users"}, lc, false},
+		{"no - control never matches changes", changefeed.Filter{Control: true}, snap, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -186,6 +205,10 @@ func TestOptionsApply(t *testing.T) {
 			_, err := f.ConsumeTx(t.Context(), "d", changefeed.Filter{Phase: tracker.PhaseBeforeCommit}, handleTx)
 			return err
 		}, "after_commit"},
+		{"error - ConsumeTx on lifecycle events", func() error {
+			_, err := f.ConsumeTx(t.Context(), "d", changefeed.Filter{Control: true}, handleTx)
+			return err
+		}, "lifecycle"},
 		{"error - durable name", func() error {
 			_, err := f.Consume(t.Context(), "a.b", changefeed.Filter{}, handle)
 			return err

@@ -56,6 +56,16 @@ type Message struct {
 	// Order is the event's place in its bind's order of publication, where
 	// trackerd marks it (see [Order]); zero otherwise.
 	Order Order
+	// Snapshot is the trackerdsnapshot extension: the snapshot or backfill
+	// that read a row of op snapshot, or a lifecycle event's snapshot.
+	Snapshot string
+	// Lifecycle is set on a snapshot's lifecycle event (type
+	// trackerd.snapshot.<type>, on <prefix>.control.<bind>.snapshot): the
+	// snapshot started, read a table whole, completed, was cancelled or
+	// failed. Phase is then after_commit and Change holds only the bind,
+	// origin and, for table_done, the table. Only a [Filter] with Control
+	// selects them.
+	Lifecycle *tracker.Lifecycle
 }
 
 // ErrNotEvent is wrapped by the errors of Decode for a message that is not
@@ -74,7 +84,7 @@ func Decode(subject string, header nats.Header, data []byte) (Message, error) {
 	}
 	return Message{
 		Change: ev.Change, Phase: ev.Phase, ID: ev.ID, Source: ev.Source, TxTotal: ev.TxTotal, Time: ev.Time, Retract: ev.Retract,
-		Subject: subject, Raw: data, Order: orderOf(header),
+		Subject: subject, Raw: data, Order: orderOf(header), Snapshot: ev.Snapshot, Lifecycle: ev.Lifecycle,
 	}, nil
 }
 

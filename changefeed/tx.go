@@ -57,8 +57,10 @@ type TxHandler func(ctx context.Context, tx Tx) error
 // gets the whole transaction once, with all its changes, if at least one
 // of them matches flt (Schema, Table, Op): so Filter{Table: "orders"}
 // selects the transactions that touch orders, whole. flt.Phase must be
-// empty or after_commit. Rollback and before_commit events are never
-// part of a transaction.
+// empty or after_commit, and Control false. Rollback and before_commit
+// events are never part of a transaction; each row of a snapshot (op
+// snapshot) is a transaction of its own, with one change; snapshot
+// lifecycle events are skipped.
 //
 // The transaction's messages are acknowledged only after h returns nil; a
 // transaction that was not handled is delivered again, whole. A redelivered
@@ -82,6 +84,9 @@ func (f *Feed) ConsumeTx(ctx context.Context, durable string, flt Filter, h TxHa
 	}
 	if !isAny(string(flt.Phase)) && flt.Phase != tracker.PhaseAfterCommit {
 		return nil, fmt.Errorf("changefeed: ConsumeTx reads after_commit events; filter phase %q", flt.Phase)
+	}
+	if flt.Control {
+		return nil, errors.New("changefeed: ConsumeTx reads transactions, not snapshot lifecycle events: read those with Consume, Subscribe or Follow and a Control filter")
 	}
 	if err := flt.Validate(); err != nil {
 		return nil, err
@@ -186,7 +191,7 @@ type assembler struct {
 // add takes one event, decoded from jm; it returns an error only when ctx
 // ended while a handler was retried.
 func (a *assembler) add(ctx context.Context, m Message, jm jetstream.Msg) error {
-	if m.Phase != tracker.PhaseAfterCommit {
+	if m.Phase != tracker.PhaseAfterCommit || m.Lifecycle != nil {
 		_ = jm.Ack()
 		return nil
 	}
@@ -196,6 +201,11 @@ func (a *assembler) add(ctx context.Context, m Message, jm jetstream.Msg) error 
 		return nil
 	}
 	key := txID{m.Source, m.Change.TxKey}
+	if m.Change.Op == tracker.OpSnapshot {
+		// The rows of a snapshot share its txkey, each a transaction of
+		// its own (txtotal 1): the event id tells them apart.
+		key.key = "event:" + m.ID
+	}
 	if key.key == "" {
 		key.key = "txid:" + m.Change.TxID
 	}

@@ -2,6 +2,7 @@ package changefeed
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -240,5 +241,38 @@ func TestDedup(t *testing.T) {
 	none.add(m("1"))
 	if none.has(m("1")) {
 		t.Fatal("a nil dedup remembers")
+	}
+}
+
+// TestAssemblerSnapshotRows: each row of a snapshot is a transaction of its
+// own although they share the snapshot's txkey; lifecycle events are
+// acknowledged and skipped.
+func TestAssemblerSnapshotRows(t *testing.T) {
+	var log []string
+	var r txRecorder
+	a := newTestAssembler(t, r.handle)
+	ctx := t.Context()
+	snap := func(id string, streamSeq uint64) *fakeMsg {
+		c := &tracker.Change{Bind: "a", Source: "postgresql", Op: tracker.OpSnapshot, Schema: "public", Table: "orders",
+			Key:  tracker.Row{Names: []string{"id"}, Values: []json.RawMessage{json.RawMessage(id)}},
+			TxID: "snapshot-s1", TxKey: "snapshot-s1", Pos: "0/1"}
+		ev := &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: c, TxTotal: 1, Snapshot: "s1", ID: tracker.SnapshotEventID("a", "o", "s1", c)}
+		return &fakeMsg{subject: "trackerd.after_commit.a.public.orders.snapshot", data: wire.EncodeEvent(nil, ev), seq: streamSeq, log: &log}
+	}
+	l := &tracker.Lifecycle{Type: tracker.LifecycleCompleted, Bind: "a", Snapshot: "s1"}
+	lev := &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: &tracker.Change{Bind: "a", Origin: "o"}, Lifecycle: l, ID: tracker.LifecycleEventID("a", "o", l)}
+	for _, m := range []*fakeMsg{snap("1", 1), snap("2", 2), snap("1", 3), // the third is a copy of the first
+		{subject: "trackerd.control.a.snapshot", data: wire.EncodeEvent(nil, lev), seq: 4, log: &log}} {
+		if err := a.addMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"a/snapshot-s1 part=0 partial=false [0]", "a/snapshot-s1 part=0 partial=false [0]"}
+	if !slices.Equal(r.txs, want) {
+		t.Fatalf("transactions:\n%s\nwant:\n%s", strings.Join(r.txs, "\n"), strings.Join(want, "\n"))
+	}
+	slices.Sort(log)
+	if want := []string{"ack 1", "ack 2", "ack 3", "ack 4"}; !slices.Equal(log, want) {
+		t.Fatalf("acks %v, want %v", log, want)
 	}
 }

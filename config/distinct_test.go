@@ -68,6 +68,9 @@ func TestSubjectTemplatesThatShareSubjects(t *testing.T) {
 		{name: "per-phase templates alike", env: env("TRACKER_NAMING_CONVENTION", `{"before_commit": "%(prefix)s.x.%(bind)s.%(schema)s.%(table)s.%(op)s", "after_commit": "%(prefix)s.x.%(bind)s.%(schema)s.%(table)s.%(op)s"}`),
 			key: "NAMING_CONVENTION.after_commit", says: []string{"NAMING_CONVENTION.before_commit for before_commit events"}},
 		{name: "a literal token that equals an op", env: env("TRACKER_NAMING_CONVENTION", `{"before_commit": "%(prefix)s.%(bind)s.%(schema)s.%(table)s.%(op)s", "after_commit": "%(prefix)s.%(bind)s.%(schema)s.%(table)s.insert-%(op)s"}`)},
+		{name: "the snapshot lifecycle subject", env: env("TRACKER_NAMING_CONVENTION", `{"subject": "%(prefix)s.%(signal)s.%(bind)s.%(schema)s.%(table)s.%(op)s", "after_commit": "%(prefix)s.control.%(schema)s:%(table)s.%(op)s"}`),
+			key: "NAMING_CONVENTION.after_commit", says: []string{"trackerd.control.<bind>.snapshot", "for after_commit events of op snapshot"}},
+		{name: "ok - the lifecycle subject only for a schema called control", env: env("TRACKER_NAMING_CONVENTION", `{"subject": "%(prefix)s.%(signal)s.%(bind)s.%(schema)s.%(table)s.%(op)s", "after_commit": "%(prefix)s.%(schema)s.%(table)s.%(op)s"}`)},
 		{name: "rollback template like a change's", env: env("TRACKER_NAMING_CONVENTION", `{"rollback": "%(prefix)s.before_commit.%(bind)s.%(schema)s.%(table)s.insert"}`),
 			key: "NAMING_CONVENTION.rollback", says: []string{"for rollback events as NAMING_CONVENTION.subject for before_commit events"}},
 	}

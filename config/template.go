@@ -420,19 +420,20 @@ func phaseTokens(t Template, phase, prefix string, user map[string]string) [][]s
 	return append(out, cur)
 }
 
-// phasesApart reports whether template a in phase pa and template b in
-// phase pb can never render the same subject: one template holding
-// %(signal)s (or, with one phase the rollback, %(op)s, whose value is then
-// "rollback"), which checkSubjectTemplate makes readable back; or
-// different numbers of subject tokens; or a subject token whose possible
-// texts differ in the two.
-func phasesApart(a Template, pa string, b Template, pb, prefix string, user map[string]string) bool {
-	if a.src == b.src {
-		tokens := a.Tokens()
-		return slices.Contains(tokens, TokenSignal) ||
-			(pa == "rollback" || pb == "rollback") && slices.Contains(tokens, TokenOp)
+// controlTokens are the subject tokens of snapshot lifecycle events,
+// <prefix>.control.<bind>.snapshot (wire.Subjects.AppendControl), as
+// phaseTokens gives them.
+func controlTokens(prefix string) [][]string {
+	var out [][]string
+	for tok := range strings.SplitSeq(prefix, ".") {
+		out = append(out, []string{tok})
 	}
-	ta, tb := phaseTokens(a, pa, prefix, user), phaseTokens(b, pb, prefix, user)
+	return append(out, []string{"control"}, nil, []string{"snapshot"})
+}
+
+// tokensApart reports whether two subjects' tokens, as phaseTokens gives
+// them, can never be equal.
+func tokensApart(ta, tb [][]string) bool {
 	if len(ta) != len(tb) {
 		return true
 	}
@@ -445,4 +446,39 @@ func phasesApart(a Template, pa string, b Template, pb, prefix string, user map[
 		}
 	}
 	return false
+}
+
+// tokensMeet reports whether the subject tokens ta, as phaseTokens gives
+// them, surely take the fixed texts of tb (nil in tb: any text) for some
+// event, whatever its bind, schema, table and key: a template whose
+// subjects fall on another's only for some names (a schema called
+// "control") is not counted.
+func tokensMeet(ta, tb [][]string) bool {
+	if len(ta) != len(tb) {
+		return false
+	}
+	for i := range ta {
+		if tb[i] == nil {
+			continue
+		}
+		if ta[i] == nil || !slices.ContainsFunc(ta[i], func(s string) bool { return slices.Contains(tb[i], s) }) {
+			return false
+		}
+	}
+	return true
+}
+
+// phasesApart reports whether template a in phase pa and template b in
+// phase pb can never render the same subject: one template holding
+// %(signal)s (or, with one phase the rollback, %(op)s, whose value is then
+// "rollback"), which checkSubjectTemplate makes readable back; or
+// different numbers of subject tokens; or a subject token whose possible
+// texts differ in the two.
+func phasesApart(a Template, pa string, b Template, pb, prefix string, user map[string]string) bool {
+	if a.src == b.src {
+		tokens := a.Tokens()
+		return slices.Contains(tokens, TokenSignal) ||
+			(pa == "rollback" || pb == "rollback") && slices.Contains(tokens, TokenOp)
+	}
+	return tokensApart(phaseTokens(a, pa, prefix, user), phaseTokens(b, pb, prefix, user))
 }

@@ -270,6 +270,16 @@ func (v *validator) distinctSubjects(userNames []string) {
 		}
 	}
 	user := v.c.UserTokens()
+	control := controlTokens(v.c.SubjectPrefix)
+	for _, ph := range phases {
+		u, ok := uses[ph]
+		if !ok || bad[u.key] || !tokensMeet(phaseTokens(u.t, ph, v.c.SubjectPrefix, user), control) {
+			continue
+		}
+		bad[u.key] = true
+		v.fail("NAMING_CONVENTION."+u.key, u.src, "",
+			fmt.Errorf("it renders the subject of snapshot lifecycle events, %s.control.<bind>.snapshot, for %s events of op snapshot; put %%(signal)s in the template (as the default does), or another literal than \"control\" at that place", v.c.SubjectPrefix, ph))
+	}
 	for i, pa := range phases {
 		for _, pb := range phases[i+1:] {
 			a, okA := uses[pa]

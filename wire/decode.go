@@ -30,6 +30,14 @@ type Event struct {
 	Time time.Time
 	// Retract is set on rollback events, from their [RollbackData].
 	Retract *tracker.Retraction
+	// Snapshot is trackerdsnapshot: the snapshot or backfill that read a
+	// row of op snapshot, or the snapshot of a lifecycle event.
+	Snapshot string
+	// Lifecycle is set on a snapshot's lifecycle event (type
+	// trackerd.snapshot.<type>), from its data. Phase is then after_commit,
+	// and Change holds only the bind, the origin and, for table_done, the
+	// table (split at its first dot into Schema and Table).
+	Lifecycle *tracker.Lifecycle
 }
 
 // ceJSON is a structured-mode CloudEvent as trackerd writes it.
@@ -48,6 +56,7 @@ type ceJSON struct {
 	TxID            string          `json:"trackerdtxid"`
 	TxSeq           string          `json:"trackerdtxseq"`
 	TxTotal         string          `json:"trackerdtxtotal"`
+	Snapshot        string          `json:"trackerdsnapshot"`
 }
 
 // Decode reads a trackerd event from a message's headers and body: a
@@ -94,13 +103,16 @@ func binaryEvent(h map[string][]string, data []byte) ceJSON {
 		SpecVersion: get("specversion"), ID: get("id"), Source: get("source"), Type: get("type"),
 		Subject: get("subject"), DataContentType: contentType, Time: get("time"), Data: data,
 		Bind: get(ExtBind), Op: get(ExtOp), Pos: get(ExtPos),
-		TxID: get(ExtTxID), TxSeq: get(ExtTxSeq), TxTotal: get(ExtTxTotal),
+		TxID: get(ExtTxID), TxSeq: get(ExtTxSeq), TxTotal: get(ExtTxTotal), Snapshot: get(ExtSnapshot),
 	}
 }
 
 func fromCloudEvent(ce *ceJSON) (Event, error) {
 	if ce.SpecVersion != SpecVersion {
 		return Event{}, fmt.Errorf("specversion %q, want %q", ce.SpecVersion, SpecVersion)
+	}
+	if typ, ok := strings.CutPrefix(ce.Type, LifecycleTypePrefix); ok {
+		return lifecycleEvent(ce, typ)
 	}
 	phase, ok := strings.CutPrefix(ce.Type, TypePrefix)
 	if !ok || !tracker.Phase(phase).Valid() {
@@ -109,13 +121,10 @@ func fromCloudEvent(ce *ceJSON) (Event, error) {
 	if ce.ID == "" {
 		return Event{}, errors.New("no id")
 	}
-	m := Event{Phase: tracker.Phase(phase), ID: ce.ID, Source: ce.Source}
-	if ce.Time != "" {
-		t, err := time.Parse(time.RFC3339Nano, ce.Time)
-		if err != nil {
-			return Event{}, fmt.Errorf("time %q: %v", ce.Time, err)
-		}
-		m.Time = t
+	m := Event{Phase: tracker.Phase(phase), ID: ce.ID, Source: ce.Source, Snapshot: ce.Snapshot}
+	var err error
+	if m.Time, err = ceTime(ce.Time); err != nil {
+		return Event{}, err
 	}
 	if ce.TxTotal != "" {
 		n, err := strconv.Atoi(ce.TxTotal)
@@ -165,6 +174,57 @@ func fromCloudEvent(ce *ceJSON) (Event, error) {
 	c.Origin = sourceOrigin(ce.Source)
 	if m.Phase != tracker.PhaseRollback {
 		c.Index = idIndex(ce.ID)
+	}
+	return m, nil
+}
+
+// ceTime reads the CloudEvent time, zero when absent.
+func ceTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("time %q: %v", s, err)
+	}
+	return t, nil
+}
+
+// lifecycleEvent reads a snapshot's lifecycle event, of type
+// trackerd.snapshot.<typ>.
+func lifecycleEvent(ce *ceJSON, typ string) (Event, error) {
+	if ce.ID == "" {
+		return Event{}, errors.New("no id")
+	}
+	var l tracker.Lifecycle
+	if err := fastjson.Unmarshal(ce.Data, &l); err != nil {
+		return Event{}, fmt.Errorf("snapshot lifecycle data: %v", err)
+	}
+	if l.Type == "" {
+		l.Type = typ
+	} else if l.Type != typ {
+		return Event{}, fmt.Errorf("type %q holds a lifecycle event of type %q", ce.Type, l.Type)
+	}
+	if l.Bind == "" {
+		l.Bind = ce.Bind
+	}
+	if l.Snapshot == "" {
+		l.Snapshot = ce.Snapshot
+	}
+	t, err := ceTime(ce.Time)
+	if err != nil {
+		return Event{}, err
+	}
+	if l.Time.IsZero() {
+		l.Time = t
+	}
+	m := Event{Phase: tracker.PhaseAfterCommit, ID: ce.ID, Source: ce.Source, Time: t, Snapshot: l.Snapshot, Lifecycle: &l}
+	m.Change = tracker.Change{Bind: l.Bind, Origin: sourceOrigin(ce.Source), CommitTime: t}
+	if l.Table != "" {
+		m.Change.Schema, m.Change.Table, _ = strings.Cut(l.Table, ".")
+		if m.Change.Table == "" {
+			m.Change.Schema, m.Change.Table = "", l.Table
+		}
 	}
 	return m, nil
 }

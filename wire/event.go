@@ -42,7 +42,14 @@ const (
 	ExtTxSeq   = "trackerdtxseq"   // the change's 0-based ordinal in its transaction
 	ExtPos     = "trackerdpos"     // the replication position of the change
 	ExtTxTotal = "trackerdtxtotal" // after_commit only: the transaction's number of changes
+	// ExtSnapshot names the snapshot or backfill that read a row of op
+	// snapshot, and the snapshot of a lifecycle event; absent elsewhere.
+	ExtSnapshot = "trackerdsnapshot"
 )
+
+// LifecycleTypePrefix prefixes a snapshot lifecycle event's type:
+// trackerd.snapshot.started, .table_done, .completed, .cancelled, .failed.
+const LifecycleTypePrefix = TypePrefix + "snapshot."
 
 // Source returns the CloudEvent source of a bind's events:
 // "/trackerd/<bind>/<origin>", each percent-encoded as a URI path segment
@@ -142,10 +149,26 @@ func EventData(ev *tracker.Event) []byte {
 	if ev.Data != nil {
 		return ev.Data
 	}
+	if ev.Lifecycle != nil {
+		return lifecycleData(ev.Lifecycle)
+	}
 	if ev.Phase == tracker.PhaseRollback {
 		return rollbackData(ev)
 	}
 	return ev.Change.AppendJSON(nil)
+}
+
+// lifecycleData encodes the data of a lifecycle event: the Lifecycle's
+// JSON, its time in UTC.
+func lifecycleData(l *tracker.Lifecycle) []byte {
+	c := *l
+	c.Time = c.Time.UTC()
+	b, err := json.Marshal(&c)
+	if err != nil {
+		// Strings, ints and a time in range: Marshal cannot fail.
+		panic("wire: encode lifecycle data: " + err.Error())
+	}
+	return b
 }
 
 // EncodeEvent appends the structured-mode CloudEvent JSON of ev to b:
@@ -172,6 +195,10 @@ func EventData(ev *tracker.Event) []byte {
 // with neither schema nor table, trackerdtxtotal outside after_commit. data
 // is ev.Data if set, else the change's JSON ([tracker.Change.AppendJSON]),
 // or for a rollback event its [RollbackData].
+//
+// A snapshot row (ev.Snapshot set) also carries [ExtSnapshot], between
+// trackerdpos and trackerdtxid in the sorted order. A snapshot's lifecycle
+// event (ev.Lifecycle set) is written by [AppendLifecycle].
 func EncodeEvent(b []byte, ev *tracker.Event) []byte {
 	return AppendEvent(b, ev, EventData(ev))
 }
@@ -179,6 +206,9 @@ func EncodeEvent(b []byte, ev *tracker.Event) []byte {
 // AppendEvent is EncodeEvent with the data given: a sink that re-encodes
 // the data (to leave column values out) writes the envelope around it.
 func AppendEvent(b []byte, ev *tracker.Event, data []byte) []byte {
+	if ev.Lifecycle != nil {
+		return AppendLifecycle(b, ev, data)
+	}
 	c := ev.Change
 	b = append(b, `{"specversion":"1.0","id":`...)
 	b = appendCEString(b, strings.TrimSpace(ev.ID))
@@ -207,6 +237,10 @@ func AppendEvent(b []byte, ev *tracker.Event, data []byte) []byte {
 	}
 	b = append(b, `,"trackerdpos":`...)
 	b = appendCEString(b, c.Pos)
+	if ev.Snapshot != "" {
+		b = append(b, `,"trackerdsnapshot":`...)
+		b = appendCEString(b, ev.Snapshot)
+	}
 	b = append(b, `,"trackerdtxid":`...)
 	b = appendCEString(b, c.TxID)
 	b = append(b, `,"trackerdtxseq":"`...)
@@ -217,6 +251,52 @@ func AppendEvent(b []byte, ev *tracker.Event, data []byte) []byte {
 		b = strconv.AppendInt(b, int64(ev.TxTotal), 10)
 		b = append(b, '"')
 	}
+	return append(b, '}')
+}
+
+// AppendLifecycle appends the CloudEvent of a snapshot's lifecycle event
+// (ev.Lifecycle set) with the given data (see [EventData]: the Lifecycle's
+// JSON), byte for byte as sdk-go writes it:
+//
+//	{"specversion":"1.0","id":"<ev.ID>","source":"/trackerd/<bind>/<origin>",
+//	 "type":"trackerd.snapshot.<type>","subject":"<table>",
+//	 "datacontenttype":"application/json","time":"<lifecycle time>",
+//	 "data":{...},"trackerdbind":"...","trackerdsnapshot":"..."}
+//
+// The source is the bind's events' own; subject is the table of a
+// table_done event and absent otherwise; time is absent when zero.
+func AppendLifecycle(b []byte, ev *tracker.Event, data []byte) []byte {
+	c, l := ev.Change, ev.Lifecycle
+	bind := l.Bind
+	if c != nil && c.Bind != "" {
+		bind = c.Bind
+	}
+	origin := ""
+	if c != nil {
+		origin = c.Origin
+	}
+	b = append(b, `{"specversion":"1.0","id":`...)
+	b = appendCEString(b, strings.TrimSpace(ev.ID))
+	b = append(b, `,"source":"`...)
+	b = appendSource(b, bind, origin)
+	b = append(b, `","type":`...)
+	b = appendCEString(b, LifecycleTypePrefix+strings.TrimRightFunc(l.Type, unicode.IsSpace))
+	if subject := strings.TrimSpace(l.Table); subject != "" {
+		b = append(b, `,"subject":`...)
+		b = appendCEString(b, subject)
+	}
+	b = append(b, `,"datacontenttype":"application/json"`...)
+	if !l.Time.IsZero() {
+		b = append(b, `,"time":"`...)
+		b = l.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"')
+	}
+	b = append(b, `,"data":`...)
+	b = append(b, data...)
+	b = append(b, `,"trackerdbind":`...)
+	b = appendCEString(b, bind)
+	b = append(b, `,"trackerdsnapshot":`...)
+	b = appendCEString(b, l.Snapshot)
 	return append(b, '}')
 }
 

@@ -37,6 +37,9 @@ func sdkEvent(tb testing.TB, ev *tracker.Event) *event.Event {
 }
 
 func buildSDKEvent(ev *tracker.Event) (*event.Event, error) {
+	if ev.Lifecycle != nil {
+		return buildSDKLifecycle(ev)
+	}
 	c := ev.Change
 	e := event.New()
 	ctx := e.Context
@@ -64,7 +67,33 @@ func buildSDKEvent(ev *tracker.Event) (*event.Event, error) {
 	if ev.Phase == tracker.PhaseAfterCommit {
 		errs = append(errs, ctx.SetExtension(ExtTxTotal, strconv.Itoa(ev.TxTotal)))
 	}
+	if ev.Snapshot != "" {
+		errs = append(errs, ctx.SetExtension(ExtSnapshot, valid(ev.Snapshot)))
+	}
 	// SetData would base64 a []byte: the data is pre-encoded JSON.
+	e.DataEncoded = EventData(ev)
+	return &e, errors.Join(errs...)
+}
+
+// buildSDKLifecycle builds a snapshot lifecycle event with sdk-go.
+func buildSDKLifecycle(ev *tracker.Event) (*event.Event, error) {
+	l := ev.Lifecycle
+	e := event.New()
+	ctx := e.Context
+	errs := []error{
+		ctx.SetID(valid(ev.ID)),
+		ctx.SetSource(Source(ev.Change.Bind, ev.Change.Origin)),
+		ctx.SetType(valid(LifecycleTypePrefix + l.Type)),
+		ctx.SetDataContentType(DataContentType),
+		ctx.SetExtension(ExtBind, valid(ev.Change.Bind)),
+		ctx.SetExtension(ExtSnapshot, valid(l.Snapshot)),
+	}
+	if l.Table != "" {
+		errs = append(errs, ctx.SetSubject(valid(l.Table)))
+	}
+	if !l.Time.IsZero() {
+		errs = append(errs, ctx.SetTime(l.Time))
+	}
 	e.DataEncoded = EventData(ev)
 	return &e, errors.Join(errs...)
 }
@@ -124,9 +153,9 @@ func TestEncodeEventMatchesSDK(t *testing.T) {
 func FuzzEncodeEvent(f *testing.F) {
 	for _, tc := range wiretest.Events() {
 		c := tc.Ev.Change
-		f.Add(string(tc.Ev.Phase), tc.Ev.ID, c.Bind, c.Schema, c.Table, string(c.Op), c.TxID, c.Pos, c.Seq, tc.Ev.TxTotal, c.CommitTime.UnixNano())
+		f.Add(string(tc.Ev.Phase), tc.Ev.ID, c.Bind, c.Schema, c.Table, string(c.Op), c.TxID, c.Pos, tc.Ev.Snapshot, c.Seq, tc.Ev.TxTotal, c.CommitTime.UnixNano())
 	}
-	f.Fuzz(func(t *testing.T, phase, id, bind, schema, table, op, txid, pos string, seq, total int, nanos int64) {
+	f.Fuzz(func(t *testing.T, phase, id, bind, schema, table, op, txid, pos, snapshot string, seq, total int, nanos int64) {
 		ph := tracker.Phase(phase) // any text: EncodeEvent must still match
 		if strings.TrimSpace(valid(id)) == "" {
 			id = "x" // sdk-go refuses an empty id; so does the lane
@@ -137,13 +166,24 @@ func FuzzEncodeEvent(f *testing.F) {
 		}
 		c := &tracker.Change{Bind: bind, Op: tracker.Op(op), Schema: schema, Table: table, TxID: txid, Pos: pos, Seq: seq, CommitTime: ct,
 			After: tracker.Row{Names: []string{table}, Values: []json.RawMessage{tracker.AppendJSONString(nil, schema)}}}
-		ev := &tracker.Event{Phase: ph, Change: c, ID: id, TxTotal: total}
+		ev := &tracker.Event{Phase: ph, Change: c, ID: id, TxTotal: total, Snapshot: snapshot}
 		got := EncodeEvent(nil, ev)
 		if want := sdkEncode(t, ev); !bytes.Equal(got, want) {
 			t.Fatalf("EncodeEvent differs from sdk-go:\n got %q\nwant %q", got, want)
 		}
 		if !json.Valid(got) {
 			t.Fatalf("invalid JSON: %q", got)
+		}
+		// The same strings as a lifecycle event (op as its type, the
+		// table as its subject).
+		l := &tracker.Lifecycle{Type: op, Bind: bind, Snapshot: snapshot, Table: table, Error: schema, Time: ct}
+		lev := &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: &tracker.Change{Bind: bind, Origin: txid}, ID: id, Lifecycle: l}
+		got = EncodeEvent(nil, lev)
+		if want := sdkEncode(t, lev); !bytes.Equal(got, want) {
+			t.Fatalf("lifecycle: EncodeEvent differs from sdk-go:\n got %q\nwant %q", got, want)
+		}
+		if !json.Valid(got) {
+			t.Fatalf("lifecycle: invalid JSON: %q", got)
 		}
 	})
 }
@@ -215,8 +255,15 @@ func TestGoldenEvents(t *testing.T) {
 				r, _ := json.Marshal(tc.Ev.Retract)
 				fmt.Fprintf(&b, "retract: %s\n", r)
 			}
-			fmt.Fprintf(&b, "change: %s\n", tc.Ev.Change.AppendJSON(nil))
-			fmt.Fprintf(&b, "-- subject --\n%s\n", subjects.Append(nil, tc.Ev.Phase, tc.Ev.Change))
+			if tc.Ev.Snapshot != "" {
+				fmt.Fprintf(&b, "snapshot: %s\n", tc.Ev.Snapshot)
+			}
+			if l := tc.Ev.Lifecycle; l != nil {
+				fmt.Fprintf(&b, "lifecycle: %s\n", EventData(tc.Ev))
+			} else {
+				fmt.Fprintf(&b, "change: %s\n", tc.Ev.Change.AppendJSON(nil))
+			}
+			fmt.Fprintf(&b, "-- subject --\n%s\n", subjects.AppendEvent(nil, tc.Ev))
 			fmt.Fprintf(&b, "-- headers --\n%s: %s\n%s: %s\n", HeaderContentType, ContentType, HeaderMsgID, tc.Ev.ID)
 			fmt.Fprintf(&b, "-- payload --\n%s\n", EncodeEvent(nil, tc.Ev))
 			path := filepath.Join("testdata", "events", tc.Name+".golden")

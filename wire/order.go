@@ -9,8 +9,11 @@ import (
 // where the stream may hold it out of order (streams without
 // allow_batched): "<run>.<laneseq>.<phaseseq>", run a token of the
 // publishing lane's run (a new one at each start), laneseq the event's
-// place in the bind's stream of events of this run (1, 2, 3...), phaseseq
-// its place among the run's events of its phase.
+// place in the bind's stream of change events of this run (1, 2, 3...),
+// phaseseq its place among the run's change events of its phase. A
+// snapshot's lifecycle events, on their control subjects, carry no such
+// header and are not counted: a subscriber to a bind's changes never
+// waits for them.
 const HeaderOrder = "Trackerd-Order"
 
 // AppendOrder appends a HeaderOrder value to b.

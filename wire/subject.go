@@ -421,5 +421,48 @@ func (s *Subjects) pattern(parts []part, f Filter) string {
 	return string(out)
 }
 
+// ControlToken and SnapshotControlToken make the subject of a bind's
+// snapshot lifecycle events: <prefix>.control.<bind>.snapshot.
+const (
+	ControlToken         = "control"
+	SnapshotControlToken = "snapshot"
+)
+
+// AppendControl appends the subject of bind's snapshot lifecycle events,
+// <prefix>.control.<bind>.snapshot, the bind escaped as a subject token.
+// It lies under the stream's <prefix>.>; config's checks refuse templates
+// that could render it for a change.
+func (s *Subjects) AppendControl(b []byte, bind string) []byte {
+	b = append(b, s.prefix...)
+	b = append(b, "."+ControlToken+"."...)
+	b = token.Append(b, bind)
+	return append(b, "."+SnapshotControlToken...)
+}
+
+// AppendEvent appends the subject of ev: the control subject of its bind
+// for a lifecycle event (ev.Lifecycle set), else the template's subject of
+// its change in its phase ([Subjects.Append]; a snapshot row renders with
+// op token "snapshot").
+func (s *Subjects) AppendEvent(b []byte, ev *tracker.Event) []byte {
+	if l := ev.Lifecycle; l != nil {
+		bind := l.Bind
+		if ev.Change != nil && ev.Change.Bind != "" {
+			bind = ev.Change.Bind
+		}
+		return s.AppendControl(b, bind)
+	}
+	return s.Append(b, ev.Phase, ev.Change)
+}
+
+// ControlFilter returns the subscription pattern of the snapshot lifecycle
+// events of bind, every bind when bind is empty or "*":
+// <prefix>.control.*.snapshot.
+func (s *Subjects) ControlFilter(bind string) string {
+	if isAny(bind) {
+		return s.prefix + "." + ControlToken + ".*." + SnapshotControlToken
+	}
+	return string(s.AppendControl(nil, bind))
+}
+
 // StreamSubject returns the subject filter of the stream: "<prefix>.>".
 func (s *Subjects) StreamSubject() string { return s.prefix + ".>" }

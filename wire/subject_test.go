@@ -256,3 +256,61 @@ func BenchmarkSubject(b *testing.B) {
 		buf = s.Append(buf[:0], tracker.PhaseAfterCommit, c)
 	}
 }
+
+// TestControlSubjects: lifecycle events go to <prefix>.control.<bind>.snapshot
+// whatever the template, snapshot rows to the template with op snapshot,
+// and the stream's subject captures both.
+func TestControlSubjects(t *testing.T) {
+	lc := func(bind string) *tracker.Event {
+		return &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: &tracker.Change{Bind: bind},
+			Lifecycle: &tracker.Lifecycle{Type: tracker.LifecycleStarted, Bind: bind, Snapshot: "s1"}}
+	}
+	row := &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: change("default", "public", "orders", tracker.OpSnapshot, "42"), Snapshot: "s1"}
+	tests := []struct {
+		name   string
+		prefix string
+		conv   map[string]string
+		ev     *tracker.Event
+		want   string
+	}{
+		{"ok - lifecycle", "trackerd", nil, lc("default"), "trackerd.control.default.snapshot"},
+		{"ok - lifecycle, bind escaped", "acme.cdc", nil, lc("shop eu.1"), "acme.cdc.control.shop=20eu=2E1.snapshot"},
+		{"ok - lifecycle ignores the template", "t", map[string]string{"subject": "%(prefix)s.x.%(table)s.%(schema)s.%(op)s"}, lc("b"), "t.control.b.snapshot"},
+		{"ok - snapshot row", "trackerd", nil, row, "trackerd.after_commit.default.public.orders.snapshot"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := wire.NewSubjects(tc.prefix, tc.conv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := string(s.AppendEvent(nil, tc.ev))
+			if got != tc.want {
+				t.Errorf("subject = %q, want %q", got, tc.want)
+			}
+			if !strings.HasPrefix(got, strings.TrimSuffix(s.StreamSubject(), ">")) {
+				t.Errorf("%q is outside the stream's %s", got, s.StreamSubject())
+			}
+			if err := wire.CheckPattern(got); err != nil {
+				t.Errorf("%q: %v", got, err)
+			}
+		})
+	}
+	s, err := wire.NewSubjects("trackerd", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for bind, want := range map[string]string{"": "trackerd.control.*.snapshot", "*": "trackerd.control.*.snapshot", "a.b": "trackerd.control.a=2Eb.snapshot"} {
+		if got := s.ControlFilter(bind); got != want {
+			t.Errorf("ControlFilter(%q) = %q, want %q", bind, got, want)
+		}
+	}
+	// A change filter never matches the control subject.
+	p, err := s.Filter(wire.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(p, ".") == strings.Count("trackerd.control.default.snapshot", ".") {
+		t.Errorf("the change pattern %q has as many tokens as the control subject", p)
+	}
+}

@@ -46,7 +46,7 @@ func TestMistakesAreOneLine(t *testing.T) {
 		{[]string{"run", "---x"}, `trackerd: bad flag syntax "---x"; see trackerd help run`},
 		{[]string{"rnu"}, `trackerd: unknown command "rnu"; did you mean run?`},
 		{[]string{"help", "tial"}, `trackerd: unknown command "tial"; did you mean tail?`},
-		{[]string{"frobnicate"}, `trackerd: unknown command "frobnicate"; the commands are run, check, teardown, reset, tail, status, probe, version, help (see trackerd help)`},
+		{[]string{"frobnicate"}, `trackerd: unknown command "frobnicate"; the commands are run, check, teardown, reset, tail, backfill, status, probe, version, help (see trackerd help)`},
 		{[]string{"--database-uri", "x"}, "trackerd: unknown flag --database-uri: flags follow a command, as in trackerd run --database-uri (see trackerd help)"},
 		{[]string{"run", "extra"}, `trackerd: run takes no arguments, got ["extra"]`},
 		{[]string{"version", "--json"}, "trackerd: unknown flag --json; see trackerd help version"},

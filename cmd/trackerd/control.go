@@ -30,8 +30,12 @@ import (
 // get JetStream's publish acknowledgement as its reply. STREAM_NAME tells
 // deployments sharing a NATS apart. Endpoints:
 //
-//	status   every instance answers with its status document (no queue
-//	         group): the asker gathers the answers.
+//	status     every instance answers with its status document (no queue
+//	           group): the asker gathers the answers.
+//	backfill   starts a backfill of a bind (snapctl.go); the instance that
+//	           runs the bind answers with the snapshot.
+//	snapshots  every instance answers with its binds' snapshots.
+//	cancel     cancels a snapshot; the instance that runs it answers.
 //
 // New endpoints are added in controlEndpoints.
 
@@ -57,7 +61,7 @@ type controlEndpoint struct {
 
 // controlEndpoints lists the endpoints a daemon serves.
 func controlEndpoints(d *daemon) []controlEndpoint {
-	return []controlEndpoint{
+	eps := []controlEndpoint{
 		{name: "status", everyInstance: true, about: "this instance's status document (every instance answers)",
 			handler: func(r micro.Request) {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -65,6 +69,7 @@ func controlEndpoints(d *daemon) []controlEndpoint {
 				r.RespondJSON(d.status(ctx, time.Now()))
 			}},
 	}
+	return append(eps, snapshotEndpoints(trackerSnapshots{d.tr})...)
 }
 
 // startControl registers the control service on nc and returns a function

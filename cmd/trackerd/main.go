@@ -7,6 +7,8 @@
 //	trackerd teardown --bind KEY [--yes]       remove what trackerd made for a bind
 //	trackerd reset   --bind KEY --to current   move a stuck bind to the server's current position
 //	trackerd tail    [flags] [PATTERN]          print events as JSON lines
+//	trackerd backfill [--bind KEY] [--table T ...] [--where SQL] [--wait] | --list | --cancel ID
+//	                                           read existing rows again while streaming
 //	trackerd status  [--addr H:P | --nats]     each bind of the running instances (--json)
 //	trackerd probe   [--addr HOST:PORT]         is a running trackerd ready? (health checks)
 //	trackerd version

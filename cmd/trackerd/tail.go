@@ -39,6 +39,8 @@ credentials it keeps there (run tail as the same user).
 Examples:
   trackerd tail --table orders --signal after_commit --pretty
   trackerd tail --bind default --op delete --from start --until-end
+  trackerd tail --op snapshot --pretty          (rows snapshots read)
+  trackerd tail --control --from start --pretty (started ... completed)
   trackerd tail --from 2026-05-01T12:00:00Z 'trackerd.after_commit.>' | jq .`
 
 // cmdTail prints trackerd's events: each event's CloudEvent exactly as
@@ -57,6 +59,7 @@ func cmdTail(ctx context.Context, args []string, lookup env, stdout, stderr io.W
 		from, op, signal          string
 		count                     int
 		verbose, pretty, untilEnd bool
+		control                   bool
 		flt                       changefeed.Filter
 	)
 	cfg, rest, err := loadConfig("tail", args, lookup, stdout, stderr, func(fs *flag.FlagSet) {
@@ -64,6 +67,7 @@ func cmdTail(ctx context.Context, args []string, lookup env, stdout, stderr io.W
 		fs.StringVar(&flt.Schema, "schema", "", "Only events of `SCHEMA` (the database of a MySQL/MariaDB bind).")
 		fs.StringVar(&flt.Table, "table", "", "Only events of `TABLE`.")
 		fs.StringVar(&op, "op", "", "Only events of `OP`: insert, update, delete, truncate or snapshot.")
+		fs.BoolVar(&control, "control", false, "Print snapshot lifecycle events (started, table_done, completed, cancelled, failed, on <SUBJECT_PREFIX>.control.<bind>.snapshot) instead of changes; --bind and --table (schema.table) still apply.")
 		fs.StringVar(&signal, "signal", "", "Only events of `PHASE`: before_commit, after_commit or rollback.")
 		fs.StringVar(&from, "from", "", "Read the JetStream stream from `POS`: start, new, a stream sequence number, an RFC 3339 time, or a duration ago (10m). Without it: new events on core NATS.")
 		fs.BoolVar(&untilEnd, "until-end", false, "Stop, with status 0, at the stream's last event when tail started. Reads the stream: from start unless --from says otherwise.")
@@ -84,7 +88,10 @@ func cmdTail(ctx context.Context, args []string, lookup env, stdout, stderr io.W
 	if count < 0 {
 		return usageError{fmt.Sprintf("-n %d: want 0 or more events", count)}
 	}
-	flt.Op, flt.Phase = tracker.Op(op), tracker.Phase(signal)
+	flt.Op, flt.Phase, flt.Control = tracker.Op(op), tracker.Phase(signal), control
+	if control && (op != "" || signal != "" || flt.Schema != "") {
+		return usageError{"--control prints snapshot lifecycle events: --op, --signal and --schema do not apply (give --table schema.table)"}
+	}
 	if err := flt.Validate(); err != nil {
 		return usageError{strings.TrimPrefix(err.Error(), "changefeed: ")}
 	}
@@ -207,6 +214,31 @@ func prettyLine(m *changefeed.Message) string {
 		b.WriteString(m.Time.UTC().Format("2006-01-02T15:04:05.000Z"))
 	}
 	c := &m.Change
+	if l := m.Lifecycle; l != nil {
+		fmt.Fprintf(&b, " %-13s %s snapshot %s %s", "snapshot", l.Bind, l.Snapshot, l.Type)
+		if l.Kind != "" {
+			fmt.Fprintf(&b, " (%s)", l.Kind)
+		}
+		if l.Table != "" {
+			fmt.Fprintf(&b, " %s", l.Table)
+		}
+		if l.Type != tracker.LifecycleStarted {
+			fmt.Fprintf(&b, " rows=%d", l.Rows)
+		}
+		if len(l.Tables) > 0 {
+			fmt.Fprintf(&b, " tables=%s", strings.Join(l.Tables, ","))
+		}
+		if len(l.Skipped) > 0 {
+			fmt.Fprintf(&b, " skipped=%s", strings.Join(l.Skipped, ","))
+		}
+		if l.Error != "" {
+			fmt.Fprintf(&b, " error=%q", l.Error)
+		}
+		if m.Stream > 0 {
+			fmt.Fprintf(&b, " #%d", m.Stream)
+		}
+		return b.String()
+	}
 	fmt.Fprintf(&b, " %-13s %s", m.Phase, c.Bind)
 	if m.Retract != nil {
 		fmt.Fprintf(&b, " rollback tx %s", m.Retract.TxKey)
@@ -215,6 +247,9 @@ func prettyLine(m *changefeed.Message) string {
 		}
 	} else {
 		fmt.Fprintf(&b, " %s.%s %s", c.Schema, c.Table, c.Op)
+		if m.Snapshot != "" {
+			fmt.Fprintf(&b, " (snapshot %s)", m.Snapshot)
+		}
 		if !c.Key.IsZero() {
 			b.WriteString(" ")
 			writeColumns(&b, c.Key, tracker.Row{})

@@ -107,10 +107,38 @@ func TestPrettyLine(t *testing.T) {
 		{"rollback", changefeed.Message{Phase: tracker.PhaseRollback, Stream: 9, Change: tracker.Change{Bind: "pg"},
 			Retract: &tracker.Retraction{TxKey: "lsn-00000000016B3748", Ranges: []tracker.SeqRange{{From: 0, To: 2}}}},
 			`- rollback      pg rollback tx lsn-00000000016B3748 txseq 0-2 #9`},
+		{"snapshot row", changefeed.Message{Phase: tracker.PhaseAfterCommit, Stream: 11, Snapshot: "s1", Change: tracker.Change{
+			Bind: "pg", Schema: "shop", Table: "orders", Op: tracker.OpSnapshot, Key: row("id", "1"), After: row("id", "1", "note", `"a"`)}},
+			`- after_commit  pg shop.orders snapshot (snapshot s1) id=1: id=1 note="a" #11`},
+		{"lifecycle started", changefeed.Message{Phase: tracker.PhaseAfterCommit, Time: at, Snapshot: "s1", Lifecycle: &tracker.Lifecycle{
+			Type: tracker.LifecycleStarted, Bind: "pg", Snapshot: "s1", Kind: tracker.SnapshotBackfill, Tables: []string{"shop.orders", "shop.users"}, Skipped: []string{"shop.log"}}},
+			`2026-05-01T10:00:05.123Z snapshot      pg snapshot s1 started (backfill) tables=shop.orders,shop.users skipped=shop.log`},
+		{"lifecycle table_done", changefeed.Message{Phase: tracker.PhaseAfterCommit, Time: at, Stream: 3, Lifecycle: &tracker.Lifecycle{
+			Type: tracker.LifecycleTableDone, Bind: "pg", Snapshot: "s1", Kind: tracker.SnapshotInitial, Table: "shop.orders", Rows: 1200}},
+			`2026-05-01T10:00:05.123Z snapshot      pg snapshot s1 table_done (initial) shop.orders rows=1200 #3`},
+		{"lifecycle failed", changefeed.Message{Phase: tracker.PhaseAfterCommit, Time: at, Lifecycle: &tracker.Lifecycle{
+			Type: tracker.LifecycleFailed, Bind: "pg", Snapshot: "s1", Kind: tracker.SnapshotBackfill, Rows: 7, Error: "gone"}},
+			`2026-05-01T10:00:05.123Z snapshot      pg snapshot s1 failed (backfill) rows=7 error="gone"`},
 	}
 	for _, tc := range tests {
 		if got := prettyLine(&tc.m); got != tc.want {
 			t.Errorf("%s:\n got %s\nwant %s", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestTailControlFlags: --control selects lifecycle events; the filters
+// that do not apply to them are usage errors, found before connecting.
+func TestTailControlFlags(t *testing.T) {
+	for _, args := range [][]string{{"--control", "--op", "snapshot"}, {"--control", "--signal", "after_commit"}, {"--control", "--schema", "public"}} {
+		var out, errb strings.Builder
+		err := cmdTail(t.Context(), args, func(string) (string, bool) { return "", false }, &out, &errb)
+		if err == nil || !isConfigError(err) || !strings.Contains(err.Error(), "--control") {
+			t.Errorf("tail %v: %v, want a usage error about --control", args, err)
+		}
+	}
+	var out, errb strings.Builder
+	if err := cmdTail(t.Context(), []string{"--op", "snapshots"}, func(string) (string, bool) { return "", false }, &out, &errb); err == nil || !isConfigError(err) || !strings.Contains(err.Error(), "snapshot") {
+		t.Errorf("tail --op snapshots: %v, want a usage error listing snapshot", err)
 	}
 }

@@ -80,6 +80,27 @@ func Events() []Event {
 	rollbackTx := &tracker.Change{
 		Bind: "default", Source: "postgresql", Origin: "9f86d081884c7d65", TxID: "7400", TxKey: "xid-7400-00000000016C0000", SubTx: "7401", Seq: 12, Index: 12,
 	}
+	snapRow := &tracker.Change{
+		Bind: "default", Source: "postgresql", Origin: "9f86d081884c7d65", Op: tracker.OpSnapshot, Schema: "public", Table: "orders",
+		Key:   row("id", "42"),
+		After: row("id", "42", "customer", `"Zoë"`, "total", `"19.90"`),
+		TxID:  "snapshot-01JF3Q8Z", TxKey: "snapshot-01JF3Q8Z", Pos: "0/16B3748",
+	}
+	snapWeird := &tracker.Change{
+		Bind: "shop eu", Source: "mariadb", Origin: "9f86d081884c7d65", Op: tracker.OpSnapshot, Schema: "shop-eu", Table: "order.items",
+		Key:   row("order_id", "7", "line", "2"),
+		After: row("order_id", "7", "line", "2", "sku", `"X\u2028\"1"`),
+		TxID:  "snapshot-b\\f\"", TxKey: "snapshot-b\\f\"", Pos: `{"gtid":"0-1-9","file":"mariadb-bin.000001","pos":4}`,
+	}
+	lcStart := &tracker.Lifecycle{Type: tracker.LifecycleStarted, Bind: "default", Snapshot: "01JF3Q8Z", Kind: tracker.SnapshotBackfill,
+		Tables: []string{"public.orders", "public.users"}, Skipped: []string{"public.nokey"}, Time: commit}
+	lcTable := &tracker.Lifecycle{Type: tracker.LifecycleTableDone, Bind: "default", Snapshot: "01JF3Q8Z", Kind: tracker.SnapshotBackfill,
+		Table: "public.orders", Rows: 1200, Time: commit.Add(time.Minute)}
+	lcFailed := &tracker.Lifecycle{Type: tracker.LifecycleFailed, Bind: "shop eu", Snapshot: "s\"1 ", Kind: tracker.SnapshotInitial,
+		Rows: 7, Error: "read shop-eu.order.items: <connection refused> & \"gone\""}
+	lcChange := func(l *tracker.Lifecycle, source string) *tracker.Change {
+		return &tracker.Change{Bind: l.Bind, Origin: "9f86d081884c7d65", Source: source}
+	}
 	id := func(c *tracker.Change, p tracker.Phase) string {
 		return tracker.EventID(c.Bind, c.Origin, c.TxKey, c.Index, p)
 	}
@@ -96,5 +117,15 @@ func Events() []Event {
 			Retract: &tracker.Retraction{TxKey: rollbackTx.TxKey, SubTx: "7401", Ranges: []tracker.SeqRange{{From: 4, To: 9}, {From: 11, To: 11}}}}},
 		{"rollback-whole-no-retract", &tracker.Event{Phase: tracker.PhaseRollback, Change: &tracker.Change{Bind: "default", Source: "postgresql", Schema: "public", Table: "orders", TxID: "8", TxKey: "xid-8-0000000000000001"},
 			ID: "default/xid-8-0000000000000001/0/rollback"}},
+		{"snapshot-row", &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: snapRow, TxTotal: 1, Snapshot: "01JF3Q8Z",
+			ID: tracker.SnapshotEventID(snapRow.Bind, snapRow.Origin, "01JF3Q8Z", snapRow)}},
+		{"snapshot-row-escaped", &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: snapWeird, TxTotal: 1, Snapshot: "b\\f\"",
+			ID: tracker.SnapshotEventID(snapWeird.Bind, snapWeird.Origin, "b\\f\"", snapWeird)}},
+		{"lifecycle-started", &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: lcChange(lcStart, "postgresql"), Lifecycle: lcStart,
+			ID: tracker.LifecycleEventID("default", "9f86d081884c7d65", lcStart)}},
+		{"lifecycle-table-done", &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: lcChange(lcTable, "postgresql"), Lifecycle: lcTable,
+			ID: tracker.LifecycleEventID("default", "9f86d081884c7d65", lcTable)}},
+		{"lifecycle-failed-escaped", &tracker.Event{Phase: tracker.PhaseAfterCommit, Change: lcChange(lcFailed, "mariadb"), Lifecycle: lcFailed,
+			ID: tracker.LifecycleEventID("shop eu", "9f86d081884c7d65", lcFailed)}},
 	}
 }

@@ -61,8 +61,9 @@ func startReceiver(t *testing.T, p any) *received {
 }
 
 // TestIntegrationSDKInterop publishes the golden events and reads them with
-// sdk-go's core-NATS and JetStream receivers: every event arrives, and reads
-// back to the very bytes trackerd wrote.
+// sdk-go's core-NATS and JetStream receivers: every event arrives (snapshot
+// lifecycle events on their control subjects, which the stream captures),
+// and reads back to the very bytes trackerd wrote.
 func TestIntegrationSDKInterop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: integration test")
@@ -132,6 +133,13 @@ func TestIntegrationSDKInterop(t *testing.T) {
 						var d wire.RollbackData
 						if err := json.Unmarshal(e.Data(), &d); err != nil || d.Op != "rollback" {
 							t.Errorf("%s: rollback data %s: %v", name, e.Data(), err)
+						}
+						continue
+					}
+					if strings.HasPrefix(e.Type(), wire.LifecycleTypePrefix) {
+						var l tracker.Lifecycle
+						if err := e.DataAs(&l); err != nil || wire.LifecycleTypePrefix+l.Type != e.Type() {
+							t.Errorf("%s: lifecycle data %s: %v", name, e.Data(), err)
 						}
 						continue
 					}

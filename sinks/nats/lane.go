@@ -67,8 +67,9 @@ import (
 // k is stored after them when it is sent again. The lane counts such
 // events (Stats.Reordered: an event stored at a lower stream sequence than
 // an earlier event of its lane, as the PubAcks tell), logs them, and marks
-// every message with the header Trackerd-Order (wire.HeaderOrder: run,
-// LaneSeq and the event's place among its phase's events), by which
+// every change event with the header Trackerd-Order (wire.HeaderOrder:
+// run, its place among the run's change events and among its phase's),
+// by which
 // changefeed puts them back in order. A reordered event is displaced by fewer than MaxInflight
 // events: k+MaxInflight cannot be published before k is stored.
 //
@@ -152,7 +153,8 @@ type lane struct {
 	pubMu     sync.Mutex
 	subjBuf   []byte
 	dataBuf   []byte
-	phaseSeqs [3]uint64 // events published per phase (before_commit, after_commit, rollback)
+	phaseSeqs [3]uint64 // change events published per phase (before_commit, after_commit, rollback)
+	orderSeq  uint64    // change events published (lifecycle events aside)
 	// interned holds rendered subjects: a table's changes share a few, so
 	// a publish need not allocate one.
 	interned map[string]string
@@ -316,10 +318,16 @@ func (l *lane) Publish(ctx context.Context, ev *tracker.Event) error {
 	if err != nil {
 		return err
 	}
-	l.subjBuf = l.subjects.Append(l.subjBuf[:0], ev.Phase, ev.Change)
+	l.subjBuf = l.subjects.AppendEvent(l.subjBuf[:0], ev)
 	subject := l.intern(l.subjBuf)
-	*sl = slot{seq: seq, subject: subject, id: ev.ID, data: data, state: slotQueued,
-		phaseSeq: l.nextPhaseSeq(ev.Phase)}
+	*sl = slot{seq: seq, subject: subject, id: ev.ID, data: data, state: slotQueued}
+	if ev.Lifecycle == nil {
+		// Lifecycle events are on control subjects that a subscriber to a
+		// bind's changes does not read: they stay out of the order its
+		// Trackerd-Order header counts, or it would wait for them.
+		l.orderSeq++
+		sl.orderSeq, sl.phaseSeq = l.orderSeq, l.nextPhaseSeq(ev.Phase)
+	}
 	l.mu.Lock()
 	l.w.hold(int64(cap(data) - oldCap))
 	if l.closing {
@@ -403,7 +411,7 @@ func (l *lane) encode(b []byte, ev *tracker.Event) ([]byte, error) {
 	if limit <= 0 || size <= limit {
 		return b, nil
 	}
-	if l.oversize == OversizeTruncate && ev.Phase != tracker.PhaseRollback {
+	if l.oversize == OversizeTruncate && ev.Phase != tracker.PhaseRollback && ev.Lifecycle == nil {
 		out, cols, ok := l.truncate(b[:0], ev, size, limit)
 		if ok {
 			l.c.truncated.Add(1)
@@ -529,7 +537,11 @@ func (l *lane) send(sl *slot, reply string) error {
 	default:
 		l.replyBuf = appendPubReply(l.replyBuf[:0], l.inbox, sl.seq, l.w.gen)
 		l.msg.Reply = string(l.replyBuf)
-		l.orderBuf = wire.AppendOrder(l.orderBuf[:0], l.run, sl.seq, sl.phaseSeq)
+		if sl.orderSeq == 0 {
+			delete(l.hdr, wire.HeaderOrder)
+			break
+		}
+		l.orderBuf = wire.AppendOrder(l.orderBuf[:0], l.run, sl.orderSeq, sl.phaseSeq)
 		l.hdr[wire.HeaderOrder] = []string{string(l.orderBuf)}
 	}
 	return l.t.publishMsg(&l.msg)

@@ -27,7 +27,8 @@ type slot struct {
 	subject  string
 	id       string
 	data     []byte
-	phaseSeq uint64 // the event's 1-based place among this run's events of its phase
+	orderSeq uint64 // the event's 1-based place among this run's change events; 0 for a lifecycle event (no order header)
+	phaseSeq uint64 // the event's 1-based place among this run's change events of its phase
 	sseq     uint64 // stream sequence from its PubAck, 0 when unknown
 	sentAt   time.Time
 	gen      uint32
