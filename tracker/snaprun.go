@@ -315,21 +315,24 @@ func (s *snapshots) read(ctx context.Context, r *snapRun, pr SnapshotProgress, f
 		r.table = name
 		s.mu.Unlock()
 		for {
+			// Once a read is reserved, the stream may wait for it: what
+			// follows reaches the handler even if the snapshot is
+			// cancelled meanwhile (only the bind's end stops it).
 			reserved := false
 			reserve := func(pos string) {
 				if !reserved {
 					reserved = true
-					s.post(ctx, snapMsg{kind: msgReserve, run: r, pos: pos})
+					s.post(s.parent, snapMsg{kind: msgReserve, run: r, pos: pos})
 				}
 			}
 			ch, err := s.src.ReadChunk(ctx, ChunkRequest{Table: t, After: pr.After, Where: pr.Where, Limit: s.chunk, Reserve: reserve})
 			if err != nil {
 				if reserved { // let the stream go on
-					s.send(ctx, snapMsg{kind: msgChunk, run: r, readErr: err})
+					s.post(s.parent, snapMsg{kind: msgChunk, run: r, readErr: err, reply: make(chan error, 1)})
 				}
 				return fmt.Errorf("read %s: %w", name, err)
 			}
-			err = s.send(ctx, snapMsg{kind: msgChunk, run: r, table: name, chunk: ch})
+			err = s.deliver(ctx, snapMsg{kind: msgChunk, run: r, table: name, chunk: ch})
 			if errors.Is(err, errStale) {
 				continue
 			}
@@ -373,6 +376,14 @@ func (s *snapshots) post(ctx context.Context, m snapMsg) {
 	}
 }
 
+// deliver hands a chunk to the handler, even if ctx has ended (see
+// read), and waits for the answer while ctx lasts.
+func (s *snapshots) deliver(ctx context.Context, m snapMsg) error {
+	m.reply = make(chan error, 1)
+	s.post(s.parent, m)
+	return s.await(ctx, m)
+}
+
 // send hands m to the handler and waits for its answer, nudging the
 // stream meanwhile so that an idle one reaches the chunk's position soon.
 func (s *snapshots) send(ctx context.Context, m snapMsg) error {
@@ -382,6 +393,11 @@ func (s *snapshots) send(ctx context.Context, m snapMsg) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	return s.await(ctx, m)
+}
+
+// await waits for the handler's answer to m, nudging the stream meanwhile.
+func (s *snapshots) await(ctx context.Context, m snapMsg) error {
 	t := time.NewTicker(nudgeEvery)
 	defer t.Stop()
 	s.nudge()

@@ -33,6 +33,8 @@ type tableDB struct {
 	noKey  bool
 	// slowReads makes ReadChunk take up to 1 ms after its read.
 	slowReads bool
+	// hang makes ReadChunk reserve its position, then wait for its ctx.
+	hang bool
 	// lost makes the next Run fail with ErrResnapshotRequired.
 	lost bool
 	// noReserve makes ReadChunk leave ChunkRequest.Reserve uncalled.
@@ -169,7 +171,17 @@ func (db *tableDB) SnapshotTables(_ context.Context, names []string) ([]tracker.
 	return []tracker.SnapshotTable{t}, nil
 }
 
-func (db *tableDB) ReadChunk(_ context.Context, req tracker.ChunkRequest) (tracker.Chunk, error) {
+func (db *tableDB) ReadChunk(ctx context.Context, req tracker.ChunkRequest) (tracker.Chunk, error) {
+	if db.hang {
+		// A read that reserves its position and never ends.
+		db.mu.Lock()
+		p := pos(len(db.log))
+		db.reads++
+		db.mu.Unlock()
+		req.Reserve(p)
+		<-ctx.Done()
+		return tracker.Chunk{}, ctx.Err()
+	}
 	if req.Where == "bad" {
 		return tracker.Chunk{}, tracker.ConfigError(errors.New(`syntax error at or near "bad"`))
 	}
@@ -598,4 +610,48 @@ func TestSnapshotWhenNeeded(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCancelReservedRead: a snapshot cancelled while its read holds a
+// reserved position lets the stream go on.
+func TestCancelReservedRead(t *testing.T) {
+	db := newTableDB(100)
+	db.write(5, 1, false)
+	sink := &trackertest.Sink{}
+	tr := snapshotTracker(t, db, "never", 10, sink, trackertest.NewMemStore())
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	trackertest.Eventually(t, 10*time.Second, "the bind runs", tr.Ready)
+	db.mu.Lock()
+	db.hang = true
+	db.mu.Unlock()
+	info, err := tr.Backfill(ctx, tracker.BackfillRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	trackertest.Eventually(t, 5*time.Second, "the read is reserved", func() bool {
+		db.mu.Lock()
+		defer db.mu.Unlock()
+		return db.reads > 0
+	})
+	db.write(7, 70, false) // held: the read's position is before it
+	time.Sleep(50 * time.Millisecond)
+	if got, _ := applied(t, sink.Events()); got[7] == 70 {
+		t.Fatal("a commit past a reserved read's position was published before the read ended")
+	}
+	if _, err := tr.CancelSnapshot(ctx, "", info.ID); err != nil {
+		t.Fatal(err)
+	}
+	db.write(8, 80, false)
+	trackertest.Eventually(t, 5*time.Second, "the stream goes on", func() bool {
+		got, _ := applied(t, sink.Events())
+		return got[7] == 70 && got[8] == 80
+	})
 }
