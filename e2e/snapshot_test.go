@@ -332,42 +332,69 @@ func TestSnapshotInitialWhileWriting(t *testing.T) {
 }
 
 // TestSnapshotKill9: kill -9 at ten random points of an initial snapshot,
-// with a writer running: every row of the snapshot is in the stream once,
-// and applying the stream gives the tables' state.
+// and of a backfill, with a writer running: every row of the snapshot is in
+// the stream once, and applying the stream gives the tables' state.
 func TestSnapshotKill9(t *testing.T) {
 	for _, kind := range snapKinds {
-		t.Run(kind, func(t *testing.T) {
-			d := newSnapDB(t, kind)
-			bs := newBus(t)
-			lc := watchLifecycle(t, bs)
-			env := bs.env(t)
-			env["TRACKER_BINDS"] = d.binds("initial")
-			env["TRACKER_SNAPSHOT_CHUNK"] = "700"
-			w := startWriter(d)
-			kills := 0
-			for kills < 10 && lc.count("completed") == 0 {
-				p := start(t, env, "run")
-				p.waitLog(`msg=streaming bind=`+d.key, time.Minute)
-				time.Sleep(time.Duration(200+rand.IntN(900)) * time.Millisecond)
-				p.signal(syscall.SIGKILL)
-				p.exitCode(time.Minute)
-				kills++
-			}
-			p := start(t, env, "run")
-			eventually(t, 3*time.Minute, "the snapshot completes", func() bool { return lc.count("completed") == 1 })
-			w.halt(t)
-			waitSettled(t, bs)
-			p.signal(syscall.SIGTERM)
-			if code := p.exitCode(time.Minute); code != 0 {
-				t.Fatalf("exit %d", code)
-			}
-			if kills < 10 {
-				t.Fatalf("the snapshot completed after %d kills: the test kills too late", kills)
-			}
-			n := checkApplied(t, d, bs.read(t))
-			t.Logf("%s: %d kills, %d snapshot rows, %d writes", kind, kills, n, w.writes.Load())
-		})
+		for _, mode := range []string{"initial", "backfill"} {
+			t.Run(kind+"/"+mode, func(t *testing.T) { snapshotKill9(t, kind, mode) })
+		}
 	}
+}
+
+func snapshotKill9(t *testing.T, kind, mode string) {
+	d := newSnapDB(t, kind)
+	bs := newBus(t)
+	lc := watchLifecycle(t, bs)
+	env := bs.env(t)
+	env["TRACKER_BINDS"] = d.binds("initial")
+	if mode == "backfill" {
+		env["TRACKER_BINDS"] = d.binds("never")
+	}
+	env["TRACKER_SNAPSHOT_CHUNK"] = "700"
+	w := startWriter(d)
+	kills := 0
+	for kills < 10 && lc.count("completed") == 0 {
+		p := start(t, env, "run")
+		p.waitLog(`msg=streaming bind=`+d.key, time.Minute)
+		if mode == "backfill" && kills == 0 {
+			if out, code := runCLI(env, "backfill", "--bind", d.key); code != 0 {
+				t.Fatalf("backfill: exit %d\n%s", code, out)
+			}
+		}
+		time.Sleep(time.Duration(200+rand.IntN(900)) * time.Millisecond)
+		p.signal(syscall.SIGKILL)
+		p.exitCode(time.Minute)
+		kills++
+	}
+	p := start(t, env, "run")
+	eventually(t, 3*time.Minute, "the snapshot completes", func() bool { return lc.count("completed") == 1 })
+	w.halt(t)
+	waitSettled(t, bs)
+	p.signal(syscall.SIGTERM)
+	if code := p.exitCode(time.Minute); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if kills < 10 {
+		t.Fatalf("the snapshot completed after %d kills: the test kills too late", kills)
+	}
+	n := checkApplied(t, d, bs.read(t))
+	if n < 90000 {
+		t.Fatalf("%d snapshot rows, want about 100,000", n)
+	}
+	t.Logf("%s %s: %d kills, %d snapshot rows, %d writes", kind, mode, kills, n, w.writes.Load())
+}
+
+// runCLI runs a trackerd command with env and returns its output and exit
+// status.
+func runCLI(env map[string]string, args ...string) (string, int) {
+	cmd := exec.Command(binary, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out, _ := cmd.CombinedOutput()
+	return string(out), cmd.ProcessState.ExitCode()
 }
 
 // TestBackfillKeepsStreaming: a backfill of one table of a running bind
@@ -416,15 +443,7 @@ func TestBackfillKeepsStreaming(t *testing.T) {
 				}
 			}()
 
-			cli := func(args ...string) (string, int) {
-				cmd := exec.Command(binary, append([]string{"backfill"}, args...)...)
-				cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-				for k, v := range env {
-					cmd.Env = append(cmd.Env, k+"="+v)
-				}
-				out, _ := cmd.CombinedOutput()
-				return string(out), cmd.ProcessState.ExitCode()
-			}
+			cli := func(args ...string) (string, int) { return runCLI(env, append([]string{"backfill"}, args...)...) }
 			table := func(tb string) string { return d.schema + "." + tb }
 
 			start := time.Now()
