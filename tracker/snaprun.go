@@ -315,6 +315,9 @@ func (s *snapshots) read(ctx context.Context, r *snapRun, pr SnapshotProgress, f
 		r.table = name
 		s.mu.Unlock()
 		for {
+			if err := s.admit(ctx); err != nil {
+				return err
+			}
 			// Once a read is reserved, the stream may wait for it: what
 			// follows reaches the handler even if the snapshot is
 			// cancelled meanwhile (only the bind's end stops it).
@@ -351,6 +354,25 @@ func (s *snapshots) read(ctx context.Context, r *snapRun, pr SnapshotProgress, f
 		pr.Tables, pr.After = pr.Tables[1:], ""
 	}
 	return nil
+}
+
+// admit waits until the bind's lane has published most of what it holds,
+// so that a snapshot's rows never queue far ahead of the stream's changes:
+// a change committed while a chunk is published waits at most for about
+// half a chunk of rows before it, whatever the snapshot's size.
+func (s *snapshots) admit(ctx context.Context) error {
+	limit := uint64(max(s.chunk/2, 256))
+	for {
+		published, acked := s.asm.n.published.Load(), s.ckpt.acked.Load()
+		if s.asm.lane == nil || published <= acked+limit {
+			return nil
+		}
+		select {
+		case <-time.After(2 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // logProgress logs a running snapshot's rows, rate and, where the server

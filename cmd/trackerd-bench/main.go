@@ -209,7 +209,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	defer t.stop()
 
 	if o.rate > 0 {
-		lat, err := latencyRun(ctx, o, d, js, stream, name, t)
+		lat, err := latencyRun(ctx, o, d, js, stream, name, t, 10_000_000)
 		if err != nil {
 			return err
 		}
@@ -292,7 +292,7 @@ func backfillRun(ctx context.Context, o options, d db, js jetstream.JetStream, e
 	}
 	defer t.stop()
 	fmt.Fprintf(w, "trackerd-bench: latency with and without a backfill of %d rows, source=%s nats=%s\n", o.rows, o.source, redact(o.natsURL))
-	alone, err := latencyRun(ctx, o, d, js, stream, name, t)
+	alone, err := latencyRun(ctx, o, d, js, stream, name, t, 10_000_000)
 	if err != nil {
 		return err
 	}
@@ -303,7 +303,7 @@ func backfillRun(ctx context.Context, o options, d db, js jetstream.JetStream, e
 	if err != nil {
 		return fmt.Errorf("trackerd backfill: %w\n%s", err, out)
 	}
-	with, err := latencyRun(ctx, o, d, js, stream, name, t)
+	with, err := latencyRun(ctx, o, d, js, stream, name, t, 20_000_000)
 	if err != nil {
 		return err
 	}
@@ -313,7 +313,7 @@ func backfillRun(ctx context.Context, o options, d db, js jetstream.JetStream, e
 
 // latencyRun commits single-row transactions at o.rate per second and
 // measures commit-to-stored latency of each one's after_commit event.
-func latencyRun(ctx context.Context, o options, d db, js jetstream.JetStream, stream, prefix string, t *trackerd) (string, error) {
+func latencyRun(ctx context.Context, o options, d db, js jetstream.JetStream, stream, prefix string, t *trackerd, base int) (string, error) {
 	info, err := streamInfo(ctx, js, stream)
 	if err != nil {
 		return "", err
@@ -330,7 +330,6 @@ func latencyRun(ctx context.Context, o options, d db, js jetstream.JetStream, st
 	arrived := map[int]time.Time{} // events seen before their commit returned to the client
 	var lats []time.Duration
 	received := 0
-	base := 10_000_000
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		now := time.Now()
 		var ev struct {
