@@ -140,6 +140,11 @@ func TestDeployFilesMatchMetrics(t *testing.T) {
 			strings.Contains(snapText, `trackerd_snapshots_running{bind="pg"} 0`)
 	})
 	names := metricNames(snapText)
+	// The status document lists the backfill, ended, with its row.
+	_, js := httpGet(t, base+"/status.json")
+	if !regexp.MustCompile(`"id": "backfill-[0-9a-f]{8}",\s*"kind": "backfill",\s*"state": "completed",[^}]*"rows": 1,`).MatchString(js) {
+		t.Errorf("/status.json does not list the completed backfill with its row:\n%s", js)
+	}
 
 	var used []string
 	dash, err := os.ReadFile("../deploy/grafana/trackerd-dashboard.json")
