@@ -111,8 +111,9 @@ func metricNames(text string) map[string]bool {
 }
 
 // TestDeployFilesMatchMetrics: every metric the Grafana dashboard and the
-// alert rules use is in the /metrics of a running trackerd; every bind has
-// one trackerd_bind_state series per state, and no series is -1.
+// alert rules use is in the /metrics of a running trackerd (after a
+// backfill, for the snapshot series); every bind has one
+// trackerd_bind_state series per state, and no series is -1.
 func TestDeployFilesMatchMetrics(t *testing.T) {
 	bs := newBus(t)
 	b := newPGBind(t, map[string]string{"t": "id int PRIMARY KEY"})
@@ -125,7 +126,25 @@ func TestDeployFilesMatchMetrics(t *testing.T) {
 		_, text = httpGet(t, base+"/metrics")
 		return strings.Contains(text, `trackerd_commit_to_ack_seconds_count{bind="pg"} 1`) && strings.Contains(text, "trackerd_replication_lag_bytes{")
 	})
-	names := metricNames(text)
+	// The snapshot series come with a snapshot: after a backfill of t
+	// (its one row) the dashboard's snapshot panels have theirs too.
+	env := bs.env(t)
+	env["TRACKER_BINDS"] = b.bindsJSON(t, "t")
+	if bf := start(t, env, "backfill", "--wait", "--table", b.schema+".t"); bf.exitCode(60*time.Second) != 0 {
+		t.Fatalf("trackerd backfill --wait: exit %d:\n%s", bf.cmd.ProcessState.ExitCode(), bf.out.String())
+	}
+	var snapText string
+	eventually(t, 20*time.Second, "the backfill's row in /metrics", func() bool {
+		_, snapText = httpGet(t, base+"/metrics")
+		return strings.Contains(snapText, fmt.Sprintf(`trackerd_snapshot_rows_total{bind="pg",table="%s.t"} 1`, b.schema)) &&
+			strings.Contains(snapText, `trackerd_snapshots_running{bind="pg"} 0`)
+	})
+	names := metricNames(snapText)
+	// The status document lists the backfill, ended, with its row.
+	_, js := httpGet(t, base+"/status.json")
+	if !regexp.MustCompile(`"id": "backfill-[0-9a-f]{8}",\s*"kind": "backfill",\s*"state": "completed",[^}]*"rows": 1,`).MatchString(js) {
+		t.Errorf("/status.json does not list the completed backfill with its row:\n%s", js)
+	}
 
 	var used []string
 	dash, err := os.ReadFile("../deploy/grafana/trackerd-dashboard.json")
@@ -180,7 +199,7 @@ func TestDeployFilesMatchMetrics(t *testing.T) {
 		t.Skip("promtool is not installed: /metrics not linted (Debian's prometheus package)")
 	}
 	cmd := exec.Command(promtool, "check", "metrics")
-	cmd.Stdin = strings.NewReader(text)
+	cmd.Stdin = strings.NewReader(snapText)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}

@@ -23,8 +23,14 @@
 //     JetStream receivers both read it in structured mode; [Decode] reads
 //     it back, and binary-mode events (ce-* headers) too;
 //   - extension attributes: [ExtOp], [ExtBind], [ExtTxID], [ExtTxSeq],
-//     [ExtPos] and, in after_commit events, [ExtTxTotal], all strings;
+//     [ExtPos] and, in after_commit events, [ExtTxTotal], all strings; on a
+//     row a snapshot read (op snapshot) and on a snapshot's lifecycle
+//     events, [ExtSnapshot], the snapshot's id;
 //   - rollback events: their data is a [RollbackData];
+//   - snapshot lifecycle events: type trackerd.snapshot.<type>
+//     ([LifecycleTypePrefix]), data a [tracker.Lifecycle], on
+//     <prefix>.control.<bind>.snapshot ([Subjects.AppendControl],
+//     [Subjects.ControlFilter]), written by [AppendLifecycle];
 //   - order: on streams that may store a bind's events out of order, each
 //     message carries [HeaderOrder] ([AppendOrder], [ParseOrder]).
 package wire

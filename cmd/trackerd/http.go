@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -184,6 +185,9 @@ type metrics struct {
 	tr    *tracker.Tracker
 	bus   *bus
 	build buildInfo
+	snaps snapshotRows
+	// stats, when set, replaces tr.Stats (tests).
+	stats func() []tracker.BindStats
 }
 
 var (
@@ -214,12 +218,16 @@ var (
 	mSinkRecr    = prometheus.NewDesc("trackerd_sink_stream_recreated_total", "Times the stream was found deleted and created again; what it held is gone.", nil, nil)
 	mSinkLimit   = prometheus.NewDesc("trackerd_sink_inflight_limit", "MAX_INFLIGHT: the most unacknowledged messages of one bind.", nil, nil)
 	mNATSUp      = prometheus.NewDesc("trackerd_nats_connected", "1 while connected to NATS.", nil, nil)
+	mSnapRows    = prometheus.NewDesc("trackerd_snapshot_rows_total", "Rows of the table that snapshots and backfills of the bind published, summed over every snapshot since this process started.", []string{"bind", "table"}, nil)
+	mSnapEst     = prometheus.NewDesc("trackerd_snapshot_rows_estimated", "The server's estimate of the table's rows, for the bind's running (else latest) snapshot of it; absent while unknown.", []string{"bind", "table"}, nil)
+	mSnapRunning = prometheus.NewDesc("trackerd_snapshots_running", "Snapshots and backfills of the bind running.", []string{"bind"}, nil)
 )
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mBuild, mState, mConnected, mChanges, mTxs, mPublished, mAcked, mLastEvent, mCommitAck,
 		mCheckpoints, mCheckpointT, mOpenTx, mSpilled, mRetries, mReconnects, mLagBytes, mLagSeconds,
-		mSinkPub, mSinkAck, mSinkRetry, mSinkDup, mSinkTrunc, mSinkInfl, mSinkReord, mSinkRecr, mSinkLimit, mNATSUp} {
+		mSinkPub, mSinkAck, mSinkRetry, mSinkDup, mSinkTrunc, mSinkInfl, mSinkReord, mSinkRecr, mSinkLimit, mNATSUp,
+		mSnapRows, mSnapEst, mSnapRunning} {
 		ch <- d
 	}
 }
@@ -242,7 +250,25 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	if m.bus != nil && m.bus.sink != nil {
 		sinkStats = m.bus.sink.BindStats()
 	}
-	for _, s := range m.tr.Stats() {
+	stats := m.stats
+	if stats == nil {
+		stats = m.tr.Stats
+	}
+	binds := stats()
+	for k, v := range m.snaps.update(binds) {
+		counter(mSnapRows, v, k.bind, k.table)
+	}
+	for _, s := range binds {
+		running := 0
+		for _, si := range s.Snapshots {
+			if si.State == tracker.SnapshotRunning {
+				running++
+			}
+		}
+		gauge(mSnapRunning, float64(running), s.Bind)
+		for table, est := range snapshotEstimates(s.Snapshots) {
+			gauge(mSnapEst, float64(est), s.Bind, table)
+		}
 		for _, state := range tracker.States {
 			gauge(mState, bit(s.State == state), s.Bind, state)
 		}
@@ -297,3 +323,80 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+
+// bindTable names a series of the snapshot metrics.
+type bindTable struct{ bind, table string }
+
+// snapshotRows makes trackerd_snapshot_rows_total a counter that never
+// goes down, out of the binds' snapshot lists, which do: a bind's list
+// starts empty again when its pipeline restarts, and a snapshot it
+// resumes then counts its tables' rows from 0 again. It remembers, per
+// bind, snapshot and table, the rows it last saw, and adds only their
+// growth; a count seen lower than before, or a snapshot seen again after
+// it was missing from a scrape, counts from 0. (A restart between two
+// scrapes, after which the resumed snapshot has read more of a table than
+// before, is taken for growth: the counter then misses the rows read before
+// the restart since the last scrape, and never counts a row twice.)
+type snapshotRows struct {
+	mu    sync.Mutex
+	seen  map[snapshotTable]int64
+	total map[bindTable]float64
+}
+
+// snapshotTable is one table of one snapshot of a bind.
+type snapshotTable struct{ bind, id, table string }
+
+// update takes in the binds' snapshot lists and returns the counter's
+// values: every (bind, table) seen since the start.
+func (c *snapshotRows) update(stats []tracker.BindStats) map[bindTable]float64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.total == nil {
+		c.seen, c.total = map[snapshotTable]int64{}, map[bindTable]float64{}
+	}
+	seen := make(map[snapshotTable]int64, len(c.seen))
+	for _, s := range stats {
+		for _, si := range s.Snapshots {
+			for table, n := range si.TableRows {
+				k := snapshotTable{s.Bind, si.ID, table}
+				prev, ok := c.seen[k]
+				if !ok || n < prev {
+					prev = 0
+				}
+				c.total[bindTable{s.Bind, table}] += float64(n - prev)
+				seen[k] = n
+			}
+		}
+	}
+	c.seen = seen
+	out := make(map[bindTable]float64, len(c.total))
+	for k, v := range c.total {
+		out[k] = v
+	}
+	return out
+}
+
+// snapshotEstimates returns the server's estimate of each table of a
+// bind's snapshots (sorted by start, as BindStats lists them): the running
+// snapshot's, else the latest one's; tables with an unknown estimate are
+// left out.
+func snapshotEstimates(snaps []tracker.SnapshotInfo) map[string]int64 {
+	out := map[string]int64{}
+	running := map[string]bool{}
+	for _, si := range snaps {
+		isRunning := si.State == tracker.SnapshotRunning
+		for table, est := range si.TableEstimated {
+			if running[table] && !isRunning {
+				continue
+			}
+			out[table] = est
+			running[table] = running[table] || isRunning
+		}
+	}
+	for table, est := range out {
+		if est < 0 {
+			delete(out, table)
+		}
+	}
+	return out
+}

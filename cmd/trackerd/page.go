@@ -102,7 +102,19 @@ func pageFuncs(now time.Time) template.FuncMap {
 			}
 			return formatSeconds(*v)
 		},
-		"seconds":       formatSeconds,
+		"seconds": formatSeconds,
+		"eta": func(v *float64) string {
+			if v == nil {
+				return "–"
+			}
+			return roughDuration(time.Duration(*v * float64(time.Second)))
+		},
+		"deref": func(v *int64) int64 {
+			if v == nil {
+				return 0
+			}
+			return *v
+		},
 		"shortPosition": shortPosition,
 		"rate":          formatRate,
 		"bytes":         formatBytes,
@@ -112,6 +124,11 @@ func pageFuncs(now time.Time) template.FuncMap {
 				return groupDigits(strconv.FormatUint(n, 10))
 			case int64:
 				return groupDigits(strconv.FormatInt(n, 10))
+			case *int64:
+				if n == nil {
+					return "–"
+				}
+				return groupDigits(strconv.FormatInt(*n, 10))
 			case int:
 				return groupDigits(strconv.Itoa(n))
 			}

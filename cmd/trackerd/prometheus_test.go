@@ -172,3 +172,48 @@ func TestAlertRulesNameTrackerdMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestREADMEMetricsTable: the README's metrics table (Operating trackerd,
+// Metrics) lists exactly the metrics trackerd's collector describes, each
+// with the labels it has.
+func TestREADMEMetricsTable(t *testing.T) {
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(data), "\n### Metrics\n")
+	if !ok {
+		t.Fatal("README.md has no ### Metrics section")
+	}
+	table, _, _ = strings.Cut(table, "\n### ")
+	listed := map[string]string{} // name -> labels as the README writes them
+	for _, m := range regexp.MustCompile("(?m)^\\| `(trackerd_[a-z_]+)` \\|([^|]*)\\|").FindAllStringSubmatch(table, -1) {
+		listed[m[1]] = strings.TrimSpace(strings.ReplaceAll(m[2], "`", ""))
+	}
+	ch := make(chan *prometheus.Desc, 64)
+	go func() { (&metrics{}).Describe(ch); close(ch) }()
+	re := regexp.MustCompile(`fqName: "([^"]+)".*variableLabels: \{([^}]*)\}`)
+	described := 0
+	for d := range ch {
+		m := re.FindStringSubmatch(d.String())
+		if m == nil {
+			t.Fatalf("cannot read %s", d)
+		}
+		described++
+		labels, ok := listed[m[1]]
+		if !ok {
+			t.Errorf("README's metrics table lacks %s", m[1])
+			continue
+		}
+		if want := strings.ReplaceAll(m[2], ",", ", "); labels != want {
+			t.Errorf("README: %s has labels %q, want %q", m[1], labels, want)
+		}
+		delete(listed, m[1])
+	}
+	for name := range listed {
+		t.Errorf("README's metrics table lists %s, which trackerd does not export", name)
+	}
+	if described < 30 {
+		t.Errorf("only %d metrics described", described)
+	}
+}

@@ -87,11 +87,13 @@ type bindStatus struct {
 	// LeaseHolder is the instance that holds the bind's lease, as "owner,
 	// pid N"; Standby lists the other instances that answered with the
 	// bind (merged documents only).
-	LeaseHolder string          `json:"lease_holder,omitempty"`
-	Standby     []string        `json:"standby,omitempty"`
-	CommitToAck *latencyStatus  `json:"commit_to_ack,omitempty"`
-	Sink        *sinkStatus     `json:"sink,omitempty"`
-	Snapshot    *snapshotStatus `json:"snapshot,omitempty"`
+	LeaseHolder string         `json:"lease_holder,omitempty"`
+	Standby     []string       `json:"standby,omitempty"`
+	CommitToAck *latencyStatus `json:"commit_to_ack,omitempty"`
+	Sink        *sinkStatus    `json:"sink,omitempty"`
+	// Snapshots are the bind's snapshots and backfills: those running and
+	// those that ended since the bind started, oldest first.
+	Snapshots []snapshotStatus `json:"snapshots,omitempty"`
 }
 
 // latencyStatus summarises the commit-to-ack histogram since the start.
@@ -111,16 +113,68 @@ type sinkStatus struct {
 	InFlight   uint64 `json:"inflight"`
 }
 
-// snapshotStatus is the progress of a snapshot or backfill while one runs
+// snapshotStatus is a snapshot or backfill of a bind, running or ended
 // (the README, "Snapshots and backfills").
 type snapshotStatus struct {
-	ID           string    `json:"id,omitempty"`
-	Table        string    `json:"table,omitempty"`
-	TablesDone   int       `json:"tables_done"`
-	Tables       int       `json:"tables"`
-	Rows         uint64    `json:"rows"`
-	RowsEstimate uint64    `json:"rows_estimate,omitempty"`
-	StartedAt    time.Time `json:"started_at"`
+	ID   string `json:"id"`
+	Kind string `json:"kind"`
+	// State is running, completed, cancelled or failed.
+	State string `json:"state"`
+	// Table is the table being read, while it runs.
+	Table      string `json:"table,omitempty"`
+	TablesDone int    `json:"tables_done"`
+	Tables     int    `json:"tables"`
+	Where      string `json:"where,omitempty"`
+	// Rows are the rows published, by this instance and those that ran
+	// the snapshot before it; Estimated is the server's estimate of the
+	// snapshot's rows, left out while unknown.
+	Rows      int64  `json:"rows"`
+	Estimated *int64 `json:"estimated,omitempty"`
+	// RowsPerSecond is this instance's rate since it began the snapshot;
+	// ETASeconds the time left at that rate for the rows the tables not
+	// yet read whole are estimated to hold, left out when unknown.
+	RowsPerSecond float64    `json:"rows_per_second"`
+	ETASeconds    *float64   `json:"eta_seconds,omitempty"`
+	StartedAt     time.Time  `json:"started_at"`
+	EndedAt       *time.Time `json:"ended_at,omitempty"`
+	Error         string     `json:"error,omitempty"`
+}
+
+// snapshotFromInfo turns a tracker's snapshot into its status.
+func snapshotFromInfo(si tracker.SnapshotInfo) snapshotStatus {
+	s := snapshotStatus{ID: si.ID, Kind: string(si.Kind), State: si.State, Table: si.Table, TablesDone: len(si.Done),
+		Tables: len(si.Tables), Where: si.Where, Rows: si.Rows, RowsPerSecond: round(si.RowsPerSecond, 1),
+		StartedAt: si.Started, EndedAt: timePtr(si.Ended), Error: si.Error}
+	if si.Estimated >= 0 {
+		v := si.Estimated
+		s.Estimated = &v
+	}
+	if eta, ok := snapshotETA(si); ok {
+		v := round(eta, 0)
+		s.ETASeconds = &v
+	}
+	return s
+}
+
+// snapshotETA estimates the seconds a running snapshot still needs: the
+// rows its tables not yet read whole are estimated to hold, less those
+// this instance read of them, at its rate. ok is false when a table's
+// estimate is unknown or nothing was read yet.
+func snapshotETA(si tracker.SnapshotInfo) (float64, bool) {
+	if si.State != tracker.SnapshotRunning || si.RowsPerSecond <= 0 || len(si.TableEstimated) == 0 {
+		return 0, false
+	}
+	var left int64
+	for table, est := range si.TableEstimated {
+		if slices.Contains(si.Done, table) {
+			continue
+		}
+		if est < 0 {
+			return 0, false
+		}
+		left += max(est-si.TableRows[table], 0)
+	}
+	return float64(left) / si.RowsPerSecond, true
 }
 
 // stateNotRunning is the state of a configured bind that no instance that
@@ -228,6 +282,9 @@ func bindFromStats(s tracker.BindStats, now time.Time) bindStatus {
 	}
 	if h := s.CommitToAck; h.Count > 0 {
 		b.CommitToAck = &latencyStatus{Count: h.Count, P50Seconds: round(h.Quantile(0.5), 4), P99Seconds: round(h.Quantile(0.99), 4)}
+	}
+	for _, si := range s.Snapshots {
+		b.Snapshots = append(b.Snapshots, snapshotFromInfo(si))
 	}
 	return b
 }

@@ -159,6 +159,7 @@ func TestStatusPage(t *testing.T) {
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	at := func(d time.Duration) *time.Time { v := now.Add(-d); return &v }
 	lagB, lagS := int64(3<<20), 1.5
+	est, eta := int64(20000), 60.0
 	doc := statusDoc{Time: now, Instances: []instanceStatus{{Owner: "vm1:/data", PID: 42, Version: "v1.2.3", GoVersion: "go1.26.8",
 		StartedAt: now.Add(-3 * time.Hour), NATS: "CONNECTED", NATSURL: "nats://nats.internal:4222", Stream: "TRACKERD"}},
 		Binds: []bindStatus{
@@ -168,7 +169,10 @@ func TestStatusPage(t *testing.T) {
 				Sink: &sinkStatus{Published: 1234567, Duplicates: 3}},
 			{Bind: "users", Instance: "vm1:/data", State: "reconnecting", StateSince: now.Add(-90 * time.Second), Position: `{"gtid":"0-1-9","file":"mariadb-bin.000003","pos":4}`,
 				LastError: `dial tcp 10.0.0.7:3306: connect: connection refused`, LastErrorAt: at(5 * time.Second),
-				Snapshot: &snapshotStatus{ID: "s1", Table: "crm.users", TablesDone: 1, Tables: 3, Rows: 5000, RowsEstimate: 20000, StartedAt: now.Add(-time.Minute)}},
+				Snapshots: []snapshotStatus{
+					{ID: "initial-0f0f0f0f", Kind: "initial", State: "completed", Tables: 3, TablesDone: 3, Rows: 70000, StartedAt: now.Add(-time.Hour), EndedAt: at(50 * time.Minute)},
+					{ID: "backfill-1a2b3c4d", Kind: "backfill", State: "running", Table: "crm.users", TablesDone: 1, Tables: 3, Rows: 5000, Estimated: &est,
+						RowsPerSecond: 250, ETASeconds: &eta, Where: "id > 10", StartedAt: now.Add(-time.Minute)}}},
 		}}
 	var b strings.Builder
 	if err := renderPage(&b, doc); err != nil {
@@ -192,13 +196,16 @@ func TestStatusPage(t *testing.T) {
 		`<span class="state s-reconnecting">reconnecting</span> <small>for 1 min 30 s</small>`,
 		`<td class="num lag-bytes">–</td>`,
 		`last error <time datetime="2026-12-01T11:59:55Z" title="2026-12-01 11:59:55.000 UTC">5 s ago</time>: dial tcp 10.0.0.7:3306: connect: connection refused`,
-		`table <code>crm.users</code>, 1 of 3 tables, 5,000 of about 20,000 rows <progress max="20000" value="5000"></progress>`,
+		`<tr class="snapshot" data-snapshot="backfill-1a2b3c4d"><td></td><td colspan="8">snapshot <code>backfill-1a2b3c4d</code> running: table <code>crm.users</code>, 1 of 3 tables, <span class="snapshot-rows">5,000</span> of about 20,000 rows <progress max="20000" value="5000"></progress>, <span class="snapshot-rate">250</span> rows/s, about 1 min left, where <code>id &gt; 10</code>, started <time`,
 		`up 3 h`,
 		`<noscript><meta http-equiv="refresh" content="5"></noscript>`,
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %s", want)
 		}
+	}
+	if strings.Contains(page, "initial-0f0f0f0f") {
+		t.Error("the page shows a snapshot that ended")
 	}
 	// Offline: nothing is loaded from elsewhere.
 	if m := regexp.MustCompile(`(?i)(src|href)="(https?:)?//|<link rel="stylesheet"|@import|url\(`).FindString(page); m != "" {

@@ -17,11 +17,13 @@ import (
 	"github.com/trackerd/trackerd/binds"
 	"github.com/trackerd/trackerd/config"
 	natssink "github.com/trackerd/trackerd/sinks/nats"
+	"github.com/trackerd/trackerd/tracker"
 )
 
 const statusAbout = `Show each bind of a running trackerd: its state, position, lag, events per
-second over the last minute, last event, last error, lease holder, and
-snapshot progress while one runs. Exit status 0 when every bind streams, 1
+second over the last minute, last event, last error, lease holder, and a
+line per running snapshot or backfill (rows read of the estimate, rows per
+second, time left). Exit status 0 when every bind streams, 1
 otherwise (a bind in another state, or no trackerd answering).
 
 It asks HTTP_ADDR's /status.json first (read as "trackerd run" reads it, or
@@ -252,12 +254,10 @@ func writeStatus(w io.Writer, doc statusDoc, via string) {
 		if b.StateDetail != "" {
 			notes = append(notes, b.State+": "+b.StateDetail)
 		}
-		if s := b.Snapshot; s != nil {
-			n := fmt.Sprintf("snapshot %s: table %s, %d of %d tables, %s rows", s.ID, s.Table, s.TablesDone, s.Tables, groupDigits(fmt.Sprint(s.Rows)))
-			if s.RowsEstimate > 0 {
-				n += " of about " + groupDigits(fmt.Sprint(s.RowsEstimate))
+		for _, s := range b.Snapshots {
+			if s.State == tracker.SnapshotRunning {
+				notes = append(notes, snapshotStatusLine(s))
 			}
-			notes = append(notes, n)
 		}
 		if b.LastError != "" {
 			when := ""
@@ -287,6 +287,30 @@ func writeStatus(w io.Writer, doc statusDoc, via string) {
 	default:
 		fmt.Fprintf(w, "%d of %d binds streaming (via %s)\n", streaming, len(doc.Binds), via)
 	}
+}
+
+// snapshotStatusLine is a running snapshot's line under its bind:
+//
+//	snapshot backfill-1a2b3c4d running public.orders (1/3 tables) 120,000/2,000,000 rows 85,000 rows/s eta 22 s
+//
+// the rows and their estimate being the snapshot's, over its tables.
+func snapshotStatusLine(s snapshotStatus) string {
+	line := "snapshot " + s.ID + " " + s.State
+	if s.Table != "" {
+		line += " " + s.Table
+	}
+	line += fmt.Sprintf(" (%d/%d tables) %s", s.TablesDone, s.Tables, groupDigits(fmt.Sprint(s.Rows)))
+	if s.Estimated != nil {
+		line += "/" + groupDigits(fmt.Sprint(*s.Estimated))
+	}
+	line += " rows " + formatRate(s.RowsPerSecond) + " rows/s"
+	if s.ETASeconds != nil {
+		line += " eta " + roughDuration(time.Duration(*s.ETASeconds*float64(time.Second)))
+	}
+	if s.Where != "" {
+		line += " where " + s.Where
+	}
+	return line
 }
 
 func dash(s string) string {
