@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/trackerd/trackerd/binds"
@@ -63,9 +64,12 @@ type snapshots struct {
 	// The handler's own, touched on the source's goroutine only.
 	waiting    []snapMsg // chunks held until the stream reaches them
 	reserved   map[*snapRun]reservation
-	lastPos    string             // the last commit or keepalive position handled
-	lastCommit string             // the last commit position handled
-	progress   []SnapshotProgress // what the checkpoint keeps
+	lastPos    string // the last commit or keepalive position handled
+	lastCommit string // the last commit position handled
+	// commitAt is when the handler last handled a commit (unix ns), for
+	// the runners' pacing.
+	commitAt atomic.Int64
+	progress []SnapshotProgress // what the checkpoint keeps
 }
 
 // snapRun is one running snapshot, as status shows it.
@@ -314,8 +318,10 @@ func (s *snapshots) read(ctx context.Context, r *snapRun, pr SnapshotProgress, f
 		s.mu.Lock()
 		r.table = name
 		s.mu.Unlock()
+		var cycle time.Duration // the last chunk's, from its read to its publication
 		for {
-			if err := s.admit(ctx); err != nil {
+			limit, err := s.pace(ctx, cycle)
+			if err != nil {
 				return err
 			}
 			// Once a read is reserved, the stream may wait for it: what
@@ -328,7 +334,9 @@ func (s *snapshots) read(ctx context.Context, r *snapRun, pr SnapshotProgress, f
 					s.post(s.parent, snapMsg{kind: msgReserve, run: r, pos: pos})
 				}
 			}
-			ch, err := s.src.ReadChunk(ctx, ChunkRequest{Table: t, After: pr.After, Where: pr.Where, Limit: s.chunk, Reserve: reserve})
+			t0 := time.Now()
+			ch, err := s.src.ReadChunk(ctx, ChunkRequest{Table: t, After: pr.After, Where: pr.Where, Limit: limit, Reserve: reserve})
+			t1 := time.Now()
 			if err != nil {
 				if reserved { // let the stream go on
 					s.post(s.parent, snapMsg{kind: msgChunk, run: r, readErr: err, reply: make(chan error, 1)})
@@ -336,6 +344,9 @@ func (s *snapshots) read(ctx context.Context, r *snapRun, pr SnapshotProgress, f
 				return fmt.Errorf("read %s: %w", name, err)
 			}
 			err = s.deliver(ctx, snapMsg{kind: msgChunk, run: r, table: name, chunk: ch})
+			cycle = time.Since(t0)
+			s.log.Debug("snapshot chunk", slog.String("snapshot", r.id), slog.String("table", name), slog.Int("rows", len(ch.Rows)),
+				slog.String("pos", ch.Pos), slog.Duration("read", t1.Sub(t0)), slog.Duration("published_after", time.Since(t1)), slog.Any("err", err))
 			if errors.Is(err, errStale) {
 				continue
 			}
@@ -356,23 +367,37 @@ func (s *snapshots) read(ctx context.Context, r *snapRun, pr SnapshotProgress, f
 	return nil
 }
 
-// admit waits until the bind's lane has published most of what it holds,
-// so that a snapshot's rows never queue far ahead of the stream's changes:
-// a change committed while a chunk is published waits at most for about
-// half a chunk of rows before it, whatever the snapshot's size.
-func (s *snapshots) admit(ctx context.Context) error {
-	limit := uint64(max(s.chunk/2, 256))
+// pace shares the bind between a snapshot and the stream's changes, which
+// go through the same ordered lane: a change committed while a chunk is
+// read and published waits for it. Before each read it waits until the
+// lane has sent most of what it holds; and while the stream carries
+// changes, it leaves the stream as much time after a chunk as the chunk
+// took (cycle), and reads smaller chunks (a quarter), so that the changes
+// keep flowing with at most a short delay. An idle stream costs the
+// snapshot nothing. It returns the rows to read.
+func (s *snapshots) pace(ctx context.Context, cycle time.Duration) (int, error) {
+	const quiet = 20 * time.Millisecond // no commit for this long: the stream is idle
+	start := time.Now()
+	busy := false
 	for {
+		now := time.Now()
+		streaming := now.Sub(time.Unix(0, s.commitAt.Load())) < quiet
+		busy = busy || streaming
 		published, acked := s.asm.n.published.Load(), s.ckpt.acked.Load()
-		if s.asm.lane == nil || published <= acked+limit {
-			return nil
+		drained := s.asm.lane == nil || published <= acked+uint64(max(s.chunk/4, 256))
+		if drained && (!streaming || now.Sub(start) >= cycle) {
+			break
 		}
 		select {
 		case <-time.After(2 * time.Millisecond):
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		}
 	}
+	if busy {
+		return max(s.chunk/10, 1), nil
+	}
+	return s.chunk, nil
 }
 
 // logProgress logs a running snapshot's rows, rate and, where the server
@@ -502,6 +527,7 @@ func (s *snapshots) after(r Record) {
 	switch r.Kind {
 	case RecordCommit:
 		s.lastPos, s.lastCommit = r.Pos, r.Pos
+		s.commitAt.Store(time.Now().UnixNano())
 	case RecordKeepalive:
 		s.lastPos = r.Pos
 	}

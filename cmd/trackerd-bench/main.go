@@ -61,6 +61,7 @@ type options struct {
 	timeout  time.Duration
 	extra    []string
 	mode     string
+	logFile  string
 }
 
 func main() {
@@ -78,6 +79,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the table, slot and stream afterwards")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up on the throughput run after this long")
 	flag.StringVar(&o.mode, "mode", "stream", "`stream` (backlog throughput, then latency), snapshot (initial snapshot of -rows rows) or backfill (latency with and without a backfill)")
+	flag.StringVar(&o.logFile, "log", "", "write trackerd's output to `FILE` at the end (backfill mode)")
 	flag.Func("set", "`KEY=VALUE` passed to trackerd as TRACKER_KEY=VALUE (repeatable), e.g. -set MAX_INFLIGHT=8192", func(kv string) error {
 		if !strings.Contains(kv, "=") {
 			return errors.New("want KEY=VALUE")
@@ -292,6 +294,11 @@ func backfillRun(ctx context.Context, o options, d db, js jetstream.JetStream, e
 	}
 	defer t.stop()
 	fmt.Fprintf(w, "trackerd-bench: latency with and without a backfill of %d rows, source=%s nats=%s\n", o.rows, o.source, redact(o.natsURL))
+	defer func() {
+		if o.logFile != "" {
+			os.WriteFile(o.logFile, []byte(t.output()), 0o644)
+		}
+	}()
 	alone, err := latencyRun(ctx, o, d, js, stream, name, t, 10_000_000)
 	if err != nil {
 		return err
