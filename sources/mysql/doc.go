@@ -169,6 +169,8 @@
 // the bind does not follow; query.go reads the SQL of QUERY events as far
 // as stream.go needs it; log.go demotes go-mysql's log lines; schema.go
 // describes tables; position.go and xa.go are positions, GTIDs and XA
-// transactions; teardown.go is the bind's footprint, for trackerd
-// teardown and reset.
+// transactions; snapshot.go reads snapshot chunks (MariaDB only: each a
+// consistent-snapshot transaction at its binlog_snapshot_position, gated
+// by ComparePos against the stream's commit positions); teardown.go is the
+// bind's footprint, for trackerd teardown and reset.
 package mysql

@@ -38,7 +38,8 @@ const (
 )
 
 // Source follows one MySQL or MariaDB bind through its binary log. It
-// implements [tracker.Source], [tracker.LagReporter] and [tracker.Adopter].
+// implements [tracker.Source], [tracker.LagReporter], [tracker.Adopter],
+// and on MariaDB [tracker.Snapshotter] and [tracker.Nudger] (snapshot.go).
 type Source struct {
 	bind     binds.Bind
 	opts     tracker.SourceOptions
@@ -72,6 +73,9 @@ type Source struct {
 	// dumpConnID is the server thread id of the binlog connection (tests
 	// kill it).
 	dumpConnID atomic.Uint32
+	// nudge wakes the stream's wait for the next event (see Nudge); nil
+	// when no stream waits.
+	nudge atomic.Pointer[context.CancelFunc]
 }
 
 var (

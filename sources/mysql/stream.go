@@ -206,14 +206,57 @@ func (st *stream) run(ctx context.Context, up func(from string)) (progressed boo
 	} else {
 		s.log.Info("mysql: binlog dump started", "from", from, "server_id", s.bind.ServerID)
 	}
+	// Nudge cancels the wait for the next event (never an event's
+	// handling): the stream then hands a keepalive if it is between
+	// transactions.
+	wctx, wcancel := context.WithCancel(ctx)
+	s.nudge.Store(&wcancel)
+	defer func() {
+		s.nudge.Store(nil)
+		wcancel()
+	}()
 	for {
-		ev, err := streamer.GetEvent(ctx)
+		ev, err := streamer.GetEvent(wctx)
 		if err != nil {
+			if ctx.Err() == nil && wctx.Err() != nil {
+				wctx, wcancel = context.WithCancel(ctx)
+				s.nudge.Store(&wcancel)
+				if err := st.nudged(ctx); err != nil {
+					return st.progressed, err
+				}
+				continue
+			}
 			return st.progressed, err
 		}
 		if err := st.handle(ctx, ev); err != nil {
 			return st.progressed, err
 		}
+	}
+}
+
+// nudged hands a keepalive with the position when the stream is between
+// transactions: every transaction that ends at or before it was handed
+// over. Inside a transaction, or before a DDL whose end is not yet known,
+// the next boundary hands one.
+func (st *stream) nudged(ctx context.Context) error {
+	if st.tx.open || st.ddl.set || st.pending.set || st.pos.File == "" {
+		return nil
+	}
+	return st.sendKeepalive(ctx)
+}
+
+// passNonGroup moves the position past an event that belongs to no
+// transaction (a new file's format description and GTID list, MariaDB's
+// binlog checkpoints, MySQL's previous GTIDs), so that it reaches the
+// binlog's end (where a snapshot's position may lie) without waiting for
+// the next transaction. A keepalive for it is due.
+func (st *stream) passNonGroup(ev *replication.BinlogEvent) {
+	if st.tx.open || st.pending.set || st.ddl.set || st.inPayload || ev.Header.LogPos == 0 ||
+		ev.Header.Flags&replication.LOG_EVENT_ARTIFICIAL_F != 0 || st.file == "" {
+		return
+	}
+	if st.moveTo(st.file, ev.Header.LogPos, gtid{}) {
+		st.keepalive = true
 	}
 }
 
@@ -247,6 +290,9 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent) (err 
 	case *replication.FormatDescriptionEvent:
 		st.checksum = e.ChecksumAlgorithm == replication.BINLOG_CHECKSUM_ALG_CRC32
 		st.headerLens = e.EventTypeHeaderLengths
+		st.passNonGroup(ev)
+	case *replication.MariadbGTIDListEvent, *replication.MariadbBinlogCheckPointEvent, *replication.PreviousGTIDsEvent:
+		st.passNonGroup(ev)
 	case *replication.HeartbeatEvent:
 		if st.keepalive && !st.tx.open {
 			return st.sendKeepalive(ctx)
