@@ -97,11 +97,21 @@ type snapRun struct {
 }
 
 // reservation is a read in progress: the stream is held before it passes
-// pos until the read's chunk is there.
+// pos until the read's chunk is there. Before the read knows its position
+// (pos empty: the read is starting), every commit is held, for at most
+// preHold: a commit handled before the read started is before its
+// position, so a read that reports its position within preHold is never
+// overtaken; one that takes longer (a PostgreSQL slot waits for open
+// transactions) lets the stream go on, and may find it passed.
 type reservation struct {
 	pos   string
-	stale bool // the stream had passed pos already: the chunk is read again
+	since time.Time // when the read began
+	stale bool      // the stream had passed pos already: the chunk is read again
 }
+
+// preHold is how long the stream waits for a starting read to report its
+// position.
+const preHold = 50 * time.Millisecond
 
 type snapMsgKind uint8
 
@@ -334,13 +344,13 @@ func (s *snapshots) read(ctx context.Context, r *snapRun, pr SnapshotProgress, f
 					s.post(s.parent, snapMsg{kind: msgReserve, run: r, pos: pos})
 				}
 			}
+			s.post(s.parent, snapMsg{kind: msgReserve, run: r}) // a read starts
 			t0 := time.Now()
 			ch, err := s.src.ReadChunk(ctx, ChunkRequest{Table: t, After: pr.After, Where: pr.Where, Limit: limit, Reserve: reserve})
 			t1 := time.Now()
 			if err != nil {
-				if reserved { // let the stream go on
-					s.post(s.parent, snapMsg{kind: msgChunk, run: r, readErr: err, reply: make(chan error, 1)})
-				}
+				// Let the stream go on.
+				s.post(s.parent, snapMsg{kind: msgChunk, run: r, readErr: err, reply: make(chan error, 1)})
 				return fmt.Errorf("read %s: %w", name, err)
 			}
 			err = s.deliver(ctx, snapMsg{kind: msgChunk, run: r, table: name, chunk: ch})
@@ -490,10 +500,26 @@ func (s *snapshots) hold(ctx context.Context, r Record) error {
 	if r.Kind != RecordCommit || r.Pos == "" {
 		return nil
 	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		blocked := false
+		var until time.Time // the earliest end of a starting read's hold
 		for _, res := range s.reserved {
 			if res.stale {
+				continue
+			}
+			if res.pos == "" {
+				if end := res.since.Add(preHold); time.Now().Before(end) {
+					blocked = true
+					if until.IsZero() || end.Before(until) {
+						until = end
+					}
+				}
 				continue
 			}
 			c, err := s.src.ComparePos(res.pos, r.Pos)
@@ -501,18 +527,28 @@ func (s *snapshots) hold(ctx context.Context, r Record) error {
 				return fmt.Errorf("snapshot: %w", err)
 			}
 			if c < 0 {
-				blocked = true
+				blocked, until = true, time.Time{}
 				break
 			}
 		}
 		if !blocked {
 			return nil
 		}
+		var expire <-chan time.Time
+		if !until.IsZero() {
+			if timer == nil {
+				timer = time.NewTimer(time.Until(until))
+			} else {
+				timer.Reset(time.Until(until))
+			}
+			expire = timer.C
+		}
 		select {
 		case m := <-s.in:
 			if err := s.arrive(ctx, m); err != nil {
 				return err
 			}
+		case <-expire:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -570,6 +606,10 @@ func (s *snapshots) arrive(ctx context.Context, m snapMsg) error {
 	case msgEnd:
 		return s.stopped(ctx, m)
 	case msgReserve:
+		if m.pos == "" {
+			s.reserved[m.run] = reservation{since: time.Now()}
+			return nil
+		}
 		res := reservation{pos: m.pos}
 		if s.lastCommit != "" {
 			c, err := s.src.ComparePos(s.lastCommit, m.pos)

@@ -219,7 +219,7 @@ func (db *tableDB) ReadChunk(ctx context.Context, req tracker.ChunkRequest) (tra
 		if db.slowReads {
 			// A read that takes long: the stream may pass its position
 			// meanwhile.
-			time.Sleep(time.Duration(rand.IntN(1000)) * time.Microsecond)
+			time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
 		}
 		db.mu.Lock()
 	}
@@ -302,12 +302,12 @@ func snapshotTracker(t *testing.T, db *tableDB, mode string, chunk int, sink tra
 func TestSnapshotWhileWriting(t *testing.T) {
 	for _, lag := range []time.Duration{0, 150 * time.Microsecond} {
 		t.Run(fmt.Sprint("lag ", lag), func(t *testing.T) {
-			db := newTableDB(20000)
+			db := newTableDB(3000)
 			db.lag = lag
 			db.slowReads = true
 			sink := &trackertest.Sink{}
 			store := trackertest.NewMemStore()
-			tr := snapshotTracker(t, db, "initial", 97, sink, store)
+			tr := snapshotTracker(t, db, "initial", 970, sink, store)
 			ctx, cancel := context.WithCancel(t.Context())
 			done := make(chan error, 1)
 			go func() { done <- tr.Run(ctx) }()
@@ -322,7 +322,7 @@ func TestSnapshotWhileWriting(t *testing.T) {
 						return
 					default:
 					}
-					k := 1 + rand.IntN(21000)
+					k := 1 + rand.IntN(3100)
 					db.write(k, i, rand.IntN(10) == 0)
 					time.Sleep(200 * time.Microsecond)
 				}

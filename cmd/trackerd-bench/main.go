@@ -341,11 +341,12 @@ func latencyRun(ctx context.Context, o options, d db, js jetstream.JetStream, st
 		now := time.Now()
 		var ev struct {
 			Data struct {
+				Op    string                     `json:"op"`
 				After map[string]json.RawMessage `json:"after"`
 			} `json:"data"`
 		}
-		if json.Unmarshal(m.Data(), &ev) != nil {
-			return
+		if json.Unmarshal(m.Data(), &ev) != nil || ev.Data.Op != "insert" {
+			return // a backfill's rows are not the run's
 		}
 		id, _ := strconv.Atoi(string(ev.Data.After["id"]))
 		mu.Lock()
