@@ -111,7 +111,7 @@ type reservation struct {
 
 // preHold is how long the stream waits for a starting read to report its
 // position.
-const preHold = 50 * time.Millisecond
+const preHold = 20 * time.Millisecond
 
 type snapMsgKind uint8
 
@@ -379,24 +379,32 @@ func (s *snapshots) read(ctx context.Context, r *snapRun, pr SnapshotProgress, f
 
 // pace shares the bind between a snapshot and the stream's changes, which
 // go through the same ordered lane: a change committed while a chunk is
-// read and published waits for it. Before each read it waits until the
-// lane has sent most of what it holds; and while the stream carries
-// changes, it leaves the stream as much time after a chunk as the chunk
-// took (cycle), and reads smaller chunks (a quarter), so that the changes
-// keep flowing with at most a short delay. An idle stream costs the
-// snapshot nothing. It returns the rows to read.
+// read and published waits for it, and for the rows queued before it.
+// While the stream carries changes (a commit in the last 20 ms, or during
+// the last chunk), a
+// snapshot reads chunks of a tenth of SNAPSHOT_CHUNK, starts one only once
+// the lane has sent almost everything it holds, and leaves the stream as
+// much time after a chunk as the chunk took (cycle): the changes keep
+// flowing, delayed by about one small chunk. An idle stream costs the
+// snapshot nothing: whole chunks, read as soon as the lane has room. It
+// returns the rows to read.
 func (s *snapshots) pace(ctx context.Context, cycle time.Duration) (int, error) {
-	const quiet = 20 * time.Millisecond // no commit for this long: the stream is idle
+	const quiet = 20 * time.Millisecond
 	start := time.Now()
-	busy := false
+	small := max(s.chunk/10, 1)
 	for {
 		now := time.Now()
-		streaming := now.Sub(time.Unix(0, s.commitAt.Load())) < quiet
-		busy = busy || streaming
+		// A stream held by the last chunk handles no commit meanwhile:
+		// look back over the chunk's time too.
+		busy := now.Sub(time.Unix(0, s.commitAt.Load())) < quiet+cycle
+		limit, room := s.chunk, max(s.chunk/4, 256)
+		if busy {
+			limit, room = small, max(small/4, 64)
+		}
 		published, acked := s.asm.n.published.Load(), s.ckpt.acked.Load()
-		drained := s.asm.lane == nil || published <= acked+uint64(max(s.chunk/4, 256))
-		if drained && (!streaming || now.Sub(start) >= cycle) {
-			break
+		drained := s.asm.lane == nil || published <= acked+uint64(room)
+		if drained && (!busy || now.Sub(start) >= cycle) {
+			return limit, nil
 		}
 		select {
 		case <-time.After(2 * time.Millisecond):
@@ -404,10 +412,6 @@ func (s *snapshots) pace(ctx context.Context, cycle time.Duration) (int, error) 
 			return 0, ctx.Err()
 		}
 	}
-	if busy {
-		return max(s.chunk/10, 1), nil
-	}
-	return s.chunk, nil
 }
 
 // logProgress logs a running snapshot's rows, rate and, where the server
