@@ -119,7 +119,7 @@ func newSnapDB(t *testing.T, kind string) *snapDB {
 		}
 		d.del = func(tb string, id int64) string { return fmt.Sprintf("DELETE FROM %s WHERE id = %d", q(tb), id) }
 		for _, tb := range snapTables {
-			myExec(t, db, fmt.Sprintf("INSERT INTO %s SELECT seq, 0, REPEAT('x', 60) FROM seq_1_to_%d", q(tb.name), tb.rows))
+			myExec(t, db, fmt.Sprintf("INSERT INTO %s SELECT seq, 0, REPEAT('x', 60) FROM `%s`.seq_1_to_%d", q(tb.name), b.dbs[0], tb.rows))
 			myExec(t, db, "ANALYZE TABLE "+q(tb.name))
 		}
 		return d
