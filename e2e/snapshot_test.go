@@ -351,7 +351,7 @@ func snapshotKill9(t *testing.T, kind, mode string) {
 	if mode == "backfill" {
 		env["TRACKER_BINDS"] = d.binds("never")
 	}
-	env["TRACKER_SNAPSHOT_CHUNK"] = "700"
+	env["TRACKER_SNAPSHOT_CHUNK"] = "2800"
 	w := startWriter(d)
 	kills := 0
 	for kills < 10 && lc.count("completed") == 0 {

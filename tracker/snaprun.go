@@ -382,7 +382,7 @@ func (s *snapshots) read(ctx context.Context, r *snapRun, pr SnapshotProgress, f
 // read and published waits for it, and for the rows queued before it.
 // While the stream carries changes (a commit in the last 20 ms, or during
 // the last chunk), a
-// snapshot reads chunks of a tenth of SNAPSHOT_CHUNK, starts one only once
+// snapshot reads chunks of a quarter of SNAPSHOT_CHUNK, starts one only once
 // the lane has sent almost everything it holds, and leaves the stream as
 // much time after a chunk as the chunk took (cycle): the changes keep
 // flowing, delayed by about one small chunk. An idle stream costs the
@@ -391,7 +391,7 @@ func (s *snapshots) read(ctx context.Context, r *snapRun, pr SnapshotProgress, f
 func (s *snapshots) pace(ctx context.Context, cycle time.Duration) (int, error) {
 	const quiet = 20 * time.Millisecond
 	start := time.Now()
-	small := max(s.chunk/10, 1)
+	small := max(s.chunk/4, 1)
 	for {
 		now := time.Now()
 		// A stream held by the last chunk handles no commit meanwhile:
