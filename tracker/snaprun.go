@@ -381,13 +381,12 @@ func (s *snapshots) read(ctx context.Context, r *snapRun, pr SnapshotProgress, f
 // go through the same ordered lane: a change committed while a chunk is
 // read and published waits for it, and for the rows queued before it.
 // While the stream carries changes (a commit in the last 20 ms, or during
-// the last chunk), a
-// snapshot reads chunks of a quarter of SNAPSHOT_CHUNK, starts one only once
-// the lane has sent almost everything it holds, and leaves the stream as
-// much time after a chunk as the chunk took (cycle): the changes keep
-// flowing, delayed by about one small chunk. An idle stream costs the
-// snapshot nothing: whole chunks, read as soon as the lane has room. It
-// returns the rows to read.
+// the last chunk), a snapshot reads chunks of a quarter of SNAPSHOT_CHUNK,
+// starts one only once the lane has sent almost everything it holds, and
+// leaves the stream as much time after a chunk as the chunk took (cycle):
+// the changes keep flowing, delayed by about one small chunk. An idle
+// stream costs the snapshot nothing: whole chunks, the next one read while
+// the lane still sends the last. It returns the rows to read.
 func (s *snapshots) pace(ctx context.Context, cycle time.Duration) (int, error) {
 	const quiet = 20 * time.Millisecond
 	start := time.Now()
@@ -397,7 +396,7 @@ func (s *snapshots) pace(ctx context.Context, cycle time.Duration) (int, error) 
 		// A stream held by the last chunk handles no commit meanwhile:
 		// look back over the chunk's time too.
 		busy := now.Sub(time.Unix(0, s.commitAt.Load())) < quiet+cycle
-		limit, room := s.chunk, max(s.chunk/4, 256)
+		limit, room := s.chunk, s.chunk
 		if busy {
 			limit, room = small, max(small/4, 64)
 		}
