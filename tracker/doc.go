@@ -41,6 +41,12 @@
 //     acknowledgement watermark and the checkpoint delay, and saves the
 //     newest fully acknowledged position under the bind's lease (one
 //     mutex, never held across I/O), then confirms it to the source;
+//   - the snapshots (snapshot.go, the contract; snaprun.go, the runner):
+//     a runner per snapshot or backfill reads chunks through the source's
+//     [Snapshotter] on a goroutine of its own and hands each to the
+//     bind's handler, which holds it until the stream reaches the read's
+//     position, publishes its rows there and notes the progress with the
+//     checkpointer's marks;
 //   - the bind's state and figures for operators: state.go (what the
 //     source and the sink report), meter.go (events/s, commit-to-ack
 //     latency), lag.go (Lag.Behind), debug.go (RECORD_QUERIES' ring),
