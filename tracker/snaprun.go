@@ -12,6 +12,7 @@ import (
 
 	"github.com/trackerd/trackerd/binds"
 	"github.com/trackerd/trackerd/config"
+	"github.com/trackerd/trackerd/internal/backoff"
 )
 
 // Snapshot defaults.
@@ -25,6 +26,10 @@ const (
 	nudgeEvery = 200 * time.Millisecond
 	// endedKept is how many ended snapshots a bind keeps for status.
 	endedKept = 16
+	// readAttempts is how many times in a row a chunk's read may fail
+	// (other than for a configuration error: a table gone, a bad
+	// condition) before its snapshot fails: about a minute of back-off.
+	readAttempts = 10
 )
 
 // errStale is a runner's answer for a chunk the stream passed before it
@@ -329,6 +334,8 @@ func (s *snapshots) read(ctx context.Context, r *snapRun, pr SnapshotProgress, f
 		r.table = name
 		s.mu.Unlock()
 		var cycle time.Duration // the last chunk's, from its read to its publication
+		failures := 0           // reads failed in a row
+		var retry *backoff.Backoff
 		for {
 			limit, err := s.pace(ctx, cycle)
 			if err != nil {
@@ -351,8 +358,22 @@ func (s *snapshots) read(ctx context.Context, r *snapRun, pr SnapshotProgress, f
 			if err != nil {
 				// Let the stream go on.
 				s.post(s.parent, snapMsg{kind: msgChunk, run: r, readErr: err, reply: make(chan error, 1)})
-				return fmt.Errorf("read %s: %w", name, err)
+				if ctx.Err() != nil || errors.Is(err, ErrConfig) || failures >= readAttempts {
+					return fmt.Errorf("read %s: %w", name, err)
+				}
+				// A dropped connection, a restarted server: read again.
+				failures++
+				s.log.Warn("snapshot: reading a chunk failed; retrying", slog.String("snapshot", r.id), slog.String("table", name),
+					slog.Int("attempt", failures), slog.Any("err", err))
+				if retry == nil {
+					retry = backoff.Reconnect.New()
+				}
+				if err := retry.Wait(ctx); err != nil {
+					return err
+				}
+				continue
 			}
+			failures, retry = 0, nil
 			err = s.deliver(ctx, snapMsg{kind: msgChunk, run: r, table: name, chunk: ch})
 			cycle = time.Since(t0)
 			s.log.Debug("snapshot chunk", slog.String("snapshot", r.id), slog.String("table", name), slog.Int("rows", len(ch.Rows)),

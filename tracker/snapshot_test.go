@@ -22,15 +22,16 @@ import (
 // and values, a commit log with positions 1, 2, 3..., a stream that hands
 // the log over with a lag, and consistent reads at the current position.
 type tableDB struct {
-	mu     sync.Mutex
-	rows   map[int]int // key -> value
-	log    []dbCommit  // log[i] has position i+1
-	wake   chan struct{}
-	nudges chan struct{}
-	lag    time.Duration
-	reads  int
-	failOn int // ReadChunk fails on this read (1-based), 0 never
-	noKey  bool
+	mu      sync.Mutex
+	rows    map[int]int // key -> value
+	log     []dbCommit  // log[i] has position i+1
+	wake    chan struct{}
+	nudges  chan struct{}
+	lag     time.Duration
+	reads   int
+	failOn  int   // ReadChunk fails on this read (1-based), 0 never
+	failErr error // with this error
+	noKey   bool
 	// slowReads makes ReadChunk take up to 1 ms after its read.
 	slowReads bool
 	// hang makes ReadChunk reserve its position, then wait for its ctx.
@@ -193,7 +194,7 @@ func (db *tableDB) ReadChunk(ctx context.Context, req tracker.ChunkRequest) (tra
 	defer db.mu.Unlock()
 	db.reads++
 	if db.failOn > 0 && db.reads == db.failOn {
-		return tracker.Chunk{}, errors.New("the server went away")
+		return tracker.Chunk{}, db.failErr
 	}
 	var keys []int
 	for k := range db.rows {
@@ -536,27 +537,40 @@ func TestBackfill(t *testing.T) {
 	}
 }
 
-// TestSnapshotReadFails: a snapshot whose read fails ends as failed, with
-// its lifecycle event, and the bind streams on.
+// TestSnapshotReadFails: a snapshot whose read fails for good (a table
+// gone: a configuration error) ends as failed, with its lifecycle event,
+// and the bind streams on; a read that fails once (a dropped connection) is
+// read again and the snapshot completes.
 func TestSnapshotReadFails(t *testing.T) {
-	db := newTableDB(500)
-	db.write(5, 1, false)
-	db.failOn = 3
-	sink := &trackertest.Sink{}
-	store := trackertest.NewMemStore()
-	tr := snapshotTracker(t, db, "initial", 100, sink, store)
-	runUntil(t, tr, "the snapshot fails and the stream goes on", func() bool {
-		s := tr.Snapshots()
-		if len(s) != 1 || s[0].State != tracker.SnapshotFailed || !tr.Ready() {
-			return false
-		}
-		db.write(6, 2, false)
-		got, _ := applied(t, sink.Events())
-		return got[6] == 2
-	})
-	_, lc := applied(t, sink.Events())
-	if lc[tracker.LifecycleFailed] != 1 {
-		t.Fatalf("lifecycle %v", lc)
+	for _, tc := range []struct {
+		name  string
+		err   error
+		state string
+		event string
+	}{
+		{"gone", tracker.ConfigError(errors.New(`relation "s.t" does not exist`)), tracker.SnapshotFailed, tracker.LifecycleFailed},
+		{"transient", errors.New("the server went away"), tracker.SnapshotCompleted, tracker.LifecycleCompleted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := newTableDB(500)
+			db.write(5, 1, false)
+			db.failOn, db.failErr = 3, tc.err
+			sink := &trackertest.Sink{}
+			store := trackertest.NewMemStore()
+			tr := snapshotTracker(t, db, "initial", 100, sink, store)
+			runUntil(t, tr, "the snapshot ends and the stream goes on", func() bool {
+				s := tr.Snapshots()
+				if len(s) != 1 || s[0].State != tc.state || !tr.Ready() {
+					return false
+				}
+				db.write(6, 2, false)
+				got, _ := applied(t, sink.Events())
+				return got[6] == 2
+			})
+			if _, lc := applied(t, sink.Events()); lc[tc.event] != 1 {
+				t.Fatalf("lifecycle %v", lc)
+			}
+		})
 	}
 }
 
