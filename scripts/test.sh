@@ -96,10 +96,22 @@ if [ "$FUZZTIME" != 0 ]; then
       # re-run it) when it does not.
       # -fuzzminimizetime: minimizing each new interesting input may take
       # 60 s by default, which would eat a short run whole.
-      if ! out=$(go test -run='^$' -fuzz="^$f\$" -fuzztime="$FUZZTIME" -fuzzminimizetime=2s "$pkg" 2>&1); then
+      # Go 1.26's fuzzer may fail a target with a bare "context deadline
+      # exceeded" at the -fuzztime boundary on a busy machine, with no
+      # input written (golang/go#75804, fixed in Go 1.27): such a run is
+      # tried once more; anything else fails at once.
+      for attempt in 1 2; do
+        if out=$(go test -run='^$' -fuzz="^$f\$" -fuzztime="$FUZZTIME" -fuzzminimizetime=2s "$pkg" 2>&1); then
+          break
+        fi
+        if [ "$attempt" = 1 ] && grep -q 'context deadline exceeded' <<<"$out" &&
+          ! grep -qE 'Failing input written|panic:|_test\.go:[0-9]+:' <<<"$out"; then
+          echo "   $f: the fuzzer's deadline race (golang/go#75804), no failing input: once more" >&2
+          continue
+        fi
         printf '%s\n' "$out" >&2
         exit 1
-      fi
+      done
     done
   done
 fi
