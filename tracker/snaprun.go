@@ -763,13 +763,13 @@ func (s *snapshots) publish(ctx context.Context, m snapMsg) error {
 	}
 	n := int64(len(ch.Rows))
 	pr := &s.progress[i]
-	pr.After, pr.Rows = ch.Next, pr.Rows+n
+	pr.After, pr.Rows, pr.TableRows = ch.Next, pr.Rows+n, pr.TableRows+n
 	s.mu.Lock()
 	m.run.rows += n
 	m.run.rowsHere += n
 	m.run.tableRows[m.table] += n
-	tableRows := m.run.tableRows[m.table]
 	s.mu.Unlock()
+	tableRows := pr.TableRows // with those of earlier processes
 	if ch.Done {
 		l := &Lifecycle{Type: LifecycleTableDone, Snapshot: pr.ID, Kind: pr.Kind, Table: m.table, Rows: tableRows, Time: time.Now().UTC()}
 		if err := s.asm.lifecycle(ctx, l, string(s.bind.Kind)); err != nil {
@@ -779,7 +779,7 @@ func (s *snapshots) publish(ctx context.Context, m snapMsg) error {
 		if len(pr.Tables) > 0 {
 			pr.Tables = pr.Tables[1:]
 		}
-		pr.After = ""
+		pr.After, pr.TableRows = "", 0
 		s.mu.Lock()
 		m.run.finished = append(m.run.finished, m.table)
 		s.mu.Unlock()

@@ -128,8 +128,10 @@ type SnapshotProgress struct {
 	After string `json:"after,omitempty"`
 	// Where is the backfill's condition.
 	Where string `json:"where,omitempty"`
-	// Rows counts the rows published so far.
-	Rows int64 `json:"rows"`
+	// Rows counts the rows published so far; TableRows those of the
+	// current table.
+	Rows      int64 `json:"rows"`
+	TableRows int64 `json:"table_rows,omitempty"`
 	// Started is when the snapshot was asked for.
 	Started time.Time `json:"started"`
 	// Resolved is true once Tables holds the snapshot's tables.

@@ -448,6 +448,11 @@ func TestSnapshotResumes(t *testing.T) {
 	if len(got) != 5000 || lc[tracker.LifecycleCompleted] != 1 {
 		t.Fatalf("applied %d rows, lifecycle %v", len(got), lc)
 	}
+	for _, ev := range sink.Events() {
+		if l := ev.Lifecycle; l != nil && (l.Type == tracker.LifecycleTableDone || l.Type == tracker.LifecycleCompleted) && l.Rows < 5000 {
+			t.Fatalf("%s counts %d rows over %d restarts, want 5000 or more (a chunk read again counts twice)", l.Type, l.Rows, stops)
+		}
+	}
 }
 
 // TestBackfill: a backfill of a running bind, its bad requests, cancel and
