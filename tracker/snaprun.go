@@ -312,7 +312,12 @@ func (s *snapshots) read(ctx context.Context, r *snapRun, pr SnapshotProgress, f
 	if len(pr.Tables) == 0 {
 		return s.send(ctx, snapMsg{kind: msgEnd, run: r, end: LifecycleCompleted})
 	}
-	tabs, err := s.src.SnapshotTables(ctx, pr.Tables)
+	// Every table's, for the estimates (a resumed snapshot's rows count
+	// those read before); the tables left must still be there.
+	tabs, err := s.src.SnapshotTables(ctx, pr.All)
+	if err != nil || len(pr.All) == 0 {
+		tabs, err = s.src.SnapshotTables(ctx, pr.Tables)
+	}
 	if err != nil {
 		return fmt.Errorf("look up the tables: %w", err)
 	}
