@@ -63,21 +63,9 @@ func newSnapDB(t *testing.T, kind string) *snapDB {
 				t.Fatal(err)
 			}
 			defer rows.Close()
-			out := make(map[int64]int64)
-			for rows.Next() {
-				var id, v int64
-				rows.Scan(&id, &v)
-				out[id] = v
-			}
-			return out
+			return idValues(rows.Next, rows.Scan)
 		}
-		d.binds = func(snapshot string) string {
-			var js map[string]map[string]any
-			json.Unmarshal([]byte(b.bindsJSON(t, names...)), &js)
-			js[b.key]["snapshot"] = snapshot
-			data, _ := json.Marshal(js)
-			return string(data)
-		}
+		d.binds = withSnapshot(b.bindsJSON(t, names...), b.key)
 		d.upsert = func(tb string, id, v int64) string {
 			return fmt.Sprintf("INSERT INTO %s VALUES (%d, %d, 'w') ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v", q(tb), id, v)
 		}
@@ -99,21 +87,9 @@ func newSnapDB(t *testing.T, kind string) *snapDB {
 				t.Fatal(err)
 			}
 			defer rows.Close()
-			out := make(map[int64]int64)
-			for rows.Next() {
-				var id, v int64
-				rows.Scan(&id, &v)
-				out[id] = v
-			}
-			return out
+			return idValues(rows.Next, rows.Scan)
 		}
-		d.binds = func(snapshot string) string {
-			var js map[string]map[string]any
-			json.Unmarshal([]byte(b.bindsJSON(names...)), &js)
-			js[b.key]["snapshot"] = snapshot
-			data, _ := json.Marshal(js)
-			return string(data)
-		}
+		d.binds = withSnapshot(b.bindsJSON(names...), b.key)
 		d.upsert = func(tb string, id, v int64) string {
 			return fmt.Sprintf("INSERT INTO %s VALUES (%d, %d, 'w') ON DUPLICATE KEY UPDATE v = VALUES(v)", q(tb), id, v)
 		}
@@ -123,6 +99,29 @@ func newSnapDB(t *testing.T, kind string) *snapDB {
 			myExec(t, db, "ANALYZE TABLE "+q(tb.name))
 		}
 		return d
+	}
+}
+
+// idValues collects the rows of SELECT id, v.
+func idValues(next func() bool, scan func(...any) error) map[int64]int64 {
+	out := make(map[int64]int64)
+	for next() {
+		var id, v int64
+		scan(&id, &v)
+		out[id] = v
+	}
+	return out
+}
+
+// withSnapshot returns TRACKER_BINDS of bindsJSON with bind key's option
+// snapshot set to its argument.
+func withSnapshot(bindsJSON, key string) func(snapshot string) string {
+	return func(snapshot string) string {
+		var js map[string]map[string]any
+		json.Unmarshal([]byte(bindsJSON), &js)
+		js[key]["snapshot"] = snapshot
+		data, _ := json.Marshal(js)
+		return string(data)
 	}
 }
 

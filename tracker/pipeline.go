@@ -148,7 +148,7 @@ func (p *pipeline) resume(ctx context.Context, identity string) (Checkpoint, err
 			if _, ok := p.src.(Snapshotter); !ok {
 				return Checkpoint{}, ConfigError(fmt.Errorf("snapshot = %q, but the bind's source cannot read snapshots: set snapshot = \"never\"", p.bind.Snapshot))
 			}
-			cp.Snapshots = []SnapshotProgress{initialProgress()}
+			cp.Snapshots = []SnapshotProgress{InitialSnapshot()}
 		}
 		if sp, ok := p.src.(StartPositioner); ok && cp.Position == "" {
 			cp.Position = sp.StartPosition()

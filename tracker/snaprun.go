@@ -159,10 +159,6 @@ func newSnapshots(b binds.Bind, log *slog.Logger, src Source, asm *assembler, ck
 	return s
 }
 
-// initialProgress is a new bind's initial snapshot, its tables resolved
-// once it runs.
-func initialProgress() SnapshotProgress { return InitialSnapshot() }
-
 // InitialSnapshot returns a new snapshot of every table of a bind, to put
 // into its checkpoint (`trackerd reset --to snapshot` does): the bind reads
 // its tables at its next start, their rows resolved then.

@@ -390,7 +390,7 @@ func (t *Tracker) resnapshot(ctx context.Context, b binds.Bind, st *bindState, c
 	}
 	was := cp.Position
 	cp.Position, cp.Time, cp.Owner = r.Position, time.Now().UTC(), t.owner
-	cp.Snapshots = []SnapshotProgress{initialProgress()}
+	cp.Snapshots = []SnapshotProgress{InitialSnapshot()}
 	if _, err := t.store.Save(ctx, key, cp); err != nil {
 		return fmt.Errorf("snapshot = when_needed: write checkpoint: %w", err)
 	}
