@@ -129,6 +129,32 @@ func bindCheckpoints(b binds.Bind, fp tracker.Footprint, all []tracker.StoredChe
 
 // refuseHeld returns the error of a command refused because a running
 // trackerd holds the bind, or nil.
+// surveyBind is what teardown and reset (cmd) learn before they change
+// anything: what trackerd made on the bind's server, the checkpoint store
+// (the caller closes it), and the bind's checkpoints, this server's and
+// others'. It refuses while a running trackerd holds the bind.
+func surveyBind(ctx context.Context, cfg *config.Config, cmd string, b binds.Bind) (fp tracker.Footprint, st *cmdStore, mine, others []tracker.StoredCheckpoint, err error) {
+	fp, err = ops[b.Kind].footprint(ctx, b)
+	if err != nil {
+		return fp, nil, nil, nil, fmt.Errorf("bind %s: %w", b.Key, err)
+	}
+	st, err = openCmdStore(ctx, cfg, cmd)
+	if err != nil {
+		return fp, nil, nil, nil, fmt.Errorf("bind %s: %w", b.Key, err)
+	}
+	all, err := st.list(ctx, b.Key)
+	if err != nil {
+		st.close()
+		return fp, nil, nil, nil, fmt.Errorf("bind %s: %w", b.Key, err)
+	}
+	mine, others = bindCheckpoints(b, fp, all)
+	if err := refuseHeld(cmd, b, mine); err != nil {
+		st.close()
+		return fp, nil, nil, nil, err
+	}
+	return fp, st, mine, others, nil
+}
+
 func refuseHeld(cmd string, b binds.Bind, mine []tracker.StoredCheckpoint) error {
 	for _, sc := range mine {
 		if sc.Holder != "" {
@@ -170,23 +196,11 @@ func cmdTeardown(ctx context.Context, args []string, lookup env, stdout, stderr 
 		return err
 	}
 	op := ops[b.Kind]
-	fp, err := op.footprint(ctx, b)
+	fp, st, mine, others, err := surveyBind(ctx, cfg, "teardown", b)
 	if err != nil {
-		return fmt.Errorf("bind %s: %w", b.Key, err)
-	}
-	st, err := openCmdStore(ctx, cfg, "teardown")
-	if err != nil {
-		return fmt.Errorf("bind %s: %w", b.Key, err)
-	}
-	defer st.close()
-	all, err := st.list(ctx, b.Key)
-	if err != nil {
-		return fmt.Errorf("bind %s: %w", b.Key, err)
-	}
-	mine, others := bindCheckpoints(b, fp, all)
-	if err := refuseHeld("teardown", b, mine); err != nil {
 		return err
 	}
+	defer st.close()
 
 	now := time.Now()
 	fmt.Fprintf(stdout, "bind %s (%s), source %s:\n", b.Key, b.URI.String(), fp.Identity)
@@ -311,23 +325,11 @@ func cmdReset(ctx context.Context, args []string, lookup env, stdout, stderr io.
 	}
 	log := newLogger(&quieter, stderr)
 	op := ops[b.Kind]
-	fp, err := op.footprint(ctx, b)
+	fp, st, mine, _, err := surveyBind(ctx, cfg, "reset", b)
 	if err != nil {
-		return fmt.Errorf("bind %s: %w", b.Key, err)
-	}
-	st, err := openCmdStore(ctx, cfg, "reset")
-	if err != nil {
-		return fmt.Errorf("bind %s: %w", b.Key, err)
-	}
-	defer st.close()
-	all, err := st.list(ctx, b.Key)
-	if err != nil {
-		return fmt.Errorf("bind %s: %w", b.Key, err)
-	}
-	mine, _ := bindCheckpoints(b, fp, all)
-	if err := refuseHeld("reset", b, mine); err != nil {
 		return err
 	}
+	defer st.close()
 	cpKey := tracker.CheckpointKey(b.Key, fp.Identity)
 	var lease tracker.Lease
 	if len(mine) > 0 {
