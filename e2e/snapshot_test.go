@@ -505,3 +505,62 @@ func TestBackfillKeepsStreaming(t *testing.T) {
 		})
 	}
 }
+
+// TestResnapshotAfterDroppedSlot: a bind whose slot was dropped while it
+// was stopped reads its table again — with `trackerd reset --to snapshot`,
+// and by itself with snapshot = "when_needed" — so the row whose change was
+// lost with the slot reaches the stream as a snapshot row.
+func TestResnapshotAfterDroppedSlot(t *testing.T) {
+	for _, how := range []string{"reset", "when_needed"} {
+		t.Run(how, func(t *testing.T) {
+			bs := newBus(t)
+			lc := watchLifecycle(t, bs)
+			b := newPGBind(t, map[string]string{"t": "id int PRIMARY KEY"})
+			admin := pgAdmin(t)
+			env := bs.env(t)
+			mode := "never"
+			if how == "when_needed" {
+				mode = how
+			}
+			env["TRACKER_BINDS"] = withSnapshot(b.bindsJSON(t, "t"), b.key)(mode)
+			tbl := fmt.Sprintf("%q.t", b.schema)
+			p := start(t, env, "run")
+			p.waitLog(`msg=streaming bind=`+b.key, time.Minute)
+			pgExec(t, admin, "INSERT INTO "+tbl+" VALUES (1)")
+			bs.waitCount(t, 2, time.Minute)
+			p.signal(syscall.SIGTERM)
+			if code := p.exitCode(30 * time.Second); code != 0 {
+				t.Fatalf("run: exit %d", code)
+			}
+			dropSlot(ctxT(t, 30*time.Second), t, admin, b.slot)
+			pgExec(t, admin, "INSERT INTO "+tbl+" VALUES (2)") // its change is lost with the slot
+
+			if how == "reset" {
+				out, code := runCLI(env, "reset", "--bind", b.key, "--to", "snapshot")
+				if code != 0 || !strings.Contains(out, "the bind's next run reads every row of its tables") {
+					t.Fatalf("reset --to snapshot: exit %d\n%s", code, out)
+				}
+			}
+			p = start(t, env, "run")
+			if how == "when_needed" {
+				p.waitLog(`moving to the server's current position and reading the tables again`, time.Minute)
+			}
+			eventually(t, time.Minute, "the snapshot completes", func() bool { return lc.count("completed") == 1 })
+			pgExec(t, admin, "INSERT INTO "+tbl+" VALUES (3)")
+			waitSettled(t, bs)
+			p.signal(syscall.SIGTERM)
+			if code := p.exitCode(30 * time.Second); code != 0 {
+				t.Fatalf("run: exit %d", code)
+			}
+			var got []string
+			for _, m := range bs.read(t) {
+				if m.Event.Type() == "trackerd.after_commit" {
+					got = append(got, m.Change.Op+":"+string(m.Change.After["id"]))
+				}
+			}
+			if want := "insert:1,snapshot:1,snapshot:2,insert:3"; strings.Join(got, ",") != want {
+				t.Fatalf("after_commit events %v, want %s", got, want)
+			}
+		})
+	}
+}
